@@ -1,0 +1,57 @@
+//! The `herald` command line: one binary for the server and the developer
+//! tools. Each subcommand lives in its own module; this file only parses and
+//! dispatches.
+
+mod keys;
+mod listen;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "herald", version, about = "Push notifications for long-running jobs, as signed Standard Webhooks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new signing key (secret and public form).
+    Keygen(keys::KeygenArgs),
+    /// Sign a payload and print the three Standard Webhooks headers.
+    Sign(keys::SignArgs),
+    /// Verify a signed payload; exits 0 when valid, non-zero with the reason otherwise.
+    Verify(keys::VerifyArgs),
+    /// Run a local webhook receiver that verifies and prints every delivery.
+    Listen(listen::ListenArgs),
+}
+
+/// Entry point of the binary: parses arguments, runs the subcommand on a
+/// Tokio runtime and turns errors into a non-zero exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("herald: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Keygen(args) => keys::keygen(args),
+            Command::Sign(args) => keys::sign(args),
+            Command::Verify(args) => keys::verify(args).await,
+            Command::Listen(args) => listen::listen(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("herald: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
