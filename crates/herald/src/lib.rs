@@ -1,4 +1,14 @@
 //! Herald: the server and CLI. See `ARCHITECTURE.md` at the repository root
 //! for the code map and the invariants each module keeps.
 
+pub mod admin_key;
+pub mod api;
+pub mod app;
 pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod delivery;
+pub mod domain;
+pub mod net;
+pub mod store;
+pub mod telemetry;

@@ -4,6 +4,7 @@
 
 mod keys;
 mod listen;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -18,6 +19,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the Herald server (API and delivery engine) on the embedded database.
+    Serve(serve::ServeArgs),
+    /// Print the effective configuration (defaults, file, environment, flags).
+    Config(serve::ServeArgs),
     /// Print a new signing key (secret and public form).
     Keygen(keys::KeygenArgs),
     /// Sign a payload and print the three Standard Webhooks headers.
@@ -41,6 +46,8 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
+            Command::Serve(args) => serve::serve(&args).await,
+            Command::Config(args) => serve::config(&args),
             Command::Keygen(args) => keys::keygen(args),
             Command::Sign(args) => keys::sign(args),
             Command::Verify(args) => keys::verify(args).await,

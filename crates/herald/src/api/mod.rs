@@ -1,0 +1,69 @@
+//! The HTTP API (JSON, snake_case, Google-style `:verb` custom methods).
+//!
+//! Handlers parse wire DTOs into domain types, call the store, and map
+//! results back to DTOs; they hold no business rules beyond validation.
+//! Errors become responses only in [`error`].
+
+pub mod auth;
+pub mod error;
+mod events;
+mod health;
+mod json;
+mod pagination;
+mod projects;
+mod webhooks;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::clock::SharedClock;
+use crate::config::LimitsConfig;
+use crate::net::ssrf::AddressPolicy;
+use crate::store::Store;
+use auth::Authenticator;
+use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub auth: Arc<Authenticator>,
+    pub clock: SharedClock,
+    /// Vets webhook URIs with literal addresses at create/update time.
+    pub address_policy: Arc<AddressPolicy>,
+    pub limits: LimitsConfig,
+    pub metrics: Option<PrometheusHandle>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_request_bytes;
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/projects", post(projects::create).get(projects::list))
+        .route("/v1/projects/{project_id}", get(projects::get))
+        .route("/v1/projects/{project_id}/api_keys", post(projects::create_key).get(projects::list_keys))
+        .route("/v1/projects/{project_id}/api_keys/{key_id}", axum::routing::delete(projects::revoke_key))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/v1/webhooks/{webhook_id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/v1/events", post(events::publish))
+        .route("/v1/events:batchCreate", post(events::batch_create))
+        .route("/v1/events/{event_id}", get(events::get))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn not_found(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+}

@@ -1,0 +1,292 @@
+//! `/v1/webhooks`: a project's endpoint subscriptions.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use herald_signature::{Ed25519SecretKey, HmacKey};
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
+
+use super::AppState;
+use super::auth::Principal;
+use super::error::ApiError;
+use super::json::JsonBody;
+use super::pagination::{next_page_token, page_request};
+use crate::domain::project::Name;
+use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
+use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
+use crate::store::{NewWebhook, StoredSecret, WebhookPatch};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CreateWebhook {
+    uri: String,
+    subscribed_events: Vec<String>,
+    name: Option<String>,
+    signing: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpdateWebhook {
+    name: Option<String>,
+    uri: Option<String>,
+    subscribed_events: Option<Vec<String>>,
+    state: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct SecretView {
+    id: SecretId,
+    /// HMAC: the first characters of the secret. Ed25519: omitted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    truncated_secret: Option<String>,
+    /// Ed25519: the public key receivers verify with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+    create_time: Timestamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expire_time: Option<Timestamp>,
+}
+
+#[derive(Serialize)]
+pub(super) struct WebhookView {
+    id: WebhookId,
+    name: String,
+    uri: String,
+    subscribed_events: Vec<String>,
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    state_reason: Option<String>,
+    signing: &'static str,
+    signing_secrets: Vec<SecretView>,
+    create_time: Timestamp,
+    update_time: Timestamp,
+    /// The new HMAC secret: only in the response that created it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    new_signing_secret: Option<String>,
+}
+
+impl WebhookView {
+    fn new(webhook: Webhook) -> Self {
+        let signing_secrets = webhook.signing_secrets.into_iter().map(secret_view).collect();
+        Self {
+            id: webhook.id,
+            name: webhook.name.as_str().to_owned(),
+            uri: webhook.uri.as_str().to_owned(),
+            subscribed_events: webhook.subscribed_events.to_strings(),
+            state: webhook.state.as_str(),
+            state_reason: webhook.state_reason,
+            signing: webhook.signing.as_str(),
+            signing_secrets,
+            create_time: webhook.create_time,
+            update_time: webhook.update_time,
+            new_signing_secret: None,
+        }
+    }
+}
+
+fn secret_view(secret: SigningSecretInfo) -> SecretView {
+    let truncated_secret = secret.public_key.is_none().then_some(secret.display);
+    SecretView {
+        id: secret.id,
+        truncated_secret,
+        public_key: secret.public_key,
+        create_time: secret.create_time,
+        expire_time: secret.expire_time,
+    }
+}
+
+#[derive(Serialize)]
+pub(super) struct WebhookList {
+    webhooks: Vec<WebhookView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+/// Parses and vets a URI: syntax, then the SSRF policy for literal
+/// addresses and `localhost` names (host names are vetted at connect time).
+fn endpoint_uri(state: &AppState, text: &str) -> Result<EndpointUri, ApiError> {
+    let uri = EndpointUri::parse(text).map_err(ApiError::invalid_field("uri"))?;
+    let refused = |reason| ApiError::invalid("uri", format!("Herald does not deliver to {reason} addresses (see allow_target_cidrs)"));
+    match uri.host() {
+        Some(url::Host::Ipv4(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
+        Some(url::Host::Ipv6(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
+        Some(url::Host::Domain(name)) => state.address_policy.check_host_name(name).map_err(refused)?,
+        None => return Err(ApiError::invalid("uri", "the URI must have a host")),
+    }
+    Ok(uri)
+}
+
+fn subscribed_events(items: &[String]) -> Result<SubscribedEvents, ApiError> {
+    SubscribedEvents::parse(items).map_err(ApiError::invalid_field("subscribed_events"))
+}
+
+/// A fresh signing secret of `kind`, and the string shown once to the user.
+fn new_secret(kind: SigningKind) -> (StoredSecret, Option<String>) {
+    let id = SecretId::generate();
+    match kind {
+        SigningKind::Hmac => {
+            let key = HmacKey::generate();
+            let secret = Zeroizing::new(key.expose_secret().to_string());
+            let display = format!("{}…", &secret[..secret.len().min(12)]);
+            let shown = Some(secret.to_string());
+            (StoredSecret { id, kind, secret, public_key: None, display }, shown)
+        }
+        SigningKind::Ed25519 => {
+            let key = Ed25519SecretKey::generate();
+            let public_key = key.public_key().to_string();
+            let secret = Zeroizing::new(key.expose_secret().to_string());
+            (StoredSecret { id, kind, secret, public_key: Some(public_key.clone()), display: public_key }, None)
+        }
+    }
+}
+
+pub(super) async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody { value, .. }: JsonBody<CreateWebhook>,
+) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
+    let project = principal.require_project()?;
+    let uri = endpoint_uri(&state, &value.uri)?;
+    let subscribed_events = subscribed_events(&value.subscribed_events)?;
+    let name = match value.name.as_deref() {
+        Some(name) => Name::parse(name).map_err(ApiError::invalid_field("name"))?,
+        None => Name::parse(&uri.host().map(|h| h.to_string()).unwrap_or_default())
+            .map_err(ApiError::invalid_field("name"))?,
+    };
+    let signing = match value.signing.as_deref() {
+        None => SigningKind::Hmac,
+        Some(text) => SigningKind::parse(text).ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?,
+    };
+    let (secret, shown) = new_secret(signing);
+    let new = NewWebhook {
+        id: WebhookId::generate(),
+        project_id: project,
+        name,
+        uri,
+        subscribed_events,
+        signing,
+        secret,
+        now: state.clock.now(),
+    };
+    let webhook = state.store.create_webhook(new).await?;
+    let mut view = WebhookView::new(webhook);
+    view.new_signing_secret = shown;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+pub(super) async fn list(
+    State(state): State<AppState>,
+    principal: Principal,
+    query: RawQuery,
+) -> Result<Json<WebhookList>, ApiError> {
+    let project = principal.require_project()?;
+    let page = state.store.list_webhooks(project, page_request(&query)?, state.clock.now()).await?;
+    let next_page_token = next_page_token(&page);
+    Ok(Json(WebhookList { webhooks: page.items.into_iter().map(WebhookView::new).collect(), next_page_token }))
+}
+
+fn webhook_id(text: &str) -> Result<WebhookId, ApiError> {
+    WebhookId::parse(text).ok_or_else(|| ApiError::not_found("webhook", text))
+}
+
+async fn load(state: &AppState, project: ProjectId, id: &str) -> Result<Webhook, ApiError> {
+    state
+        .store
+        .get_webhook(project, webhook_id(id)?, state.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook", id))
+}
+
+pub(super) async fn get(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let project = principal.require_project()?;
+    Ok(Json(WebhookView::new(load(&state, project, &id).await?)))
+}
+
+pub(super) async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+    query: RawQuery,
+    JsonBody { value, .. }: JsonBody<UpdateWebhook>,
+) -> Result<Json<WebhookView>, ApiError> {
+    let project = principal.require_project()?;
+    let value = apply_update_mask(value, &query)?;
+    let patch = WebhookPatch {
+        name: value.name.as_deref().map(Name::parse).transpose().map_err(ApiError::invalid_field("name"))?,
+        uri: value.uri.as_deref().map(|uri| endpoint_uri(&state, uri)).transpose()?,
+        subscribed_events: value.subscribed_events.as_deref().map(subscribed_events).transpose()?,
+        state: value
+            .state
+            .as_deref()
+            .map(|text| match WebhookState::parse(text) {
+                Some(state @ (WebhookState::Enabled | WebhookState::Disabled)) => Ok(state),
+                _ => Err(ApiError::invalid("state", "must be \"enabled\" or \"disabled\"")),
+            })
+            .transpose()?,
+    };
+    let updated = state
+        .store
+        .update_webhook(project, webhook_id(&id)?, patch, state.clock.now())
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook", &id))?;
+    Ok(Json(WebhookView::new(updated)))
+}
+
+/// With `?update_mask=a,b`, only the named fields change (each must be in
+/// the body); without it, every field present in the body changes.
+fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<UpdateWebhook, ApiError> {
+    let Some(raw) = query.0.as_deref() else { return Ok(value) };
+    let mut mask = None;
+    for (name, text) in url::form_urlencoded::parse(raw.as_bytes()) {
+        match name.as_ref() {
+            "update_mask" => mask = Some(text.into_owned()),
+            other => return Err(ApiError::invalid(other, "unknown query parameter (expected update_mask)")),
+        }
+    }
+    let Some(mask) = mask else { return Ok(value) };
+    let fields: Vec<&str> = mask.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    for field in &fields {
+        let present = match *field {
+            "name" => value.name.is_some(),
+            "uri" => value.uri.is_some(),
+            "subscribed_events" => value.subscribed_events.is_some(),
+            "state" => value.state.is_some(),
+            other => return Err(ApiError::invalid("update_mask", format!("{other:?} is not an updatable field"))),
+        };
+        if !present {
+            return Err(ApiError::invalid(*field, "named in update_mask but missing from the body"));
+        }
+    }
+    let keep = |field: &str| fields.contains(&field);
+    if !keep("name") {
+        value.name = None;
+    }
+    if !keep("uri") {
+        value.uri = None;
+    }
+    if !keep("subscribed_events") {
+        value.subscribed_events = None;
+    }
+    if !keep("state") {
+        value.state = None;
+    }
+    Ok(value)
+}
+
+pub(super) async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let project = principal.require_project()?;
+    if !state.store.delete_webhook(project, webhook_id(&id)?, state.clock.now()).await? {
+        return Err(ApiError::not_found("webhook", &id));
+    }
+    Ok(StatusCode::NO_CONTENT)
+}

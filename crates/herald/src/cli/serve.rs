@@ -1,0 +1,161 @@
+//! `herald serve` and `herald config`: settings from defaults, the config
+//! file, `HERALD_*` variables and flags (in rising precedence).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use ipnet::IpNet;
+
+use crate::admin_key::{self, AdminKey};
+use crate::app::{self, Dependencies};
+use crate::config::{Config, LogFormat};
+use crate::store::sqlite::Durability;
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file (see `herald config` for every setting).
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded database and admin key [default: ./herald-data].
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address of the HTTP API [default: 127.0.0.1:8080].
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Allow deliveries to this non-public range, e.g. 127.0.0.0/8 (repeatable;
+    /// added to the config file's list).
+    #[arg(long = "allow-target-cidr", env = "HERALD_ALLOW_TARGET_CIDRS", value_delimiter = ',', value_name = "CIDR")]
+    allow_target_cidrs: Vec<IpNet>,
+    /// `full` (survives power loss) or `process` (survives a crash only).
+    #[arg(long, env = "HERALD_DURABILITY", value_parser = parse_durability)]
+    durability: Option<Durability>,
+    /// Timeout of one delivery attempt, e.g. 15s.
+    #[arg(long, env = "HERALD_DELIVERY_TIMEOUT", value_parser = humantime::parse_duration)]
+    delivery_timeout: Option<Duration>,
+    /// Delays before each retry, e.g. "5s,5m,30m,2h,5h,10h".
+    #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    retry_schedule: Option<Vec<Duration>>,
+    /// Attempts in flight at once, in all.
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Attempts in flight at once to one webhook.
+    #[arg(long, env = "HERALD_MAX_IN_FLIGHT_PER_ENDPOINT")]
+    max_in_flight_per_endpoint: Option<u32>,
+    /// Log format: text or json.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
+}
+
+fn parse_durability(text: &str) -> Result<Durability, String> {
+    match text {
+        "full" => Ok(Durability::Full),
+        "process" => Ok(Durability::Process),
+        _ => Err("expected `full` or `process`".into()),
+    }
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text {
+        "text" => Ok(LogFormat::Text),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected `text` or `json`".into()),
+    }
+}
+
+impl ServeArgs {
+    /// The effective configuration, validated.
+    pub fn effective_config(&self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                Config::from_toml(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        for cidr in &self.allow_target_cidrs {
+            if !config.security.allow_target_cidrs.contains(cidr) {
+                config.security.allow_target_cidrs.push(*cidr);
+            }
+        }
+        if let Some(durability) = self.durability {
+            config.storage.durability = durability;
+        }
+        if let Some(timeout) = self.delivery_timeout {
+            config.delivery.timeout = timeout;
+        }
+        if let Some(schedule) = &self.retry_schedule {
+            config.delivery.retry_schedule.clone_from(schedule);
+        }
+        if let Some(max) = self.max_in_flight {
+            config.delivery.max_in_flight = max;
+        }
+        if let Some(max) = self.max_in_flight_per_endpoint {
+            config.delivery.max_in_flight_per_endpoint = max;
+        }
+        if let Some(format) = self.log_format {
+            config.log.format = format;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// `herald config`: prints the effective settings as TOML.
+pub fn config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.effective_config()?;
+    print!("{}", config.to_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald serve`: runs until SIGTERM or SIGINT, then shuts down gracefully.
+pub async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.effective_config()?;
+    crate::telemetry::init_tracing(&config.log);
+    let admin_key = admin_key::load_or_create(&config.data_dir, std::env::var("HERALD_ADMIN_KEY").ok())?;
+    if let AdminKey::Generated { key, path } = &admin_key {
+        eprintln!("Generated the admin key (shown only now; also saved to {}):\n\n    {key}\n", path.display());
+    }
+    let running = app::start(&config, admin_key.key(), Dependencies::default()).await?;
+    // Scripts and tests read this line to learn the port when listening on :0.
+    println!("herald listening on http://{}", running.addr);
+    let token = running.shutdown_token();
+    tokio::select! {
+        () = shutdown_signal() => tracing::info!("shutting down: finishing in-flight deliveries"),
+        () = token.cancelled() => {}
+    }
+    running.shutdown().await?;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops Herald");
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,0 +1,257 @@
+//! Configuration: defaults, then a TOML file (`--config`), then `HERALD_*`
+//! environment variables and command-line flags (flags win). `herald config`
+//! prints the result.
+//!
+//! Every field has a default, so `herald serve` needs no set-up. Values are
+//! validated once here; the rest of the program trusts them.
+
+mod durations;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::store::sqlite::Durability;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// Where the embedded database and the generated admin key live.
+    pub data_dir: PathBuf,
+    pub storage: StorageConfig,
+    pub delivery: DeliveryConfig,
+    pub security: SecurityConfig,
+    pub limits: LimitsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `full`: an acknowledged event survives a power cut (fsync per commit,
+    /// grouped). `process`: it survives a process crash only.
+    pub durability: Durability,
+    /// Read-only SQLite connections for queries.
+    pub read_connections: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Limit for one attempt: connect, send, and read the response.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Attempts in flight at once, in all.
+    pub max_in_flight: usize,
+    /// Attempts in flight at once to one webhook.
+    pub max_in_flight_per_endpoint: u32,
+    /// Delays before the 2nd, 3rd, … attempts (the first is immediate).
+    #[serde(with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Each delay varies by up to ± this fraction.
+    pub jitter: f64,
+    /// No attempt is made later than this after the event.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// The longest `Retry-After` (on 429/503) that is honoured.
+    #[serde(with = "humantime_serde")]
+    pub retry_after_max: Duration,
+    /// A claimed delivery is reclaimable after this if its worker vanished.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Response body bytes kept per attempt in the delivery log.
+    pub response_excerpt_bytes: usize,
+    /// Longest pause between two looks at the queue when nothing wakes it.
+    #[serde(with = "humantime_serde")]
+    pub idle_poll: Duration,
+    /// How long shutdown waits for in-flight attempts.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConfig {
+    /// Address ranges Herald may deliver to even though they are not public
+    /// (e.g. `127.0.0.0/8` for local development). Empty by default.
+    pub allow_target_cidrs: Vec<IpNet>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest serialised event payload, in bytes.
+    pub max_payload_bytes: usize,
+    /// Most events in one `events:batchCreate`.
+    pub max_batch_events: usize,
+    /// Largest request body, in bytes.
+    pub max_request_bytes: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter, e.g. `info` or `herald=debug,info`. `RUST_LOG` wins.
+    pub filter: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./herald-data"),
+            storage: StorageConfig::default(),
+            delivery: DeliveryConfig::default(),
+            security: SecurityConfig::default(),
+            limits: LimitsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self { durability: Durability::Full, read_connections: 4 }
+    }
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        let policy = crate::delivery::RetryPolicy::default();
+        Self {
+            timeout: Duration::from_secs(15),
+            max_in_flight: 512,
+            max_in_flight_per_endpoint: 64,
+            retry_schedule: policy.schedule,
+            jitter: policy.jitter,
+            max_age: policy.max_age,
+            retry_after_max: policy.retry_after_max,
+            lease: Duration::from_secs(60),
+            response_excerpt_bytes: 1024,
+            idle_poll: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self { max_payload_bytes: 256 * 1024, max_batch_events: 1000, max_request_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self { format: LogFormat::Text, filter: "info".into() }
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {field}: {message}")]
+pub struct ConfigError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl Config {
+    /// Parses a TOML document; absent fields keep their defaults.
+    pub fn from_toml(text: &str) -> Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot render the configuration: {e}\n"))
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |field, message: &str| Err(ConfigError { field, message: message.to_owned() });
+        let d = &self.delivery;
+        if d.timeout.is_zero() || d.timeout > Duration::from_secs(300) {
+            return fail("delivery.timeout", "must be between 1ms and 5m");
+        }
+        if d.lease < d.timeout + Duration::from_secs(5) {
+            return fail("delivery.lease", "must exceed delivery.timeout by at least 5s, or live attempts would be taken over");
+        }
+        if d.max_in_flight == 0 || d.max_in_flight_per_endpoint == 0 {
+            return fail("delivery.max_in_flight", "limits must be at least 1");
+        }
+        if !(0.0..=1.0).contains(&d.jitter) {
+            return fail("delivery.jitter", "must be between 0.0 and 1.0");
+        }
+        if d.retry_schedule.len() > 100 {
+            return fail("delivery.retry_schedule", "at most 100 retries");
+        }
+        if d.max_age.is_zero() {
+            return fail("delivery.max_age", "must be positive");
+        }
+        if d.idle_poll.is_zero() {
+            return fail("delivery.idle_poll", "must be positive");
+        }
+        if self.storage.read_connections == 0 {
+            return fail("storage.read_connections", "must be at least 1");
+        }
+        let l = &self.limits;
+        if l.max_payload_bytes < 1024 || l.max_batch_events == 0 || l.max_request_bytes < l.max_payload_bytes {
+            return fail("limits", "max_payload_bytes >= 1024, max_batch_events >= 1, max_request_bytes >= max_payload_bytes");
+        }
+        Ok(())
+    }
+
+    pub fn retry_policy(&self) -> crate::delivery::RetryPolicy {
+        crate::delivery::RetryPolicy {
+            schedule: self.delivery.retry_schedule.clone(),
+            jitter: self.delivery.jitter,
+            max_age: self.delivery.max_age,
+            retry_after_max: self.delivery.retry_after_max,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_round_trip_through_toml() {
+        let config = Config::default();
+        config.validate().expect("defaults are valid");
+        let text = config.to_toml();
+        for delay in ["\"5s\"", "\"5m\"", "\"30m\"", "\"2h\"", "\"5h\"", "\"10h\""] {
+            assert!(text.contains(delay), "{delay} missing from {text}");
+        }
+        assert_eq!(Config::from_toml(&text).expect("parses"), config);
+    }
+
+    #[test]
+    fn partial_files_keep_defaults_and_unknown_keys_fail() {
+        let config = Config::from_toml("[delivery]\ntimeout = \"30s\"\n").expect("parses");
+        assert_eq!(config.delivery.timeout, Duration::from_secs(30));
+        assert_eq!(config.delivery.max_in_flight, 512);
+        assert!(Config::from_toml("[delivery]\ntimeot = \"30s\"\n").is_err());
+        assert!(Config::from_toml("[security]\nallow_target_cidrs = [\"not-a-cidr\"]\n").is_err());
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let mut config = Config::default();
+        config.delivery.lease = Duration::from_secs(16);
+        assert_eq!(config.validate().map_err(|e| e.field), Err("delivery.lease"));
+        let mut config = Config::default();
+        config.delivery.jitter = 1.5;
+        assert_eq!(config.validate().map_err(|e| e.field), Err("delivery.jitter"));
+    }
+}

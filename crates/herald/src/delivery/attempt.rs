@@ -1,0 +1,106 @@
+//! One attempt: sign, send, judge. Never fails: every problem becomes an
+//! attempt outcome in the delivery log.
+
+use std::sync::Arc;
+
+use herald_signature::{Signer, SigningKey};
+
+use super::client::{DeliveryClient, Response, SignedRequest};
+use super::retry::{Jitter, Outcome, RetryPolicy};
+use crate::clock::Clock;
+use crate::domain::{AttemptErrorKind, AttemptRecord};
+use crate::store::{Completion, DeliveryJob, EndpointSnapshot};
+
+/// Everything an attempt needs besides the job.
+pub(super) struct AttemptContext<'a> {
+    pub client: &'a DeliveryClient,
+    pub policy: &'a RetryPolicy,
+    pub clock: &'a dyn Clock,
+    pub jitter: &'a dyn Jitter,
+}
+
+/// The signer for an endpoint's current secrets, or why there is none.
+pub(super) type EndpointSigner = Arc<Result<Signer, String>>;
+
+pub(super) fn signer_for(endpoint: &EndpointSnapshot) -> EndpointSigner {
+    let keys: Result<Vec<SigningKey>, String> = endpoint
+        .secrets
+        .iter()
+        .map(|secret| {
+            SigningKey::parse(secret.secret.as_str())
+                .map_err(|e| format!("signing secret {} is unusable: {e}", secret.id))
+        })
+        .collect();
+    Arc::new(keys.and_then(|keys| Signer::new(keys).map_err(|e| format!("cannot sign: {e}"))))
+}
+
+pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, signer: &EndpointSigner) -> Completion {
+    let start_time = context.clock.now();
+    let webhook_id = job.event_id.to_string();
+    let timestamp = start_time.as_unix_seconds();
+    let signed = match signer.as_ref() {
+        Ok(signer) => signer.sign(&webhook_id, timestamp, &job.payload).map_err(|e| e.to_string()),
+        Err(problem) => Err(problem.clone()),
+    };
+    let (response, duration) = match signed {
+        Ok(signature) => {
+            let request = SignedRequest {
+                uri: &job.endpoint.uri,
+                webhook_id: &webhook_id,
+                webhook_timestamp: timestamp,
+                webhook_signature: &signature,
+                body: job.payload.clone(),
+            };
+            context.client.send(request).await
+        }
+        Err(message) => (Response::Failed { kind: AttemptErrorKind::Signing, message }, Default::default()),
+    };
+    let now = context.clock.now();
+    let (record, outcome) = match response {
+        Response::Status { code, retry_after, excerpt } => {
+            let success = (200..300).contains(&code);
+            let record = AttemptRecord {
+                number: job.attempt_number,
+                start_time,
+                duration,
+                status_code: Some(code),
+                response_excerpt: Some(excerpt).filter(|e| !e.is_empty()),
+                error_kind: (!success).then_some(AttemptErrorKind::HttpStatus),
+                error_message: (!success).then(|| format!("the endpoint answered {code}")),
+            };
+            (record, Outcome::Status { code, retry_after })
+        }
+        Response::Failed { kind, message } => {
+            let record = AttemptRecord {
+                number: job.attempt_number,
+                start_time,
+                duration,
+                status_code: None,
+                response_excerpt: None,
+                error_kind: Some(kind),
+                error_message: Some(message),
+            };
+            (record, Outcome::NoResponse)
+        }
+    };
+    record_metrics(&record);
+    let decision = context.policy.decide(job.attempt_number, outcome, now, job.event_time, context.jitter.sample());
+    if decision.next == crate::store::NextStep::Succeeded {
+        metrics::histogram!("herald_delivery_latency_seconds").record(now.duration_since(job.event_time).as_secs_f64());
+    }
+    Completion {
+        delivery_id: job.delivery_id,
+        webhook_id: job.endpoint.webhook_id,
+        lease: job.lease,
+        attempt: record,
+        next: decision.next,
+        disable_webhook: decision.disable_webhook,
+        now,
+    }
+}
+
+fn record_metrics(record: &AttemptRecord) {
+    let outcome = record.error_kind.map_or("success", AttemptErrorKind::as_str);
+    metrics::counter!("herald_delivery_attempts_total", "outcome" => outcome).increment(1);
+    metrics::histogram!("herald_delivery_attempt_duration_seconds").record(record.duration.as_secs_f64());
+}

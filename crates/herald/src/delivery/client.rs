@@ -1,0 +1,188 @@
+//! The one pooled HTTP client every attempt goes through.
+//!
+//! hyper with rustls (HTTP/1.1, and HTTP/2 where the endpoint's TLS offers
+//! it), keep-alive connections reused across attempts, and the SSRF-guarded
+//! connector underneath. Redirects are never followed: a 3xx is just a
+//! non-2xx status, a failure.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::{HeaderValue, Request};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::domain::AttemptErrorKind;
+use crate::domain::webhook::EndpointUri;
+use crate::net::connector::{ConnectError, GuardedConnector};
+use crate::net::ssrf::AddressPolicy;
+
+/// Response bytes read at most to let a connection be reused; a longer body
+/// is abandoned and its connection closed.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Whole-exchange limit: connect, send, and read the response.
+    pub timeout: Duration,
+    /// Response body bytes kept in the delivery log.
+    pub excerpt_bytes: usize,
+    /// Idle keep-alive connections kept per endpoint host.
+    pub max_idle_per_host: usize,
+}
+
+/// One signed webhook request.
+#[derive(Debug, Clone)]
+pub struct SignedRequest<'a> {
+    pub uri: &'a EndpointUri,
+    pub webhook_id: &'a str,
+    pub webhook_timestamp: i64,
+    pub webhook_signature: &'a str,
+    pub body: Bytes,
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    Status { code: u16, retry_after: Option<Duration>, excerpt: String },
+    Failed { kind: AttemptErrorKind, message: String },
+}
+
+#[derive(Clone)]
+pub struct DeliveryClient {
+    client: Client<HttpsConnector<GuardedConnector>, Full<Bytes>>,
+    config: Arc<ClientConfig>,
+    user_agent: HeaderValue,
+}
+
+impl DeliveryClient {
+    pub fn new(policy: Arc<AddressPolicy>, config: ClientConfig) -> std::io::Result<Self> {
+        let connect_timeout = config.timeout.min(Duration::from_secs(10));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_native_roots()?
+            .https_or_http()
+            .enable_all_versions()
+            .wrap_connector(GuardedConnector::new(policy, connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(config.max_idle_per_host)
+            .build(https);
+        let user_agent = HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION")));
+        Ok(Self { client, config: Arc::new(config), user_agent })
+    }
+
+    /// Sends one request; every failure is an outcome, never an error.
+    pub async fn send(&self, request: SignedRequest<'_>) -> (Response, Duration) {
+        let started = Instant::now();
+        let response = match tokio::time::timeout(self.config.timeout, self.exchange(request)).await {
+            Ok(response) => response,
+            Err(_) => Response::Failed {
+                kind: AttemptErrorKind::Timeout,
+                message: format!("no complete response within {:?}", self.config.timeout),
+            },
+        };
+        (response, started.elapsed())
+    }
+
+    async fn exchange(&self, request: SignedRequest<'_>) -> Response {
+        let built = Request::post(request.uri.as_str())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, self.user_agent.clone())
+            .header("webhook-id", request.webhook_id)
+            .header("webhook-timestamp", request.webhook_timestamp)
+            .header("webhook-signature", request.webhook_signature)
+            .body(Full::new(request.body));
+        let built = match built {
+            Ok(built) => built,
+            Err(error) => {
+                return Response::Failed { kind: AttemptErrorKind::Protocol, message: format!("cannot build the request: {error}") };
+            }
+        };
+        let response = match self.client.request(built).await {
+            Ok(response) => response,
+            Err(error) => return classify(&error),
+        };
+        let code = response.status().as_u16();
+        let retry_after = response.headers().get(RETRY_AFTER).and_then(parse_retry_after);
+        let excerpt = read_excerpt(response.into_body(), self.config.excerpt_bytes).await;
+        Response::Status { code, retry_after, excerpt }
+    }
+}
+
+/// Reads up to `DRAIN_LIMIT` bytes, keeping the first `limit` as text. A
+/// body that breaks off is not an error: the status already arrived.
+async fn read_excerpt(mut body: hyper::body::Incoming, limit: usize) -> String {
+    let mut kept = Vec::with_capacity(limit.min(1024));
+    let mut total = 0usize;
+    while total <= DRAIN_LIMIT {
+        let Some(Ok(frame)) = body.frame().await else { break };
+        if let Some(data) = frame.data_ref() {
+            total += data.len();
+            let room = limit.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..room.min(data.len())]);
+        }
+    }
+    String::from_utf8_lossy(&kept).into_owned()
+}
+
+/// `Retry-After` as delta-seconds or an HTTP date; unparseable is ignored.
+fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+    let text = value.to_str().ok()?.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let when = httpdate::parse_http_date(text).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+fn classify(error: &hyper_util::client::legacy::Error) -> Response {
+    let mut message = error.to_string();
+    let mut kind = None;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        if kind.is_none() {
+            kind = kind_of(cause);
+        }
+        source = cause.source();
+    }
+    let kind = kind.unwrap_or(if error.is_connect() { AttemptErrorKind::Connect } else { AttemptErrorKind::Protocol });
+    Response::Failed { kind, message }
+}
+
+fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<AttemptErrorKind> {
+    if let Some(connect) = cause.downcast_ref::<ConnectError>() {
+        return Some(match connect {
+            ConnectError::Dns { .. } => AttemptErrorKind::Dns,
+            ConnectError::Blocked { .. } | ConnectError::BlockedName { .. } => AttemptErrorKind::SsrfBlocked,
+            ConnectError::NoHost | ConnectError::Tcp { .. } | ConnectError::Timeout { .. } => AttemptErrorKind::Connect,
+        });
+    }
+    if cause.downcast_ref::<rustls::Error>().is_some() {
+        return Some(AttemptErrorKind::Tls);
+    }
+    if let Some(io) = cause.downcast_ref::<std::io::Error>()
+        && io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    {
+        return Some(AttemptErrorKind::Tls);
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("120")), Some(Duration::from_secs(120)));
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
+        assert_eq!(parse_retry_after(&HeaderValue::from_static("-5")), None);
+    }
+}

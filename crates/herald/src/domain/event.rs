@@ -1,0 +1,168 @@
+//! Event types and the subscription patterns that select them.
+
+use std::fmt;
+
+use super::Invalid;
+
+const MAX_EVENT_TYPE_LEN: usize = 128;
+const MAX_PATTERNS: usize = 100;
+
+/// An event type such as `batch.succeeded`: dot-separated segments of
+/// ASCII letters, digits, `_` and `-`; at most 128 bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventType(String);
+
+impl EventType {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        if text.is_empty() || text.len() > MAX_EVENT_TYPE_LEN {
+            return Err(Invalid::new(format!(
+                "an event type must be 1 to {MAX_EVENT_TYPE_LEN} characters long"
+            )));
+        }
+        if !text.split('.').all(is_valid_segment) {
+            return Err(Invalid::new(
+                "an event type is dot-separated segments of letters, digits, '_' and '-' (e.g. \"batch.succeeded\")",
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_valid_segment(segment: &str) -> bool {
+    !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// What a webhook subscribes to: every event (`*`), every event under a
+/// prefix (`batch.*` matches `batch.succeeded` and `batch.x.y`, not `batch`),
+/// or one exact type.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum EventPattern {
+    All,
+    Prefix(String),
+    Exact(EventType),
+}
+
+impl EventPattern {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        if text == "*" {
+            return Ok(Self::All);
+        }
+        if let Some(prefix) = text.strip_suffix(".*") {
+            let prefix = EventType::parse(prefix).map_err(|_| {
+                Invalid::new(format!("\"{text}\" is not a valid pattern: the part before \".*\" must be an event type"))
+            })?;
+            return Ok(Self::Prefix(format!("{prefix}.")));
+        }
+        EventType::parse(text)
+            .map(Self::Exact)
+            .map_err(|e| Invalid::new(format!("\"{text}\" is neither \"*\", a \"prefix.*\" pattern nor an event type: {e}")))
+    }
+
+    pub fn matches(&self, event_type: &EventType) -> bool {
+        match self {
+            Self::All => true,
+            Self::Prefix(prefix_with_dot) => event_type.as_str().starts_with(prefix_with_dot.as_str()),
+            Self::Exact(exact) => exact == event_type,
+        }
+    }
+}
+
+impl fmt::Display for EventPattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::All => f.write_str("*"),
+            Self::Prefix(prefix_with_dot) => write!(f, "{prefix_with_dot}*"),
+            Self::Exact(exact) => f.write_str(exact.as_str()),
+        }
+    }
+}
+
+/// The non-empty, duplicate-free list of patterns a webhook subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribedEvents(Vec<EventPattern>);
+
+impl SubscribedEvents {
+    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, Invalid> {
+        if items.is_empty() {
+            return Err(Invalid::new("subscribe to at least one event type (\"*\" for all)"));
+        }
+        if items.len() > MAX_PATTERNS {
+            return Err(Invalid::new(format!("at most {MAX_PATTERNS} patterns per webhook")));
+        }
+        let mut patterns: Vec<EventPattern> = Vec::with_capacity(items.len());
+        for item in items {
+            let pattern = EventPattern::parse(item.as_ref())?;
+            if !patterns.contains(&pattern) {
+                patterns.push(pattern);
+            }
+        }
+        Ok(Self(patterns))
+    }
+
+    pub fn matches(&self, event_type: &EventType) -> bool {
+        self.0.iter().any(|pattern| pattern.matches(event_type))
+    }
+
+    pub fn patterns(&self) -> &[EventPattern] {
+        &self.0
+    }
+
+    /// The patterns as strings, the form kept in storage and on the wire.
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(text: &str) -> EventType {
+        EventType::parse(text).expect("valid event type")
+    }
+
+    #[test]
+    fn event_types_are_validated() {
+        for good in ["batch.succeeded", "a", "video.generated", "x-y.z_1"] {
+            assert!(EventType::parse(good).is_ok(), "{good}");
+        }
+        for bad in ["", ".", "batch.", ".batch", "a..b", "has space", "ünï", "a*", &"a".repeat(129)] {
+            assert!(EventType::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn patterns_match_exact_prefix_and_all() {
+        let cases = [
+            ("*", "batch.succeeded", true),
+            ("batch.*", "batch.succeeded", true),
+            ("batch.*", "batch.a.b", true),
+            ("batch.*", "batch", false),
+            ("batch.*", "batches.x", false),
+            ("batch.succeeded", "batch.succeeded", true),
+            ("batch.succeeded", "batch.failed", false),
+        ];
+        for (pattern, event_type, expected) in cases {
+            let pattern = EventPattern::parse(pattern).expect("valid pattern");
+            assert_eq!(pattern.matches(&event(event_type)), expected, "{pattern} vs {event_type}");
+        }
+    }
+
+    #[test]
+    fn subscriptions_are_non_empty_and_deduplicated() {
+        assert!(SubscribedEvents::parse::<&str>(&[]).is_err());
+        assert!(SubscribedEvents::parse(&["batch.**"]).is_err());
+        let subs = SubscribedEvents::parse(&["batch.*", "batch.*", "video.generated"]).expect("valid");
+        assert_eq!(subs.to_strings(), vec!["batch.*", "video.generated"]);
+    }
+}

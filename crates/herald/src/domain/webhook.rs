@@ -1,0 +1,168 @@
+//! Webhook endpoints: where events are delivered and how they are signed.
+
+use std::fmt;
+
+use super::{Invalid, ProjectId, SecretId, SubscribedEvents, Timestamp, WebhookId, project::Name};
+
+const MAX_URI_LEN: usize = 2048;
+
+/// An endpoint URL: absolute `http` or `https`, with a host, without
+/// credentials or fragment, at most 2048 bytes, normalised by the WHATWG URL
+/// parser (so `http://0x7f.1/` is stored as `http://127.0.0.1/` and cannot
+/// hide an address from the SSRF check).
+///
+/// Syntax only: whether the address may be called is the SSRF policy's
+/// decision (`net::ssrf`), made at create time for literal addresses and
+/// again at connect time for every attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUri(url::Url);
+
+impl EndpointUri {
+    pub fn parse(text: &str) -> Result<Self, Invalid> {
+        if text.len() > MAX_URI_LEN {
+            return Err(Invalid::new(format!("a URI must be at most {MAX_URI_LEN} bytes")));
+        }
+        let url = url::Url::parse(text).map_err(|e| Invalid::new(format!("not a valid absolute URI: {e}")))?;
+        if url.scheme() != "http" && url.scheme() != "https" {
+            return Err(Invalid::new(format!("the URI scheme must be http or https, not {}", url.scheme())));
+        }
+        if url.host().is_none() {
+            return Err(Invalid::new("the URI must have a host"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(Invalid::new("the URI must not contain credentials; use a path secret or verify signatures instead"));
+        }
+        if url.fragment().is_some() {
+            return Err(Invalid::new("the URI must not contain a fragment (#...)"));
+        }
+        Ok(Self(url))
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    pub fn host(&self) -> Option<url::Host<&str>> {
+        self.0.host()
+    }
+}
+
+impl fmt::Display for EndpointUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+/// Whether a webhook receives deliveries.
+///
+/// Deliveries to a webhook that is not `Enabled` are held, not attempted and
+/// not failed: they resume when it is enabled again. New events are not
+/// fanned out to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookState {
+    Enabled,
+    /// Disabled by a user, or by Herald when the endpoint answered `410 Gone`.
+    Disabled,
+    /// Disabled by Herald after failing deliveries for too long (auto-disable).
+    DisabledDueToFailedDeliveries,
+}
+
+impl WebhookState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Enabled => "enabled",
+            Self::Disabled => "disabled",
+            Self::DisabledDueToFailedDeliveries => "disabled_due_to_failed_deliveries",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "enabled" => Some(Self::Enabled),
+            "disabled" => Some(Self::Disabled),
+            "disabled_due_to_failed_deliveries" => Some(Self::DisabledDueToFailedDeliveries),
+            _ => None,
+        }
+    }
+}
+
+/// How a webhook's deliveries are signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SigningKind {
+    /// Standard Webhooks `v1`: HMAC-SHA256 with a shared `whsec_` secret.
+    Hmac,
+    /// Standard Webhooks `v1a`: Ed25519; Herald keeps the `whsk_` secret key and
+    /// gives out the `whpk_` public key.
+    Ed25519,
+}
+
+impl SigningKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hmac => "hmac",
+            Self::Ed25519 => "ed25519",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "hmac" => Some(Self::Hmac),
+            "ed25519" => Some(Self::Ed25519),
+            _ => None,
+        }
+    }
+}
+
+/// What the API shows of one signing secret: never the secret itself.
+#[derive(Debug, Clone)]
+pub struct SigningSecretInfo {
+    pub id: SecretId,
+    /// The first characters of the secret (`whsec_AbCd…`) for HMAC, or the
+    /// whole public key (`whpk_…`) for Ed25519.
+    pub display: String,
+    pub public_key: Option<String>,
+    pub create_time: Timestamp,
+    /// When the secret stops signing; `None` while it is the current one.
+    pub expire_time: Option<Timestamp>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Webhook {
+    pub id: WebhookId,
+    pub project_id: ProjectId,
+    pub name: Name,
+    pub uri: EndpointUri,
+    pub subscribed_events: SubscribedEvents,
+    pub state: WebhookState,
+    /// Why the webhook is disabled, when Herald disabled it.
+    pub state_reason: Option<String>,
+    pub signing: SigningKind,
+    pub signing_secrets: Vec<SigningSecretInfo>,
+    pub create_time: Timestamp,
+    pub update_time: Timestamp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_are_validated_and_normalised() {
+        let uri = EndpointUri::parse("http://0x7f.1/hook").expect("valid");
+        assert_eq!(uri.as_str(), "http://127.0.0.1/hook");
+        let uri = EndpointUri::parse("http://2130706433/").expect("valid");
+        assert_eq!(uri.as_str(), "http://127.0.0.1/");
+        for bad in [
+            "ftp://example.com/",
+            "not a url",
+            "/relative",
+            "http://user:pw@example.com/",
+            "https://example.com/#frag",
+            "file:///etc/passwd",
+        ] {
+            assert!(EndpointUri::parse(bad).is_err(), "{bad}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(2100));
+        assert!(EndpointUri::parse(&long).is_err());
+    }
+}

@@ -1,0 +1,151 @@
+//! SQL for publishing events (with their fan-out) and reading them back.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::queue::{attempt_from_row, lower_due_hint};
+use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
+use super::webhooks::enabled_subscribers;
+use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, WebhookId};
+use crate::store::{DeliveryView, EventDetail, PublishOutcome, PublishRequest, StoreError, StoreResult};
+
+/// Commits the events, one pending delivery per matching enabled webhook
+/// (due now), and the idempotency record, all in the caller's transaction.
+pub(super) fn publish(conn: &Connection, request: &PublishRequest) -> StoreResult<PublishOutcome> {
+    let project = request.project_id.to_string();
+    if let Some(idempotency) = &request.idempotency {
+        let previous: Option<(Vec<u8>, Vec<u8>)> = conn
+            .prepare_cached("SELECT request_hash, response FROM idempotency_keys WHERE project_id = ?1 AND key = ?2")
+            .and_then(|mut stmt| {
+                stmt.query_row(params![project, idempotency.key], |row| Ok((row.get(0)?, row.get(1)?))).optional()
+            })
+            .map_err(store_error)?;
+        if let Some((hash, response)) = previous {
+            return if hash == idempotency.request_hash {
+                Ok(PublishOutcome::Replayed { response })
+            } else {
+                Err(StoreError::IdempotencyConflict)
+            };
+        }
+    }
+
+    let subscribers = enabled_subscribers(conn, request.project_id)?;
+    let now = request.now.as_millis();
+    let mut insert_event = conn
+        .prepare_cached("INSERT INTO events (id, project_id, type, timestamp, payload) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(store_error)?;
+    let mut insert_delivery = conn
+        .prepare_cached(
+            "INSERT INTO deliveries (id, event_id, webhook_id, project_id, event_time, state, next_attempt_at, create_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+        )
+        .map_err(store_error)?;
+    let mut fanned_out: HashMap<WebhookId, usize> = HashMap::new();
+    let mut deliveries = 0;
+    for event in &request.events {
+        let event_id = event.id.to_string();
+        insert_event
+            .execute(params![
+                event_id,
+                project,
+                event.event_type.as_str(),
+                event.timestamp.as_millis(),
+                &event.payload[..]
+            ])
+            .map_err(store_error)?;
+        for subscriber in subscribers.iter().filter(|s| s.events.matches(&event.event_type)) {
+            insert_delivery
+                .execute(params![
+                    DeliveryId::generate().to_string(),
+                    event_id,
+                    subscriber.id.to_string(),
+                    project,
+                    event.timestamp.as_millis(),
+                    now
+                ])
+                .map_err(store_error)?;
+            *fanned_out.entry(subscriber.id).or_default() += 1;
+            deliveries += 1;
+        }
+    }
+    for webhook in fanned_out.keys() {
+        lower_due_hint(conn, *webhook, request.now)?;
+    }
+    if let Some(idempotency) = &request.idempotency {
+        conn.prepare_cached(
+            "INSERT INTO idempotency_keys (project_id, key, request_hash, response, create_time) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                project,
+                idempotency.key,
+                &idempotency.request_hash[..],
+                idempotency.response,
+                now
+            ])
+        })
+        .map_err(store_error)?;
+    }
+    Ok(PublishOutcome::Published { deliveries })
+}
+
+pub(super) fn get_event(conn: &Connection, project: ProjectId, id: EventId) -> StoreResult<Option<EventDetail>> {
+    let event = conn
+        .prepare_cached("SELECT id, type, timestamp, payload FROM events WHERE id = ?1 AND project_id = ?2")
+        .and_then(|mut stmt| {
+            stmt.query_row([id.to_string(), project.to_string()], |row| {
+                Ok(EventDetail {
+                    id: parsed(row, 0, "event id", EventId::parse)?,
+                    event_type: parsed(row, 1, "event type", |s| EventType::parse(s).ok())?,
+                    timestamp: timestamp(row, 2)?,
+                    payload: Bytes::from(row.get::<_, Vec<u8>>(3)?),
+                    deliveries: Vec::new(),
+                })
+            })
+            .optional()
+        })
+        .map_err(store_error)?;
+    let Some(mut event) = event else { return Ok(None) };
+
+    let mut deliveries = conn
+        .prepare_cached(
+            "SELECT id, webhook_id, state, attempt_count, next_attempt_at FROM deliveries WHERE event_id = ?1 ORDER BY id",
+        )
+        .map_err(store_error)?;
+    let mut last_attempt = conn
+        .prepare_cached(
+            "SELECT attempt_number, start_time, duration_ms, status_code, response_excerpt, error_kind, error_message
+             FROM attempts WHERE delivery_id = ?1 ORDER BY attempt_number DESC LIMIT 1",
+        )
+        .map_err(store_error)?;
+    let views: Vec<DeliveryView> = deliveries
+        .query_map([id.to_string()], |row| {
+            let state: String = row.get(2)?;
+            let (state, next_attempt_time) = match state.as_str() {
+                "pending" => (DeliveryState::Pending, timestamp_opt(row, 4)?),
+                // In flight: the stored instant is the lease's expiry, not a due time.
+                "leased" => (DeliveryState::Pending, None),
+                "succeeded" => (DeliveryState::Succeeded, None),
+                _ => (DeliveryState::Failed, None),
+            };
+            Ok(DeliveryView {
+                id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
+                webhook_id: parsed(row, 1, "webhook id", WebhookId::parse)?,
+                state,
+                attempt_count: count(row, 3)?,
+                next_attempt_time,
+                last_attempt: None,
+            })
+        })
+        .and_then(Iterator::collect)
+        .map_err(store_error)?;
+    for mut view in views {
+        view.last_attempt =
+            last_attempt.query_row([view.id.to_string()], attempt_from_row).optional().map_err(store_error)?;
+        event.deliveries.push(view);
+    }
+    Ok(Some(event))
+}
+

@@ -1,0 +1,290 @@
+//! The embedded default backend: SQLite in WAL mode, in `<data-dir>/herald.db`.
+//!
+//! Layout: [`writer`] owns the only read-write connection and applies all
+//! writes with group commit; [`readers`] is a pool of read-only connections
+//! for queries; the other modules hold the SQL of one concept each and are
+//! plain functions over a `&Connection`, so they run unchanged on the writer
+//! thread or a reader.
+//!
+//! One process owns a data directory: `herald.lock` is held with an
+//! exclusive file lock for the life of the store. That is what makes
+//! [`DeliveryQueue::recover_all_leases`] safe at start-up: every lease in the
+//! database belongs to a process that is gone.
+
+mod events;
+mod migrations;
+mod projects;
+mod queue;
+mod readers;
+mod rows;
+mod webhooks;
+mod writer;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::Connection;
+use tokio::sync::Notify;
+
+use crate::domain::project::{ApiKey, Project};
+use crate::domain::webhook::Webhook;
+use crate::domain::{ApiKeyId, DeliveryId, EventId, ProjectId, Timestamp, WebhookId};
+use crate::store::{
+    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryQueue, EventDetail, EventStore, LeaseToken,
+    NewWebhook, Page, PageRequest, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Store, StoreError,
+    StoreResult, WebhookPatch, WebhookStore,
+};
+
+use readers::ReadPool;
+use writer::Writer;
+
+/// How far a commit must reach before a write is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// `synchronous=FULL`: the WAL is fsynced at every commit; an
+    /// acknowledged write survives a process crash and a power cut.
+    Full,
+    /// `synchronous=NORMAL`: no fsync per commit; an acknowledged write
+    /// survives a process crash, but a power cut can lose the last commits.
+    Process,
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    pub durability: Durability,
+    /// Read-only connections in the pool.
+    pub read_connections: usize,
+    /// Page cache per connection, in KiB.
+    pub cache_kib: u32,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { durability: Durability::Full, read_connections: 4, cache_kib: 32 * 1024 }
+    }
+}
+
+pub struct SqliteStore {
+    writer: Writer,
+    readers: Arc<ReadPool>,
+    /// Notified after a commit that made deliveries due (wakes the dispatcher).
+    work: Arc<Notify>,
+    /// Set by `close`; the writer thread exits at its next batch.
+    closing: Arc<AtomicBool>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Held for the store's life: the exclusive lock on the data directory.
+    _lock: File,
+    path: PathBuf,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database in `data_dir`, applies
+    /// migrations and starts the writer. Fails if another process holds the
+    /// directory.
+    pub fn open(data_dir: &Path, options: &SqliteOptions) -> StoreResult<Self> {
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create data directory {}: {e}", data_dir.display()))
+        })?;
+        let lock = lock_directory(data_dir)?;
+        let path = data_dir.join("herald.db");
+        let mut conn = open_connection(&path, options, false)?;
+        migrations::migrate(&mut conn)?;
+        let readers = (0..options.read_connections.max(1))
+            .map(|_| open_connection(&path, options, true))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let closing = Arc::new(AtomicBool::new(false));
+        let (writer, thread) = Writer::spawn(conn, Arc::clone(&closing))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            writer,
+            readers: ReadPool::new(readers),
+            work: Arc::new(Notify::new()),
+            closing,
+            writer_thread: Mutex::new(Some(thread)),
+            _lock: lock,
+            path,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+fn lock_directory(data_dir: &Path) -> StoreResult<File> {
+    let lock_path = data_dir.join("herald.lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Unavailable(format!(
+            "another Herald process is using {}; one process per data directory",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::Unavailable(format!("cannot lock {}: {e}", lock_path.display())))
+        }
+    }
+}
+
+fn open_connection(path: &Path, options: &SqliteOptions, read_only: bool) -> StoreResult<Connection> {
+    let conn = Connection::open(path).map_err(unavailable)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+    let synchronous = match options.durability {
+        Durability::Full => "FULL",
+        Durability::Process => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = ON;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -{cache};
+         PRAGMA query_only = {query_only};",
+        cache = options.cache_kib,
+        query_only = if read_only { "ON" } else { "OFF" },
+    ))
+    .map_err(unavailable)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+pub(crate) fn unavailable(error: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+#[async_trait]
+impl ProjectStore for SqliteStore {
+    async fn create_project(&self, project: Project) -> StoreResult<()> {
+        self.writer.write(move |conn| projects::insert_project(conn, &project)).await
+    }
+
+    async fn list_projects(&self, page: PageRequest) -> StoreResult<Page<Project>> {
+        self.readers.read(move |conn| projects::list_projects(conn, &page)).await
+    }
+
+    async fn get_project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
+        self.readers.read(move |conn| projects::get_project(conn, id)).await
+    }
+
+    async fn create_api_key(&self, key: ApiKey, key_hash: [u8; 32]) -> StoreResult<()> {
+        self.writer.write(move |conn| projects::insert_api_key(conn, &key, &key_hash)).await
+    }
+
+    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
+        self.readers.read(move |conn| projects::list_api_keys(conn, project)).await
+    }
+
+    async fn revoke_api_key(&self, project: ProjectId, id: ApiKeyId, now: Timestamp) -> StoreResult<bool> {
+        self.writer.write(move |conn| projects::revoke_api_key(conn, project, id, now)).await
+    }
+
+    async fn find_api_key(&self, key_hash: [u8; 32]) -> StoreResult<Option<(ApiKeyId, ProjectId)>> {
+        self.readers.read(move |conn| projects::find_api_key(conn, &key_hash)).await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for SqliteStore {
+    async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook> {
+        self.writer.write(move |conn| webhooks::insert_webhook(conn, &webhook)).await
+    }
+
+    async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp) -> StoreResult<Page<Webhook>> {
+        self.readers.read(move |conn| webhooks::list_webhooks(conn, project, &page, now)).await
+    }
+
+    async fn get_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
+        self.readers.read(move |conn| webhooks::get_webhook(conn, project, id, now)).await
+    }
+
+    async fn update_webhook(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        patch: WebhookPatch,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>> {
+        let updated = self.writer.write(move |conn| webhooks::update_webhook(conn, project, id, &patch, now)).await?;
+        // Re-enabling may make held deliveries due.
+        self.work.notify_one();
+        Ok(updated)
+    }
+
+    async fn delete_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool> {
+        self.writer.write(move |conn| webhooks::delete_webhook(conn, project, id, now)).await
+    }
+}
+
+#[async_trait]
+impl EventStore for SqliteStore {
+    async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome> {
+        let outcome = self.writer.write(move |conn| events::publish(conn, &request)).await?;
+        if matches!(outcome, PublishOutcome::Published { deliveries } if deliveries > 0) {
+            self.work.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    async fn get_event(&self, project: ProjectId, id: EventId) -> StoreResult<Option<EventDetail>> {
+        self.readers.read(move |conn| events::get_event(conn, project, id)).await
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for SqliteStore {
+    async fn claim(&self, request: ClaimRequest) -> StoreResult<ClaimedBatch> {
+        let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        self.writer.write(move |conn| queue::claim(conn, &request, token)).await
+    }
+
+    async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
+        let results = self.writer.write(move |conn| queue::complete(conn, &completions)).await?;
+        Ok(results)
+    }
+
+    async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>, now: Timestamp) -> StoreResult<()> {
+        self.writer.write(move |conn| queue::release(conn, &leases, now)).await
+    }
+
+    async fn recover_all_leases(&self, now: Timestamp) -> StoreResult<u64> {
+        self.writer.write(move |conn| queue::recover_all_leases(conn, now)).await
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats> {
+        self.readers.read(move |conn| queue::stats(conn, now)).await
+    }
+
+    fn work_notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.work)
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.readers
+            .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
+    }
+
+    async fn close(&self) {
+        self.closing.store(true, Ordering::SeqCst);
+        // Wakes the writer so that it sees `closing`, finishes and checkpoints.
+        let _ = self.writer.write(|_| Ok(())).await;
+        let thread = self.writer_thread.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(thread) = thread {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        self.readers.close();
+    }
+}

@@ -1,0 +1,379 @@
+//! SQL for the delivery queue: claim, complete, release, recover, stats.
+//!
+//! The claim visits webhooks, not deliveries: it takes webhooks whose
+//! `next_due_at` hint has passed (oldest first, skipping those already at
+//! their in-flight cap), then each one's oldest due deliveries through the
+//! `deliveries_due` index. A webhook with a million due deliveries therefore
+//! costs one index range per claim, and never stands in front of another
+//! webhook's work.
+//!
+//! A leased delivery keeps its lease expiry in `next_attempt_at`, so an
+//! expired lease is simply due again; reclaiming it logs the attempt that
+//! never reported back as `interrupted`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::rows::{count, parsed, parsed_opt, store_error, timestamp};
+use crate::domain::webhook::EndpointUri;
+use crate::domain::{AttemptErrorKind, AttemptRecord, DeliveryId, EventId, SecretId, SigningKind, Timestamp, WebhookId};
+use crate::store::{
+    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
+    QueueStats, StoreResult, StoredSecret,
+};
+
+/// Webhooks visited per claim at most.
+const ENDPOINTS_PER_CLAIM: i64 = 256;
+
+const INTERRUPTED_MESSAGE: &str = "the attempt's outcome was never recorded: its worker stopped or stalled past the lease";
+
+pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken) -> StoreResult<ClaimedBatch> {
+    let mut in_flight: HashMap<WebhookId, u32> = request.in_flight.iter().copied().collect();
+    let saturated = |in_flight: &HashMap<WebhookId, u32>| -> String {
+        let ids: Vec<String> = in_flight
+            .iter()
+            .filter(|(_, busy)| **busy >= request.per_endpoint_limit)
+            .map(|(id, _)| id.to_string())
+            .collect();
+        serde_json::Value::from(ids).to_string()
+    };
+    let now = request.now.as_millis();
+
+    let endpoints: Vec<(WebhookId, EndpointUri)> = conn
+        .prepare_cached(
+            "SELECT id, uri FROM webhooks
+             WHERE next_due_at <= ?1 AND state = 'enabled' AND delete_time IS NULL
+               AND id NOT IN (SELECT value FROM json_each(?2))
+             ORDER BY next_due_at LIMIT ?3",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![now, saturated(&in_flight), ENDPOINTS_PER_CLAIM], |row| {
+                Ok((
+                    parsed(row, 0, "webhook id", WebhookId::parse)?,
+                    parsed(row, 1, "uri", |s| EndpointUri::parse(s).ok())?,
+                ))
+            })?
+            .collect()
+        })
+        .map_err(store_error)?;
+
+    let mut jobs = Vec::new();
+    for (webhook, uri) in endpoints {
+        let remaining = request.limit.saturating_sub(jobs.len());
+        if remaining == 0 {
+            break;
+        }
+        let busy = in_flight.get(&webhook).copied().unwrap_or(0);
+        let free = usize::try_from(request.per_endpoint_limit.saturating_sub(busy)).unwrap_or(0);
+        let take = free.min(remaining);
+        if take == 0 {
+            continue;
+        }
+        let due = due_deliveries(conn, webhook, request.now, take)?;
+        if !due.is_empty() {
+            let endpoint = Arc::new(EndpointSnapshot {
+                webhook_id: webhook,
+                uri,
+                secrets: signing_secrets(conn, webhook, request.now)?,
+            });
+            *in_flight.entry(webhook).or_default() += u32::try_from(due.len()).unwrap_or(u32::MAX);
+            for row in due {
+                jobs.push(lease(conn, row, &endpoint, request, token)?);
+            }
+        }
+        refresh_due_hint(conn, webhook)?;
+    }
+
+    let next_due = conn
+        .prepare_cached(
+            "SELECT MIN(next_due_at) FROM webhooks
+             WHERE next_due_at IS NOT NULL AND state = 'enabled' AND delete_time IS NULL
+               AND id NOT IN (SELECT value FROM json_each(?1))",
+        )
+        .and_then(|mut stmt| stmt.query_row([saturated(&in_flight)], |row| row.get::<_, Option<i64>>(0)))
+        .map_err(store_error)?
+        .map(Timestamp::from_millis);
+    Ok(ClaimedBatch { jobs, next_due })
+}
+
+struct DueRow {
+    id: DeliveryId,
+    event_id: EventId,
+    event_time: Timestamp,
+    leased: bool,
+    attempt_count: u32,
+}
+
+fn due_deliveries(conn: &Connection, webhook: WebhookId, now: Timestamp, limit: usize) -> StoreResult<Vec<DueRow>> {
+    conn.prepare_cached(
+        "SELECT id, event_id, event_time, state, attempt_count FROM deliveries
+         WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL AND next_attempt_at <= ?2
+         ORDER BY next_attempt_at LIMIT ?3",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map(params![webhook.to_string(), now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
+            Ok(DueRow {
+                id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
+                event_id: parsed(row, 1, "event id", EventId::parse)?,
+                event_time: timestamp(row, 2)?,
+                leased: row.get::<_, String>(3)? == "leased",
+                attempt_count: count(row, 4)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(store_error)
+}
+
+fn lease(
+    conn: &Connection,
+    row: DueRow,
+    endpoint: &Arc<EndpointSnapshot>,
+    request: &ClaimRequest,
+    token: LeaseToken,
+) -> StoreResult<DeliveryJob> {
+    let mut attempts = row.attempt_count;
+    if row.leased {
+        // The lease expired: whoever held it never reported back.
+        let interrupted = AttemptRecord {
+            number: attempts + 1,
+            start_time: request.now,
+            duration: Duration::ZERO,
+            status_code: None,
+            response_excerpt: None,
+            error_kind: Some(AttemptErrorKind::Interrupted),
+            error_message: Some(INTERRUPTED_MESSAGE.into()),
+        };
+        insert_attempt(conn, row.id, &interrupted, "INSERT OR IGNORE")?;
+        attempts += 1;
+    }
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = 'leased', lease_token = ?2, next_attempt_at = ?3, attempt_count = ?4 WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![row.id.to_string(), token.0, request.lease_until.as_millis(), attempts]))
+    .map_err(store_error)?;
+    let payload: Vec<u8> = conn
+        .prepare_cached("SELECT payload FROM events WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([row.event_id.to_string()], |r| r.get(0)))
+        .map_err(store_error)?;
+    Ok(DeliveryJob {
+        delivery_id: row.id,
+        lease: token,
+        event_id: row.event_id,
+        event_time: row.event_time,
+        attempt_number: attempts + 1,
+        payload: Bytes::from(payload),
+        endpoint: Arc::clone(endpoint),
+    })
+}
+
+fn signing_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResult<Vec<StoredSecret>> {
+    conn.prepare_cached(
+        "SELECT id, kind, secret, public_key, display FROM webhook_secrets
+         WHERE webhook_id = ?1 AND (expire_time IS NULL OR expire_time > ?2) ORDER BY id",
+    )
+    .and_then(|mut stmt| {
+        stmt.query_map(params![webhook.to_string(), now.as_millis()], |row| {
+            Ok(StoredSecret {
+                id: parsed(row, 0, "secret id", SecretId::parse)?,
+                kind: parsed(row, 1, "signing kind", SigningKind::parse)?,
+                secret: row.get::<_, String>(2)?.into(),
+                public_key: row.get(3)?,
+                display: row.get(4)?,
+            })
+        })?
+        .collect()
+    })
+    .map_err(store_error)
+}
+
+pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreResult<Vec<CompletionResult>> {
+    let mut results = Vec::with_capacity(completions.len());
+    for completion in completions {
+        // The attempt happened whatever became of the lease: always log it
+        // (replacing an `interrupted` placeholder for the same number).
+        insert_attempt(conn, completion.delivery_id, &completion.attempt, "INSERT OR REPLACE")?;
+        let now = completion.now.as_millis();
+        let (state, next_attempt_at, finish_time) = match completion.next {
+            NextStep::Succeeded => ("succeeded", None, Some(now)),
+            NextStep::RetryAt(at) => ("pending", Some(at.as_millis()), None),
+            NextStep::Failed => ("failed", None, Some(now)),
+        };
+        let last_error = completion.attempt.error_kind.map(AttemptErrorKind::as_str);
+        let changed = conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempt_count = ?4, next_attempt_at = ?5, lease_token = NULL,
+                        last_status = ?6, last_error = ?7, finish_time = ?8
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased'",
+            )
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    completion.delivery_id.to_string(),
+                    completion.lease.0,
+                    state,
+                    completion.attempt.number,
+                    next_attempt_at,
+                    completion.attempt.status_code,
+                    last_error,
+                    finish_time,
+                ])
+            })
+            .map_err(store_error)?;
+        if changed == 0 {
+            results.push(CompletionResult::Stale);
+            continue;
+        }
+        if let NextStep::RetryAt(at) = completion.next {
+            lower_due_hint(conn, completion.webhook_id, at)?;
+        }
+        if let Some(reason) = &completion.disable_webhook {
+            conn.prepare_cached(
+                "UPDATE webhooks SET state = 'disabled', state_reason = ?2, update_time = ?3, next_due_at = NULL
+                 WHERE id = ?1 AND state = 'enabled' AND delete_time IS NULL",
+            )
+            .and_then(|mut stmt| stmt.execute(params![completion.webhook_id.to_string(), reason, now]))
+            .map_err(store_error)?;
+        }
+        results.push(CompletionResult::Applied);
+    }
+    Ok(results)
+}
+
+pub(super) fn release(conn: &Connection, leases: &[(DeliveryId, LeaseToken)], now: Timestamp) -> StoreResult<()> {
+    let mut webhooks = HashSet::new();
+    for (delivery, token) in leases {
+        let webhook: Option<String> = conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, lease_token = NULL
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' RETURNING webhook_id",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![delivery.to_string(), token.0, now.as_millis()], |row| row.get(0)).optional()
+            })
+            .map_err(store_error)?;
+        webhooks.extend(webhook.and_then(|id| WebhookId::parse(&id)));
+    }
+    for webhook in webhooks {
+        lower_due_hint(conn, webhook, now)?;
+    }
+    Ok(())
+}
+
+pub(super) fn recover_all_leases(conn: &Connection, now: Timestamp) -> StoreResult<u64> {
+    let now_ms = now.as_millis();
+    conn.execute(
+        "INSERT OR IGNORE INTO attempts (delivery_id, attempt_number, start_time, duration_ms, error_kind, error_message)
+         SELECT id, attempt_count + 1, ?1, 0, 'interrupted', ?2 FROM deliveries
+         WHERE next_attempt_at IS NOT NULL AND state = 'leased'",
+        params![now_ms, INTERRUPTED_MESSAGE],
+    )
+    .map_err(store_error)?;
+    let recovered = conn
+        .execute(
+            "UPDATE deliveries SET state = 'pending', attempt_count = attempt_count + 1, next_attempt_at = ?1,
+                    lease_token = NULL
+             WHERE next_attempt_at IS NOT NULL AND state = 'leased'",
+            [now_ms],
+        )
+        .map_err(store_error)?;
+    conn.execute(
+        "UPDATE webhooks SET next_due_at = CASE WHEN state = 'enabled' AND delete_time IS NULL THEN
+            (SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook_id = webhooks.id AND next_attempt_at IS NOT NULL)
+         END",
+        [],
+    )
+    .map_err(store_error)?;
+    Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
+}
+
+pub(super) fn stats(conn: &Connection, now: Timestamp) -> StoreResult<QueueStats> {
+    let (pending, retrying, in_flight): (i64, i64, i64) = conn
+        .prepare_cached(
+            "SELECT COUNT(*), COALESCE(SUM(attempt_count > 0), 0), COALESCE(SUM(state = 'leased'), 0)
+             FROM deliveries INDEXED BY deliveries_due WHERE next_attempt_at IS NOT NULL",
+        )
+        .and_then(|mut stmt| stmt.query_row([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))))
+        .map_err(store_error)?;
+    // Held deliveries (webhook disabled) are not "due": they wait on a person.
+    let oldest_due: Option<i64> = conn
+        .prepare_cached(
+            "SELECT MIN((SELECT d.next_attempt_at FROM deliveries d
+                         WHERE d.webhook_id = w.id AND d.next_attempt_at <= ?1 AND d.state = 'pending'
+                         ORDER BY d.next_attempt_at LIMIT 1))
+             FROM webhooks w WHERE w.state = 'enabled' AND w.delete_time IS NULL",
+        )
+        .and_then(|mut stmt| stmt.query_row([now.as_millis()], |row| row.get(0)))
+        .map_err(store_error)?;
+    let to_u64 = |v: i64| u64::try_from(v).unwrap_or(0);
+    Ok(QueueStats {
+        pending: to_u64(pending),
+        retrying: to_u64(retrying),
+        in_flight: to_u64(in_flight),
+        oldest_due: oldest_due.map(Timestamp::from_millis),
+    })
+}
+
+/// Makes the webhook's hint no later than `at` (a delivery became due then).
+pub(super) fn lower_due_hint(conn: &Connection, webhook: WebhookId, at: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE webhooks SET next_due_at = MIN(COALESCE(next_due_at, ?2), ?2)
+         WHERE id = ?1 AND state = 'enabled' AND delete_time IS NULL",
+    )
+    .and_then(|mut stmt| stmt.execute(params![webhook.to_string(), at.as_millis()]))
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// Recomputes the webhook's hint exactly; `NULL` unless it is enabled and
+/// has unfinished deliveries.
+pub(super) fn refresh_due_hint(conn: &Connection, webhook: WebhookId) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE webhooks SET next_due_at = CASE WHEN state = 'enabled' AND delete_time IS NULL THEN
+            (SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL)
+         END
+         WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute([webhook.to_string()]))
+    .map_err(store_error)?;
+    Ok(())
+}
+
+fn insert_attempt(conn: &Connection, delivery: DeliveryId, attempt: &AttemptRecord, verb: &str) -> StoreResult<()> {
+    let sql = format!(
+        "{verb} INTO attempts (delivery_id, attempt_number, start_time, duration_ms, status_code, response_excerpt,
+                               error_kind, error_message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.execute(params![
+                delivery.to_string(),
+                attempt.number,
+                attempt.start_time.as_millis(),
+                i64::try_from(attempt.duration.as_millis()).unwrap_or(i64::MAX),
+                attempt.status_code,
+                attempt.response_excerpt,
+                attempt.error_kind.map(AttemptErrorKind::as_str),
+                attempt.error_message,
+            ])
+        })
+        .map_err(store_error)?;
+    Ok(())
+}
+
+pub(super) fn attempt_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRecord> {
+    Ok(AttemptRecord {
+        number: count(row, 0)?,
+        start_time: timestamp(row, 1)?,
+        duration: Duration::from_millis(u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0)),
+        status_code: row.get(3)?,
+        response_excerpt: row.get(4)?,
+        error_kind: parsed_opt(row, 5, "attempt error kind", AttemptErrorKind::parse)?,
+        error_message: row.get(6)?,
+    })
+}
+

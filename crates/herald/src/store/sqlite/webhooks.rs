@@ -1,0 +1,231 @@
+//! SQL for webhooks and their signing secrets.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::projects::page_of;
+use super::rows::{parsed, store_error, timestamp, timestamp_opt};
+use crate::domain::project::Name;
+use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
+use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
+use crate::store::{NewWebhook, Page, PageRequest, StoreError, StoreResult, WebhookPatch};
+
+const WEBHOOK_COLUMNS: &str = "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
+
+pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreResult<Webhook> {
+    let exists: Option<i64> = conn
+        .prepare_cached("SELECT 1 FROM projects WHERE id = ?1")
+        .and_then(|mut stmt| stmt.query_row([webhook.project_id.to_string()], |row| row.get(0)).optional())
+        .map_err(store_error)?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let patterns = patterns_json(&webhook.subscribed_events)?;
+    conn.prepare_cached(
+        "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'enabled', ?6, ?7, ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            webhook.id.to_string(),
+            webhook.project_id.to_string(),
+            webhook.name.as_str(),
+            webhook.uri.as_str(),
+            patterns,
+            webhook.signing.as_str(),
+            webhook.now.as_millis(),
+        ])
+    })
+    .map_err(store_error)?;
+    let secret = &webhook.secret;
+    conn.prepare_cached(
+        "INSERT INTO webhook_secrets (id, webhook_id, kind, secret, public_key, display, create_time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            secret.id.to_string(),
+            webhook.id.to_string(),
+            secret.kind.as_str(),
+            secret.secret.as_str(),
+            secret.public_key,
+            secret.display,
+            webhook.now.as_millis(),
+        ])
+    })
+    .map_err(store_error)?;
+    load_webhook(conn, webhook.project_id, webhook.id, webhook.now)?.ok_or(StoreError::NotFound)
+}
+
+fn patterns_json(events: &SubscribedEvents) -> StoreResult<String> {
+    serde_json::to_string(&events.to_strings()).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Parses the stored JSON list of patterns.
+pub(super) fn parse_patterns(text: &str) -> Option<SubscribedEvents> {
+    let items: Vec<String> = serde_json::from_str(text).ok()?;
+    SubscribedEvents::parse(&items).ok()
+}
+
+fn webhook_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
+    Ok(Webhook {
+        id: parsed(row, 0, "webhook id", WebhookId::parse)?,
+        project_id: parsed(row, 1, "project id", ProjectId::parse)?,
+        name: Name::from_trusted(row.get(2)?),
+        uri: parsed(row, 3, "uri", |s| EndpointUri::parse(s).ok())?,
+        subscribed_events: parsed(row, 4, "subscribed events", parse_patterns)?,
+        state: parsed(row, 5, "webhook state", WebhookState::parse)?,
+        state_reason: row.get(6)?,
+        signing: parsed(row, 7, "signing kind", SigningKind::parse)?,
+        signing_secrets: Vec::new(),
+        create_time: timestamp(row, 8)?,
+        update_time: timestamp(row, 9)?,
+    })
+}
+
+/// The secrets of a webhook that still sign at `now`, newest first.
+fn load_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResult<Vec<SigningSecretInfo>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, display, public_key, create_time, expire_time FROM webhook_secrets
+             WHERE webhook_id = ?1 AND (expire_time IS NULL OR expire_time > ?2) ORDER BY id DESC",
+        )
+        .map_err(store_error)?;
+    stmt.query_map(params![webhook.to_string(), now.as_millis()], |row| {
+        Ok(SigningSecretInfo {
+            id: parsed(row, 0, "secret id", SecretId::parse)?,
+            display: row.get(1)?,
+            public_key: row.get(2)?,
+            create_time: timestamp(row, 3)?,
+            expire_time: timestamp_opt(row, 4)?,
+        })
+    })
+    .and_then(Iterator::collect)
+    .map_err(store_error)
+}
+
+fn load_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL");
+    let webhook = conn
+        .prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.query_row([id.to_string(), project.to_string()], webhook_from_row).optional())
+        .map_err(store_error)?;
+    let Some(mut webhook) = webhook else { return Ok(None) };
+    webhook.signing_secrets = load_secrets(conn, webhook.id, now)?;
+    Ok(Some(webhook))
+}
+
+pub(super) fn get_webhook(
+    conn: &Connection,
+    project: ProjectId,
+    id: WebhookId,
+    now: Timestamp,
+) -> StoreResult<Option<Webhook>> {
+    load_webhook(conn, project, id, now)
+}
+
+pub(super) fn list_webhooks(
+    conn: &Connection,
+    project: ProjectId,
+    page: &PageRequest,
+    now: Timestamp,
+) -> StoreResult<Page<Webhook>> {
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL AND id > ?2 ORDER BY id LIMIT ?3"
+    );
+    let mut items: Vec<Webhook> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut stmt| {
+            stmt.query_map(
+                params![project.to_string(), page.after.as_deref().unwrap_or(""), page.size],
+                webhook_from_row,
+            )?
+            .collect()
+        })
+        .map_err(store_error)?;
+    for webhook in &mut items {
+        webhook.signing_secrets = load_secrets(conn, webhook.id, now)?;
+    }
+    Ok(page_of(items, page.size, |w| w.id.to_string()))
+}
+
+pub(super) fn update_webhook(
+    conn: &Connection,
+    project: ProjectId,
+    id: WebhookId,
+    patch: &WebhookPatch,
+    now: Timestamp,
+) -> StoreResult<Option<Webhook>> {
+    let Some(current) = load_webhook(conn, project, id, now)? else { return Ok(None) };
+    let name = patch.name.as_ref().unwrap_or(&current.name);
+    let uri = patch.uri.as_ref().unwrap_or(&current.uri);
+    let events = patch.subscribed_events.as_ref().unwrap_or(&current.subscribed_events);
+    let state = patch.state.unwrap_or(current.state);
+    // A user's explicit state change clears the reason Herald recorded.
+    let reason = if patch.state.is_some() { None } else { current.state_reason.clone() };
+    conn.prepare_cached(
+        "UPDATE webhooks SET name = ?2, uri = ?3, subscribed_events = ?4, state = ?5, state_reason = ?6, update_time = ?7
+         WHERE id = ?1",
+    )
+    .and_then(|mut stmt| {
+        stmt.execute(params![
+            id.to_string(),
+            name.as_str(),
+            uri.as_str(),
+            patterns_json(events).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            state.as_str(),
+            reason,
+            now.as_millis(),
+        ])
+    })
+    .map_err(store_error)?;
+    if state != current.state {
+        super::queue::refresh_due_hint(conn, id)?;
+    }
+    load_webhook(conn, project, id, now)
+}
+
+pub(super) fn delete_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE webhooks SET delete_time = ?3, update_time = ?3, next_due_at = NULL
+             WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL",
+        )
+        .and_then(|mut stmt| stmt.execute(params![id.to_string(), project.to_string(), now.as_millis()]))
+        .map_err(store_error)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    // Unfinished deliveries can never be made now; fail them visibly. A
+    // leased one's in-flight completion will find its lease gone (stale).
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_token = NULL,
+                last_error = 'webhook_deleted', finish_time = ?2
+         WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL",
+    )
+    .and_then(|mut stmt| stmt.execute(params![id.to_string(), now.as_millis()]))
+    .map_err(store_error)?;
+    Ok(true)
+}
+
+/// An enabled, undeleted webhook's subscription, as publish matches it.
+pub(super) struct Subscriber {
+    pub id: WebhookId,
+    pub events: SubscribedEvents,
+}
+
+pub(super) fn enabled_subscribers(conn: &Connection, project: ProjectId) -> StoreResult<Vec<Subscriber>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT id, subscribed_events FROM webhooks
+             WHERE project_id = ?1 AND state = 'enabled' AND delete_time IS NULL",
+        )
+        .map_err(store_error)?;
+    stmt.query_map([project.to_string()], |row| {
+        Ok(Subscriber {
+            id: parsed(row, 0, "webhook id", WebhookId::parse)?,
+            events: parsed(row, 1, "subscribed events", parse_patterns)?,
+        })
+    })
+    .and_then(Iterator::collect)
+    .map_err(store_error)
+}

@@ -1,0 +1,208 @@
+//! Values passed to and returned by the store traits.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use zeroize::Zeroizing;
+
+use crate::domain::project::Name;
+use crate::domain::webhook::EndpointUri;
+use crate::domain::{
+    AttemptRecord, DeliveryId, DeliveryState, EventId, EventType, ProjectId, SecretId, SigningKind,
+    SubscribedEvents, Timestamp, WebhookId, WebhookState,
+};
+
+/// A page of a listing ordered by id. `after` is the last id of the previous
+/// page (the API wraps it in an opaque token).
+#[derive(Debug, Clone)]
+pub struct PageRequest {
+    pub size: u32,
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// The id to continue after, when there may be more.
+    pub next_after: Option<String>,
+}
+
+/// A signing secret as stored: the material the dispatcher signs with.
+#[derive(Clone)]
+pub struct StoredSecret {
+    pub id: SecretId,
+    pub kind: SigningKind,
+    /// `whsec_…` or `whsk_…`.
+    pub secret: Zeroizing<String>,
+    /// `whpk_…` for Ed25519.
+    pub public_key: Option<String>,
+    /// What the API may show of it.
+    pub display: String,
+}
+
+impl std::fmt::Debug for StoredSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSecret").field("id", &self.id).field("kind", &self.kind).finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub id: WebhookId,
+    pub project_id: ProjectId,
+    pub name: Name,
+    pub uri: EndpointUri,
+    pub subscribed_events: SubscribedEvents,
+    pub signing: SigningKind,
+    pub secret: StoredSecret,
+    pub now: Timestamp,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    pub name: Option<Name>,
+    pub uri: Option<EndpointUri>,
+    pub subscribed_events: Option<SubscribedEvents>,
+    pub state: Option<WebhookState>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub timestamp: Timestamp,
+    /// The exact bytes every attempt will send.
+    pub payload: Bytes,
+}
+
+/// An `Idempotency-Key` and what to answer when it is used again.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// SHA-256 of the request body: a reuse with another body is a conflict.
+    pub request_hash: [u8; 32],
+    /// The response body to replay.
+    pub response: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PublishRequest {
+    pub project_id: ProjectId,
+    pub events: Vec<NewEvent>,
+    pub idempotency: Option<IdempotencyRecord>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PublishOutcome {
+    /// Committed durably, with this many deliveries fanned out.
+    Published { deliveries: usize },
+    /// The idempotency key was seen with the same body: nothing was created.
+    Replayed { response: Vec<u8> },
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryView {
+    pub id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub state: DeliveryState,
+    pub attempt_count: u32,
+    pub next_attempt_time: Option<Timestamp>,
+    pub last_attempt: Option<AttemptRecord>,
+}
+
+#[derive(Debug, Clone)]
+pub struct EventDetail {
+    pub id: EventId,
+    pub event_type: EventType,
+    pub timestamp: Timestamp,
+    pub payload: Bytes,
+    pub deliveries: Vec<DeliveryView>,
+}
+
+/// Fences a completion to the claim that issued it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LeaseToken(pub i64);
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest {
+    pub now: Timestamp,
+    /// A claimed delivery becomes claimable again at this instant unless completed.
+    pub lease_until: Timestamp,
+    /// At most this many deliveries in all.
+    pub limit: usize,
+    /// At most this many in flight per webhook, counting `in_flight`.
+    pub per_endpoint_limit: u32,
+    /// Deliveries this worker already has in flight, per webhook.
+    pub in_flight: Vec<(WebhookId, u32)>,
+}
+
+/// A webhook as the dispatcher needs it for one claim: where to send and
+/// what to sign with. Shared by all the claim's jobs for that webhook.
+#[derive(Debug)]
+pub struct EndpointSnapshot {
+    pub webhook_id: WebhookId,
+    pub uri: EndpointUri,
+    /// Every secret that signs now (more than one during a rotation overlap).
+    pub secrets: Vec<StoredSecret>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeliveryJob {
+    pub delivery_id: DeliveryId,
+    pub lease: LeaseToken,
+    pub event_id: EventId,
+    pub event_time: Timestamp,
+    /// 1-based number of the attempt this job makes.
+    pub attempt_number: u32,
+    pub payload: Bytes,
+    pub endpoint: Arc<EndpointSnapshot>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimedBatch {
+    pub jobs: Vec<DeliveryJob>,
+    /// The earliest instant at which more work may become due, if known.
+    pub next_due: Option<Timestamp>,
+}
+
+/// What happens to a delivery after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Succeeded,
+    RetryAt(Timestamp),
+    Failed,
+}
+
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub delivery_id: DeliveryId,
+    pub webhook_id: WebhookId,
+    pub lease: LeaseToken,
+    pub attempt: AttemptRecord,
+    pub next: NextStep,
+    /// Disable the webhook (state `disabled`) with this reason, e.g. on `410 Gone`.
+    pub disable_webhook: Option<String>,
+    pub now: Timestamp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompletionResult {
+    Applied,
+    /// The lease was no longer this worker's: the attempt was logged, the
+    /// delivery left to its new owner.
+    Stale,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Deliveries not finished (waiting or in flight).
+    pub pending: u64,
+    /// Of those, how many have failed at least one attempt.
+    pub retrying: u64,
+    /// Of those, how many are leased right now.
+    pub in_flight: u64,
+    /// The oldest due time among waiting deliveries that are due now.
+    pub oldest_due: Option<Timestamp>,
+}
