@@ -1,0 +1,12 @@
+//! Integration tests of the Herald server: the real HTTP API and delivery
+//! engine on 127.0.0.1, the embedded SQLite store in a temporary
+//! directory, and scripted receivers on loopback. Time is a manual clock:
+//! no test sleeps through a retry schedule.
+
+mod support;
+
+mod api;
+mod crash;
+mod delivery;
+mod live;
+mod queue;
