@@ -86,19 +86,23 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
         },
     );
 
+    let shutdown = CancellationToken::new();
+    let metrics = crate::telemetry::metrics_handle();
+    if let Some(handle) = metrics.clone() {
+        tokio::spawn(crate::telemetry::upkeep(handle, shutdown.child_token()));
+    }
     let state = AppState {
         store: Arc::clone(&store),
         auth: Arc::new(Authenticator::new(admin_key)),
         clock: deps.clock,
         address_policy: policy,
         limits: config.limits.clone(),
-        metrics: crate::telemetry::metrics_handle(),
+        metrics,
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let shutdown = CancellationToken::new();
     let server = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

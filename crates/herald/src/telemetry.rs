@@ -32,6 +32,18 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
         .clone()
 }
 
+/// Histograms buffer raw samples until rendered: fold them in every few
+/// seconds even when nobody scrapes, so memory stays flat.
+pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_counter!("herald_events_published_total", "Events accepted and durably committed.");

@@ -1,18 +1,24 @@
-//! The dispatcher: keeps up to `max_in_flight` attempts running, at most
-//! `max_in_flight_per_endpoint` per webhook, so a slow or dead endpoint
-//! occupies only its own share and never delays healthy ones.
+//! The dispatcher: keeps up to `max_in_flight` deliveries claimed and at
+//! most `max_in_flight_per_endpoint` HTTP requests open per webhook, so a
+//! slow or dead endpoint occupies only its own share and never delays
+//! healthy ones.
 //!
-//! Loop: claim as many due deliveries as there is room for (the claim skips
-//! webhooks at their cap), start one task per attempt, then sleep until new
-//! work is published, room frees up, the next known due time, or the idle
-//! poll (a backstop). Completions are batched into one store write each.
+//! Loop: claim as many due deliveries as there is room for, start them,
+//! then sleep until new work is published, room frees up, the next known
+//! due time, or the idle poll (a backstop).
+//!
+//! Prefetch: a claim may take up to twice an endpoint's cap. Jobs beyond
+//! the cap wait, leased, in that endpoint's local queue, and the task that
+//! finishes a request takes the next one at once: per-endpoint throughput
+//! does not wait for a store round trip per request. Leases are far longer
+//! than this wait (seconds against milliseconds).
 //!
 //! Failure policy: a failed claim is retried after a pause; a completion
 //! that cannot be written is retried until shutdown; if the process dies
 //! instead, the leases expire and the deliveries are attempted again
 //! (at-least-once, never lost).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,19 +53,26 @@ pub struct Dispatcher {
     clock: SharedClock,
     jitter: Arc<dyn Jitter>,
     config: DispatcherConfig,
-    /// What this dispatcher has claimed and not yet completed.
     in_flight: Mutex<InFlight>,
     /// Notified by the store when new work may be due.
     work: Arc<Notify>,
-    /// Notified when completions free room under the caps.
+    /// Notified when room frees up under either limit.
     room: Notify,
 }
 
+/// What this dispatcher holds. Three views of the same deliveries:
+/// `leases`: claimed and not yet recorded (bounded by `max_in_flight`);
+/// `requests`: HTTP exchanges open per webhook (bounded by the per-endpoint
+/// cap); `waiting`: claimed, leased, queued behind that cap.
 #[derive(Default)]
 struct InFlight {
-    per_endpoint: HashMap<WebhookId, u32>,
-    leases: HashMap<DeliveryId, (WebhookId, LeaseToken)>,
+    leases: HashMap<DeliveryId, LeaseToken>,
+    requests: HashMap<WebhookId, u32>,
+    waiting: HashMap<WebhookId, VecDeque<(DeliveryJob, EndpointSigner)>>,
 }
+
+/// Where finished attempts go to be recorded.
+type Outcomes = mpsc::UnboundedSender<Completion>;
 
 impl Dispatcher {
     pub fn new(
@@ -84,14 +97,20 @@ impl Dispatcher {
         })
     }
 
-    /// Claims what is due now, attempts it all, records the outcomes, and
-    /// returns how many attempts were made. Tests call this instead of
-    /// running the loop, so they control every step.
+    /// Claims what is due now (no prefetch), attempts it all, records the
+    /// outcomes, and returns how many attempts were made. Tests call this
+    /// instead of running the loop, so they control every step.
     pub async fn run_once(&self) -> StoreResult<usize> {
-        let (jobs, _) = self.claim().await?;
+        let (jobs, _) = self.claim(1).await?;
         let signers = signers(&jobs);
         let context = self.context();
-        let completions = join_all(jobs.iter().map(|job| attempt(&context, job, &signers[&job.endpoint.webhook_id]))).await;
+        let completions =
+            join_all(jobs.iter().map(|job| attempt(&context, job, &signers[&job.endpoint.webhook_id]))).await;
+        if let Ok(mut state) = self.in_flight.lock() {
+            for job in &jobs {
+                state.request_done(job.endpoint.webhook_id);
+            }
+        }
         self.persist(&completions).await?;
         Ok(completions.len())
     }
@@ -99,21 +118,13 @@ impl Dispatcher {
     /// Runs until `shutdown` is cancelled, then lets in-flight attempts
     /// finish within the grace period and returns the rest to the queue.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
-        let (done, finished) = mpsc::unbounded_channel();
+        let (outcomes, finished) = mpsc::unbounded_channel();
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(finished));
         let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
-            let pause = match self.claim().await {
+            let pause = match self.claim(2).await {
                 Ok((jobs, next_due)) => {
-                    let signers = signers(&jobs);
-                    for job in jobs {
-                        let signer = Arc::clone(&signers[&job.endpoint.webhook_id]);
-                        let (dispatcher, done) = (Arc::clone(&self), done.clone());
-                        tasks.spawn(async move {
-                            let completion = attempt(&dispatcher.context(), &job, &signer).await;
-                            let _ = done.send(completion);
-                        });
-                    }
+                    self.start(jobs, &mut tasks, &outcomes);
                     self.pause_until(next_due)
                 }
                 Err(error) => {
@@ -121,12 +132,13 @@ impl Dispatcher {
                     Duration::from_secs(1)
                 }
             };
+            // Finished tasks stay in the set until joined: reap them all.
+            while tasks.try_join_next().is_some() {}
             tokio::select! {
                 () = shutdown.cancelled() => {}
                 () = self.work.notified() => {}
                 () = self.room.notified() => {}
                 () = tokio::time::sleep(pause) => {}
-                Some(_) = tasks.join_next() => {}
             }
         }
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
@@ -137,53 +149,93 @@ impl Dispatcher {
             tracing::warn!(still_running = tasks.len(), "shutdown grace period over; abandoning attempts");
             tasks.shutdown().await;
         }
-        drop(done);
+        drop(outcomes);
         let _ = completer.await;
         self.release_abandoned().await;
     }
 
+    /// Starts each job now if its endpoint has a free request slot, or
+    /// queues it behind the cap.
+    fn start(self: &Arc<Self>, jobs: Vec<DeliveryJob>, tasks: &mut JoinSet<()>, outcomes: &Outcomes) {
+        let signers = signers(&jobs);
+        let cap = self.config.max_in_flight_per_endpoint;
+        for job in jobs {
+            let webhook = job.endpoint.webhook_id;
+            let signer = Arc::clone(&signers[&webhook]);
+            let Ok(mut state) = self.in_flight.lock() else { return };
+            let open = state.requests.entry(webhook).or_default();
+            if *open < cap {
+                *open += 1;
+                drop(state);
+                tasks.spawn(Arc::clone(self).attempt_loop(job, signer, outcomes.clone()));
+            } else {
+                state.waiting.entry(webhook).or_default().push_back((job, signer));
+            }
+        }
+    }
+
+    /// Attempts `job`, then keeps taking its endpoint's queued jobs until
+    /// none is left, holding one request slot throughout.
+    async fn attempt_loop(self: Arc<Self>, mut job: DeliveryJob, mut signer: EndpointSigner, outcomes: Outcomes) {
+        loop {
+            let completion = attempt(&self.context(), &job, &signer).await;
+            let _ = outcomes.send(completion);
+            let next = match self.in_flight.lock() {
+                Ok(mut state) => state.next_or_release(job.endpoint.webhook_id),
+                Err(_) => None,
+            };
+            self.room.notify_one();
+            match next {
+                Some((next_job, next_signer)) => (job, signer) = (next_job, next_signer),
+                None => return,
+            }
+        }
+    }
+
     fn context(&self) -> AttemptContext<'_> {
-        AttemptContext { client: &self.client, policy: &self.policy, clock: self.clock.as_ref(), jitter: self.jitter.as_ref() }
+        AttemptContext {
+            client: &self.client,
+            policy: &self.policy,
+            clock: self.clock.as_ref(),
+            jitter: self.jitter.as_ref(),
+        }
     }
 
     /// How long to wait before claiming again if nothing wakes us.
     fn pause_until(&self, next_due: Option<Timestamp>) -> Duration {
-        let room = self.room_left() > 0;
         match next_due {
-            Some(due) if room => due.duration_since(self.clock.now()).min(self.config.idle_poll),
+            Some(due) if self.room_left() > 0 => due.duration_since(self.clock.now()).min(self.config.idle_poll),
             _ => self.config.idle_poll,
         }
     }
 
     fn room_left(&self) -> usize {
-        let total = self.in_flight.lock().map_or(usize::MAX, |state| state.leases.len());
-        self.config.max_in_flight.saturating_sub(total)
+        let held = self.in_flight.lock().map_or(usize::MAX, |state| state.leases.len());
+        self.config.max_in_flight.saturating_sub(held)
     }
 
-    /// Claims as much as the caps allow and records it as in flight.
-    async fn claim(&self) -> StoreResult<(Vec<DeliveryJob>, Option<Timestamp>)> {
+    /// Claims as much as the limits allow (up to `window` × the per-endpoint
+    /// cap per webhook, counting what is open or queued) and records it.
+    async fn claim(&self, window: u32) -> StoreResult<(Vec<DeliveryJob>, Option<Timestamp>)> {
         let limit = self.room_left();
         if limit == 0 {
             return Ok((Vec::new(), None));
         }
         let now = self.clock.now();
         let in_flight = match self.in_flight.lock() {
-            Ok(state) => state.per_endpoint.iter().map(|(id, count)| (*id, *count)).collect(),
+            Ok(state) => state.per_endpoint(),
             Err(_) => Vec::new(),
         };
         let request = ClaimRequest {
             now,
             lease_until: now.saturating_add(self.config.lease),
             limit,
-            per_endpoint_limit: self.config.max_in_flight_per_endpoint,
+            per_endpoint_limit: self.config.max_in_flight_per_endpoint.saturating_mul(window),
             in_flight,
         };
         let batch = self.store.claim(request).await?;
         if let Ok(mut state) = self.in_flight.lock() {
-            for job in &batch.jobs {
-                *state.per_endpoint.entry(job.endpoint.webhook_id).or_default() += 1;
-                state.leases.insert(job.delivery_id, (job.endpoint.webhook_id, job.lease));
-            }
+            state.leases.extend(batch.jobs.iter().map(|job| (job.delivery_id, job.lease)));
         }
         metrics::counter!("herald_deliveries_claimed_total").increment(batch.jobs.len() as u64);
         Ok((batch.jobs, batch.next_due))
@@ -210,7 +262,7 @@ impl Dispatcher {
         }
     }
 
-    /// Writes outcomes, then frees their room under the caps.
+    /// Writes outcomes, then frees their leases.
     async fn persist(&self, completions: &[Completion]) -> StoreResult<()> {
         if completions.is_empty() {
             return Ok(());
@@ -218,7 +270,7 @@ impl Dispatcher {
         let results = self.store.complete(completions.to_vec()).await?;
         if let Ok(mut state) = self.in_flight.lock() {
             for completion in completions {
-                state.finish(completion.delivery_id);
+                state.leases.remove(&completion.delivery_id);
             }
         }
         for (completion, result) in completions.iter().zip(results) {
@@ -234,11 +286,16 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Returns deliveries whose attempts were abandoned at shutdown to the
-    /// queue, due at once, so the next start (or another node) sends them.
+    /// Returns deliveries whose attempts were abandoned at shutdown (open
+    /// or still queued) to the queue, due at once, so the next start (or
+    /// another node) sends them.
     async fn release_abandoned(&self) {
         let leases: Vec<(DeliveryId, LeaseToken)> = match self.in_flight.lock() {
-            Ok(mut state) => state.leases.drain().map(|(id, (_, token))| (id, token)).collect(),
+            Ok(mut state) => {
+                state.waiting.clear();
+                state.requests.clear();
+                state.leases.drain().collect()
+            }
             Err(_) => Vec::new(),
         };
         if leases.is_empty() {
@@ -253,12 +310,35 @@ impl Dispatcher {
 }
 
 impl InFlight {
-    fn finish(&mut self, delivery: DeliveryId) {
-        let Some((webhook, _)) = self.leases.remove(&delivery) else { return };
-        if let Some(count) = self.per_endpoint.get_mut(&webhook) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_endpoint.remove(&webhook);
+    /// Open plus queued deliveries per webhook, as the claim counts them.
+    fn per_endpoint(&self) -> Vec<(WebhookId, u32)> {
+        let mut counts: HashMap<WebhookId, u32> = self.requests.clone();
+        for (webhook, queued) in &self.waiting {
+            *counts.entry(*webhook).or_default() += u32::try_from(queued.len()).unwrap_or(u32::MAX);
+        }
+        counts.into_iter().filter(|(_, count)| *count > 0).collect()
+    }
+
+    /// The endpoint's next queued job (keeping the request slot), or frees the slot.
+    fn next_or_release(&mut self, webhook: WebhookId) -> Option<(DeliveryJob, EndpointSigner)> {
+        if let Some(queue) = self.waiting.get_mut(&webhook) {
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                self.waiting.remove(&webhook);
+            }
+            if next.is_some() {
+                return next;
+            }
+        }
+        self.request_done(webhook);
+        None
+    }
+
+    fn request_done(&mut self, webhook: WebhookId) {
+        if let Some(open) = self.requests.get_mut(&webhook) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                self.requests.remove(&webhook);
             }
         }
     }

@@ -11,6 +11,7 @@
 //! [`DeliveryQueue::recover_all_leases`] safe at start-up: every lease in the
 //! database belongs to a process that is gone.
 
+mod checkpointer;
 mod events;
 mod migrations;
 mod projects;
@@ -40,7 +41,7 @@ use crate::store::{
 };
 
 use readers::ReadPool;
-use writer::Writer;
+use writer::{Lane, Writer};
 
 /// How far a commit must reach before a write is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -77,6 +78,7 @@ pub struct SqliteStore {
     /// Set by `close`; the writer thread exits at its next batch.
     closing: Arc<AtomicBool>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
     path: PathBuf,
@@ -94,18 +96,24 @@ impl SqliteStore {
         let path = data_dir.join("herald.db");
         let mut conn = open_connection(&path, options, false)?;
         migrations::migrate(&mut conn)?;
+        // Checkpoints happen on their own thread (see `checkpointer`).
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(unavailable)?;
         let readers = (0..options.read_connections.max(1))
             .map(|_| open_connection(&path, options, true))
             .collect::<StoreResult<Vec<_>>>()?;
         let closing = Arc::new(AtomicBool::new(false));
         let (writer, thread) = Writer::spawn(conn, Arc::clone(&closing))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
+        let checkpoint_conn = checkpointer::open(&path).map_err(unavailable)?;
+        let checkpoint_thread = checkpointer::spawn(checkpoint_conn, Arc::clone(&closing))
+            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Self {
             writer,
             readers: ReadPool::new(readers),
             work: Arc::new(Notify::new()),
             closing,
             writer_thread: Mutex::new(Some(thread)),
+            checkpoint_thread: Mutex::new(Some(checkpoint_thread)),
             _lock: lock,
             path,
         })
@@ -165,7 +173,7 @@ pub(crate) fn unavailable(error: rusqlite::Error) -> StoreError {
 #[async_trait]
 impl ProjectStore for SqliteStore {
     async fn create_project(&self, project: Project) -> StoreResult<()> {
-        self.writer.write(move |conn| projects::insert_project(conn, &project)).await
+        self.writer.write(Lane::Api, 1, move |conn| projects::insert_project(conn, &project)).await
     }
 
     async fn list_projects(&self, page: PageRequest) -> StoreResult<Page<Project>> {
@@ -177,7 +185,7 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn create_api_key(&self, key: ApiKey, key_hash: [u8; 32]) -> StoreResult<()> {
-        self.writer.write(move |conn| projects::insert_api_key(conn, &key, &key_hash)).await
+        self.writer.write(Lane::Api, 1, move |conn| projects::insert_api_key(conn, &key, &key_hash)).await
     }
 
     async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
@@ -185,7 +193,7 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn revoke_api_key(&self, project: ProjectId, id: ApiKeyId, now: Timestamp) -> StoreResult<bool> {
-        self.writer.write(move |conn| projects::revoke_api_key(conn, project, id, now)).await
+        self.writer.write(Lane::Api, 1, move |conn| projects::revoke_api_key(conn, project, id, now)).await
     }
 
     async fn find_api_key(&self, key_hash: [u8; 32]) -> StoreResult<Option<(ApiKeyId, ProjectId)>> {
@@ -196,7 +204,7 @@ impl ProjectStore for SqliteStore {
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook> {
-        self.writer.write(move |conn| webhooks::insert_webhook(conn, &webhook)).await
+        self.writer.write(Lane::Api, 1, move |conn| webhooks::insert_webhook(conn, &webhook)).await
     }
 
     async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp) -> StoreResult<Page<Webhook>> {
@@ -214,21 +222,22 @@ impl WebhookStore for SqliteStore {
         patch: WebhookPatch,
         now: Timestamp,
     ) -> StoreResult<Option<Webhook>> {
-        let updated = self.writer.write(move |conn| webhooks::update_webhook(conn, project, id, &patch, now)).await?;
+        let updated = self.writer.write(Lane::Api, 1, move |conn| webhooks::update_webhook(conn, project, id, &patch, now)).await?;
         // Re-enabling may make held deliveries due.
         self.work.notify_one();
         Ok(updated)
     }
 
     async fn delete_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool> {
-        self.writer.write(move |conn| webhooks::delete_webhook(conn, project, id, now)).await
+        self.writer.write(Lane::Api, 1, move |conn| webhooks::delete_webhook(conn, project, id, now)).await
     }
 }
 
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome> {
-        let outcome = self.writer.write(move |conn| events::publish(conn, &request)).await?;
+        let cost = request.events.len();
+        let outcome = self.writer.write(Lane::Api, cost, move |conn| events::publish(conn, &request)).await?;
         if matches!(outcome, PublishOutcome::Published { deliveries } if deliveries > 0) {
             self.work.notify_one();
         }
@@ -244,20 +253,22 @@ impl EventStore for SqliteStore {
 impl DeliveryQueue for SqliteStore {
     async fn claim(&self, request: ClaimRequest) -> StoreResult<ClaimedBatch> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        self.writer.write(move |conn| queue::claim(conn, &request, token)).await
+        self.writer.write(Lane::Queue, request.limit, move |conn| queue::claim(conn, &request, token)).await
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
-        let results = self.writer.write(move |conn| queue::complete(conn, &completions)).await?;
+        let cost = completions.len();
+        let results = self.writer.write(Lane::Queue, cost, move |conn| queue::complete(conn, &completions)).await?;
         Ok(results)
     }
 
     async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>, now: Timestamp) -> StoreResult<()> {
-        self.writer.write(move |conn| queue::release(conn, &leases, now)).await
+        let cost = leases.len();
+        self.writer.write(Lane::Queue, cost, move |conn| queue::release(conn, &leases, now)).await
     }
 
     async fn recover_all_leases(&self, now: Timestamp) -> StoreResult<u64> {
-        self.writer.write(move |conn| queue::recover_all_leases(conn, now)).await
+        self.writer.write(Lane::Queue, 1, move |conn| queue::recover_all_leases(conn, now)).await
     }
 
     async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats> {
@@ -280,9 +291,10 @@ impl Store for SqliteStore {
     async fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
         // Wakes the writer so that it sees `closing`, finishes and checkpoints.
-        let _ = self.writer.write(|_| Ok(())).await;
-        let thread = self.writer_thread.lock().ok().and_then(|mut slot| slot.take());
-        if let Some(thread) = thread {
+        let _ = self.writer.write(Lane::Api, 1, |_| Ok(())).await;
+        let threads = [&self.writer_thread, &self.checkpoint_thread]
+            .map(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
+        for thread in threads.into_iter().flatten() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         self.readers.close();

@@ -4,7 +4,7 @@
 //! SQLite allows one writer at a time; many tasks each opening their own
 //! write transaction would contend for that lock (`SQLITE_BUSY`, retries,
 //! latency spikes). Instead each write is a job sent over a channel. The
-//! thread takes every job that is waiting, runs each inside its own
+//! thread takes the jobs that are waiting, runs each inside its own
 //! SAVEPOINT (a failing job rolls back alone), commits once, and only then
 //! answers the callers. So:
 //!
@@ -12,7 +12,14 @@
 //!   connection runs with `synchronous=FULL`;
 //! - one fsync covers the whole batch, so throughput grows with load;
 //! - no transaction ever waits on anything outside this thread.
+//!
+//! Fairness: queue operations (claims, completions) ride in the
+//! [`Lane::Queue`] lane and join the very next transaction; other writes
+//! (publishes, API changes) fill the rest of it in arrival order up to a
+//! work budget. A flood of publishes therefore delays deliveries by at most
+//! one bounded transaction, instead of starving them.
 
+use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,11 +35,30 @@ type Reply = Box<dyn FnOnce(Result<(), String>) + Send>;
 /// succeeded (to keep or roll back its savepoint) and how to answer. Given
 /// `None`, it does not run and only prepares its answer (the transaction
 /// could not be opened).
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
+type Work = Box<dyn FnOnce(Option<&Connection>) -> (bool, Reply) + Send>;
 
-/// Jobs committed together at most; bounds the time a batch holds the lock.
-const MAX_JOBS_PER_COMMIT: usize = 512;
-/// Jobs waiting before callers feel back-pressure.
+struct Job {
+    work: Work,
+    lane: Lane,
+    /// Rough number of rows the job writes, for the per-commit budget.
+    cost: usize,
+}
+
+/// Which queue a write waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Lane {
+    /// Claims and completions: never wait behind more than one transaction.
+    Queue,
+    /// Everything else, in arrival order.
+    Api,
+}
+
+/// Work (rows) one transaction takes from the `Api` lane; a single job
+/// larger than this still runs, alone.
+const API_BUDGET_PER_COMMIT: usize = 1024;
+/// Jobs taken off the channel ahead of time; beyond this callers wait.
+const MAX_BACKLOG: usize = 8192;
+/// Jobs waiting in the channel before callers feel back-pressure.
 const QUEUE_CAPACITY: usize = 8192;
 
 #[derive(Clone)]
@@ -56,15 +82,15 @@ impl Writer {
         Ok((Self { jobs: sender }, handle))
     }
 
-    /// Runs `work` in the next batch transaction and returns its result once
-    /// that transaction has committed.
-    pub(super) async fn write<T, F>(&self, work: F) -> StoreResult<T>
+    /// Runs `work` in an upcoming batch transaction and returns its result
+    /// once that transaction has committed.
+    pub(super) async fn write<T, F>(&self, lane: Lane, cost: usize, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let (answer, answered) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let work: Work = Box::new(move |conn| {
             let result = match conn {
                 None => Err(closed()),
                 Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
@@ -84,7 +110,7 @@ impl Writer {
             });
             (ok, reply)
         });
-        self.jobs.send(job).await.map_err(|_| closed())?;
+        self.jobs.send(Job { work, lane, cost }).await.map_err(|_| closed())?;
         answered.await.map_err(|_| closed())?
     }
 }
@@ -93,16 +119,56 @@ fn closed() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
 
+/// Jobs taken off the channel, per lane, in arrival order.
+#[derive(Default)]
+struct Backlog {
+    queue: VecDeque<Job>,
+    api: VecDeque<Job>,
+}
+
+impl Backlog {
+    fn len(&self) -> usize {
+        self.queue.len() + self.api.len()
+    }
+
+    fn push(&mut self, job: Job) {
+        match job.lane {
+            Lane::Queue => self.queue.push_back(job),
+            Lane::Api => self.api.push_back(job),
+        }
+    }
+
+    /// The next transaction: every queue job, then API jobs up to the budget.
+    fn next_batch(&mut self, batch: &mut Vec<Job>) {
+        batch.extend(self.queue.drain(..));
+        let mut spent = 0;
+        while let Some(job) = self.api.front() {
+            if spent > 0 && spent + job.cost > API_BUDGET_PER_COMMIT {
+                break;
+            }
+            spent += job.cost.max(1);
+            batch.extend(self.api.pop_front());
+        }
+    }
+}
+
 fn run(conn: Connection, mut receiver: mpsc::Receiver<Job>, closing: &AtomicBool) {
-    let mut batch = Vec::with_capacity(MAX_JOBS_PER_COMMIT);
-    while let Some(first) = receiver.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_JOBS_PER_COMMIT {
+    let mut backlog = Backlog::default();
+    let mut batch = Vec::new();
+    loop {
+        if backlog.len() == 0 {
+            match receiver.blocking_recv() {
+                Some(job) => backlog.push(job),
+                None => break,
+            }
+        }
+        while backlog.len() < MAX_BACKLOG {
             match receiver.try_recv() {
-                Ok(job) => batch.push(job),
+                Ok(job) => backlog.push(job),
                 Err(_) => break,
             }
         }
+        backlog.next_batch(&mut batch);
         commit_batch(&conn, &mut batch);
         if closing.load(Ordering::SeqCst) {
             break;
@@ -110,8 +176,9 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Job>, closing: &AtomicBool
     }
     receiver.close();
     // Jobs that raced with the close are answered, not run.
-    while let Ok(job) = receiver.try_recv() {
-        let (_, reply) = job(None);
+    let leftovers = backlog.queue.into_iter().chain(backlog.api).chain(std::iter::from_fn(|| receiver.try_recv().ok()));
+    for job in leftovers {
+        let (_, reply) = (job.work)(None);
         reply(Err("the database is closing".into()));
     }
     if let Err(error) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)") {
@@ -124,14 +191,14 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
     if let Err(error) = conn.execute_batch("BEGIN IMMEDIATE") {
         let message = format!("cannot begin a transaction: {error}");
         for job in batch.drain(..) {
-            let (_, reply) = job(None);
+            let (_, reply) = (job.work)(None);
             reply(Err(message.clone()));
         }
         return;
     }
     let mut replies = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
-        replies.push(run_in_savepoint(conn, job));
+        replies.push(run_in_savepoint(conn, job.work));
     }
     let outcome = conn.execute_batch("COMMIT").map_err(|error| {
         let _ = conn.execute_batch("ROLLBACK");
@@ -143,13 +210,13 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Job>) {
     }
 }
 
-fn run_in_savepoint(conn: &Connection, job: Job) -> Reply {
+fn run_in_savepoint(conn: &Connection, work: Work) -> Reply {
     if let Err(error) = conn.execute_batch("SAVEPOINT job") {
-        let (_, reply) = job(None);
+        let (_, reply) = work(None);
         let message = format!("cannot open a savepoint: {error}");
         return Box::new(move |_| reply(Err(message)));
     }
-    let (ok, reply) = job(Some(conn));
+    let (ok, reply) = work(Some(conn));
     let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
     if let Err(error) = conn.execute_batch(end) {
         tracing::error!(%error, "cannot close a savepoint");

@@ -1,0 +1,118 @@
+//! Load generation with one pooled hyper client: closed loops (N workers
+//! sending back to back) and an open loop at a fixed rate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector)
+}
+
+pub async fn post(client: &HttpClient, url: &str, key: Option<&str>, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut request = Request::builder().method(Method::POST).uri(url).header("content-type", "application/json");
+    if let Some(key) = key {
+        request = request.header("authorization", format!("Bearer {key}"));
+    }
+    let response = client.request(request.body(Full::new(body))?).await.context("request")?;
+    let status = response.status();
+    let body = response.into_body().collect().await.context("response body")?.to_bytes();
+    Ok((status, body))
+}
+
+pub async fn post_json(client: &HttpClient, url: &str, key: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let (status, body) = post(client, url, Some(key), Bytes::from(body.to_string())).await?;
+    if !status.is_success() {
+        bail!("{url}: {status}: {}", String::from_utf8_lossy(&body));
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+/// `workers` tasks send `make_body()` to `url` back to back for `duration`;
+/// returns how many got a 2xx and what each 2xx answered (if `keep`).
+pub async fn closed_loop(
+    client: &HttpClient,
+    url: &str,
+    key: Option<&str>,
+    workers: usize,
+    duration: Duration,
+    body: Bytes,
+) -> anyhow::Result<(u64, Duration)> {
+    let ok = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..workers)
+        .map(|_| {
+            let (client, url, key, body) = (client.clone(), url.to_owned(), key.map(str::to_owned), body.clone());
+            let (ok, failed, stop) = (Arc::clone(&ok), Arc::clone(&failed), Arc::clone(&stop));
+            tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    match post(&client, &url, key.as_deref(), body.clone()).await {
+                        Ok((status, _)) if status.is_success() => ok.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await?;
+    }
+    let elapsed = started.elapsed();
+    let failures = failed.load(Ordering::Relaxed);
+    if failures > 0 {
+        bail!("{failures} requests to {url} failed");
+    }
+    Ok((ok.load(Ordering::Relaxed), elapsed))
+}
+
+/// Sends one publish every `1/rate` for `duration`, each in its own task,
+/// and returns (publish start, event id) for every accepted event.
+pub async fn open_loop(
+    client: &HttpClient,
+    url: &str,
+    key: &str,
+    rate: u32,
+    duration: Duration,
+    body: Bytes,
+) -> anyhow::Result<Vec<(Instant, String)>> {
+    let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let total = (duration.as_secs_f64() * f64::from(rate)) as usize;
+    let mut tasks = Vec::with_capacity(total);
+    for _ in 0..total {
+        ticker.tick().await;
+        let (client, url, key, body) = (client.clone(), url.to_owned(), key.to_owned(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let (status, answer) = post(&client, &url, Some(&key), body).await?;
+            if status != StatusCode::ACCEPTED {
+                bail!("publish answered {status}");
+            }
+            let accepted: serde_json::Value = serde_json::from_slice(&answer)?;
+            let id = accepted["id"].as_str().context("event id")?.to_owned();
+            Ok::<_, anyhow::Error>((started, id))
+        }));
+    }
+    let mut sent = Vec::with_capacity(total);
+    for task in tasks {
+        sent.push(task.await??);
+    }
+    Ok(sent)
+}

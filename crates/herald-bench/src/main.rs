@@ -1,0 +1,57 @@
+//! `herald-bench`: measures Herald end to end on this machine and prints
+//! one table. Herald runs as a child process (the release binary, embedded
+//! SQLite, default durability unless told otherwise); the receiver and the
+//! load generator run in this process on loopback.
+//!
+//! Scenarios:
+//! - `ceiling`: the same client POSTing straight to the receiver (no Herald);
+//! - `single` / `batch`: publish as fast as possible (one event per request,
+//!   or `events:batchCreate` of 100) and measure publish and delivery rates;
+//! - `latency`: publish at a fixed rate and measure publish→receive time;
+//! - `backlog`: 1,000,000 deliveries pending for an unreachable endpoint:
+//!   RSS, then the drain rate once the endpoint comes back.
+
+mod load;
+mod receiver;
+mod scenarios;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(about = "End-to-end Herald benchmark")]
+pub struct Args {
+    /// Scenarios to run.
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,single,batch,latency,backlog")]
+    pub scenarios: Vec<String>,
+    /// The herald binary [default: next to this one, i.e. target/release/herald].
+    #[arg(long)]
+    pub herald: Option<PathBuf>,
+    /// How long each throughput phase publishes.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// Concurrent publishers in the throughput phases.
+    #[arg(long, default_value_t = 64)]
+    pub publishers: usize,
+    /// Events per request in the batch phase.
+    #[arg(long, default_value_t = 100)]
+    pub batch_size: usize,
+    /// Publish rate of the latency phase (events/s).
+    #[arg(long, default_value_t = 1000)]
+    pub rate: u32,
+    /// Deliveries pending in the backlog phase.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub pending: usize,
+    /// Extra arguments for `herald serve` (e.g. "--durability=process").
+    #[arg(long = "herald-arg", allow_hyphen_values = true)]
+    pub herald_args: Vec<String>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(scenarios::run(args))
+}

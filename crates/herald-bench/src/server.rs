@@ -1,0 +1,80 @@
+//! The Herald under test: the release binary as a child process, on a
+//! fresh data directory, so its memory can be read from /proc.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::{Context, bail};
+
+pub const ADMIN_KEY: &str = "bench-admin-key-0123456789abcdef";
+
+pub struct Herald {
+    child: Child,
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+}
+
+impl Herald {
+    pub fn start(binary: &Path, extra_args: &[String]) -> anyhow::Result<Self> {
+        let data_dir = tempfile::tempdir()?;
+        let mut child = Command::new(binary)
+            .arg("serve")
+            .args(["--data-dir", &data_dir.path().display().to_string()])
+            .args(["--listen", "127.0.0.1:0", "--allow-target-cidr", "127.0.0.0/8"])
+            .args(extra_args)
+            .env("HERALD_ADMIN_KEY", ADMIN_KEY)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("starting {}", binary.display()))?;
+        let stdout = child.stdout.take().context("stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let base = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(address) = line.strip_prefix("herald listening on ") {
+                        break address.trim().to_owned();
+                    }
+                }
+                _ => bail!("herald exited before listening"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Ok(Self { child, base, data_dir })
+    }
+
+    /// (current, peak) resident set size in MiB.
+    pub fn rss_mib(&self) -> anyhow::Result<(f64, f64)> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let field = |name: &str| -> f64 {
+            status
+                .lines()
+                .find(|line| line.starts_with(name))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<f64>().ok())
+                .map_or(0.0, |kib| kib / 1024.0)
+        };
+        Ok((field("VmRSS:"), field("VmHWM:")))
+    }
+
+    /// Size of the database files in MiB.
+    pub fn disk_mib(&self) -> f64 {
+        let Ok(entries) = std::fs::read_dir(self.data_dir.path()) else { return 0.0 };
+        entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len() as f64).sum::<f64>() / 1048576.0
+    }
+
+    pub fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// `target/release/herald` next to this benchmark's own binary.
+pub fn default_binary() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|dir| dir.join("herald")))
+        .unwrap_or_else(|| PathBuf::from("target/release/herald"))
+}
