@@ -116,3 +116,40 @@ pub async fn open_loop(
     }
     Ok(sent)
 }
+
+/// Sends `requests_per_second` requests for `duration`, paced in 1 ms ticks
+/// (open loop: a slow server does not slow the sender), and returns how
+/// many were answered with a 2xx. Any other answer is an error.
+pub async fn paced(
+    client: &HttpClient,
+    url: &str,
+    key: &str,
+    requests_per_second: f64,
+    duration: Duration,
+    body: Bytes,
+) -> anyhow::Result<u64> {
+    let mut ticker = tokio::time::interval(Duration::from_millis(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let ticks = duration.as_millis() as u64;
+    let per_tick = requests_per_second / 1000.0;
+    let mut owed = 0.0;
+    let mut tasks = Vec::new();
+    for _ in 0..ticks {
+        ticker.tick().await;
+        owed += per_tick;
+        while owed >= 1.0 {
+            owed -= 1.0;
+            let (client, url, key, body) = (client.clone(), url.to_owned(), key.to_owned(), body.clone());
+            tasks.push(tokio::spawn(async move { post(&client, &url, Some(&key), body).await }));
+        }
+    }
+    let mut ok = 0;
+    for task in tasks {
+        let (status, answer) = task.await??;
+        if !status.is_success() {
+            bail!("{url} answered {status}: {}", String::from_utf8_lossy(&answer));
+        }
+        ok += 1;
+    }
+    Ok(ok)
+}

@@ -5,8 +5,11 @@
 //!
 //! Scenarios:
 //! - `ceiling`: the same client POSTing straight to the receiver (no Herald);
-//! - `single` / `batch`: publish as fast as possible (one event per request,
-//!   or `events:batchCreate` of 100) and measure publish and delivery rates;
+//! - `sustained-single` / `sustained-batch`: publish at rising fixed rates
+//!   (one event per request, or `events:batchCreate` of 100) and report the
+//!   highest rate at which every event is also delivered without a backlog;
+//! - `single` / `batch`: a flood (publishers back to back): the publish
+//!   rate Herald absorbs, and how fast it delivers the backlog;
 //! - `latency`: publish at a fixed rate and measure publish→receive time;
 //! - `backlog`: 1,000,000 deliveries pending for an unreachable endpoint:
 //!   RSS, then the drain rate once the endpoint comes back.
@@ -25,7 +28,7 @@ use clap::Parser;
 #[command(about = "End-to-end Herald benchmark")]
 pub struct Args {
     /// Scenarios to run.
-    #[arg(long, value_delimiter = ',', default_value = "ceiling,single,batch,latency,backlog")]
+    #[arg(long, value_delimiter = ',', default_value = "ceiling,sustained-single,sustained-batch,single,batch,latency,backlog")]
     pub scenarios: Vec<String>,
     /// The herald binary [default: next to this one, i.e. target/release/herald].
     #[arg(long)]
@@ -39,6 +42,10 @@ pub struct Args {
     /// Events per request in the batch phase.
     #[arg(long, default_value_t = 100)]
     pub batch_size: usize,
+    /// Offered rates (events/s) of the sustained phases, tried in order
+    /// until one is not sustained.
+    #[arg(long, value_delimiter = ',', default_value = "5000,10000,12500,15000,17500,20000,25000,30000,35000,40000")]
+    pub rates: Vec<u64>,
     /// Publish rate of the latency phase (events/s).
     #[arg(long, default_value_t = 1000)]
     pub rate: u32,

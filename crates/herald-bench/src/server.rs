@@ -59,10 +59,10 @@ impl Herald {
         Ok((field("VmRSS:"), field("VmHWM:")))
     }
 
-    /// Size of the database files in MiB.
-    pub fn disk_mib(&self) -> f64 {
-        let Ok(entries) = std::fs::read_dir(self.data_dir.path()) else { return 0.0 };
-        entries.filter_map(Result::ok).filter_map(|e| e.metadata().ok()).map(|m| m.len() as f64).sum::<f64>() / 1048576.0
+    /// Sizes of the database file and of its WAL, in MiB.
+    pub fn disk_mib(&self) -> (f64, f64) {
+        let size = |name: &str| std::fs::metadata(self.data_dir.path().join(name)).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+        (size("herald.db"), size("herald.db-wal"))
     }
 
     pub fn stop(mut self) {
