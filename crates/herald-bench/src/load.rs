@@ -18,21 +18,44 @@ pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 pub fn client() -> HttpClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(connector)
 }
 
-pub async fn post(client: &HttpClient, url: &str, key: Option<&str>, body: Bytes) -> anyhow::Result<(StatusCode, Bytes)> {
-    let mut request = Request::builder().method(Method::POST).uri(url).header("content-type", "application/json");
+pub async fn post(
+    client: &HttpClient,
+    url: &str,
+    key: Option<&str>,
+    body: Bytes,
+) -> anyhow::Result<(StatusCode, Bytes)> {
+    let mut request = Request::builder()
+        .method(Method::POST)
+        .uri(url)
+        .header("content-type", "application/json");
     if let Some(key) = key {
         request = request.header("authorization", format!("Bearer {key}"));
     }
-    let response = client.request(request.body(Full::new(body))?).await.context("request")?;
+    let response = client
+        .request(request.body(Full::new(body))?)
+        .await
+        .context("request")?;
     let status = response.status();
-    let body = response.into_body().collect().await.context("response body")?.to_bytes();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .context("response body")?
+        .to_bytes();
     Ok((status, body))
 }
 
-pub async fn post_json(client: &HttpClient, url: &str, key: &str, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+pub async fn post_json(
+    client: &HttpClient,
+    url: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
     let (status, body) = post(client, url, Some(key), Bytes::from(body.to_string())).await?;
     if !status.is_success() {
         bail!("{url}: {status}: {}", String::from_utf8_lossy(&body));

@@ -28,7 +28,11 @@ use clap::Parser;
 #[command(about = "End-to-end Herald benchmark")]
 pub struct Args {
     /// Scenarios to run.
-    #[arg(long, value_delimiter = ',', default_value = "ceiling,sustained-single,sustained-batch,single,batch,latency,backlog")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "ceiling,sustained-single,sustained-batch,single,batch,latency,backlog"
+    )]
     pub scenarios: Vec<String>,
     /// The herald binary [default: next to this one, i.e. target/release/herald].
     #[arg(long)]
@@ -44,7 +48,11 @@ pub struct Args {
     pub batch_size: usize,
     /// Offered rates (events/s) of the sustained phases, tried in order
     /// until one is not sustained.
-    #[arg(long, value_delimiter = ',', default_value = "5000,10000,12500,15000,17500,20000,25000,30000,35000,40000")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "5000,10000,12500,15000,17500,20000,25000,30000,35000,40000"
+    )]
     pub rates: Vec<u64>,
     /// Publish rate of the latency phase (events/s).
     #[arg(long, default_value_t = 1000)]
@@ -59,6 +67,9 @@ pub struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(scenarios::run(args))
 }

@@ -40,12 +40,16 @@ impl Receiver {
         let shared = Arc::clone(&counters);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = stream.set_nodelay(true);
                 let counters = Arc::clone(&shared);
                 tokio::spawn(async move {
                     let service = service_fn(move |request| handle(Arc::clone(&counters), request));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
                 });
             }
         });
@@ -63,7 +67,11 @@ impl Receiver {
 
 async fn handle(counters: Arc<Counters>, request: Request<Incoming>) -> Result<Response<Empty<Bytes>>, Infallible> {
     let now = Instant::now();
-    let id = request.headers().get("webhook-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let id = request
+        .headers()
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let _ = request.into_body().collect().await;
     counters.requests.fetch_add(1, Ordering::Relaxed);
     if counters.track.load(Ordering::Relaxed)

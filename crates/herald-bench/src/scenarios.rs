@@ -8,10 +8,10 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::json;
 
+use crate::Args;
 use crate::load::{self, HttpClient};
 use crate::receiver::Receiver;
 use crate::server::{ADMIN_KEY, Herald, default_binary};
-use crate::Args;
 
 struct Table {
     rows: Vec<[String; 3]>,
@@ -49,14 +49,32 @@ fn batch_bytes(size: usize) -> Bytes {
 }
 
 /// Starts Herald, makes a project, a key and one webhook to `target`.
-async fn herald_with_webhook(args: &Args, client: &HttpClient, target: &str, extra: &[&str]) -> anyhow::Result<(Herald, String)> {
+async fn herald_with_webhook(
+    args: &Args,
+    client: &HttpClient,
+    target: &str,
+    extra: &[&str],
+) -> anyhow::Result<(Herald, String)> {
     let binary = args.herald.clone().unwrap_or_else(default_binary);
     let mut herald_args = args.herald_args.clone();
     herald_args.extend(extra.iter().map(|s| (*s).to_owned()));
     let herald = tokio::task::block_in_place(|| Herald::start(&binary, &herald_args))?;
-    let project = load::post_json(client, &format!("{}/v1/projects", herald.base), ADMIN_KEY, json!({ "name": "bench" })).await?;
-    let keys = format!("{}/v1/projects/{}/api_keys", herald.base, project["id"].as_str().context("project id")?);
-    let key = load::post_json(client, &keys, ADMIN_KEY, json!({})).await?["key"].as_str().context("key")?.to_owned();
+    let project = load::post_json(
+        client,
+        &format!("{}/v1/projects", herald.base),
+        ADMIN_KEY,
+        json!({ "name": "bench" }),
+    )
+    .await?;
+    let keys = format!(
+        "{}/v1/projects/{}/api_keys",
+        herald.base,
+        project["id"].as_str().context("project id")?
+    );
+    let key = load::post_json(client, &keys, ADMIN_KEY, json!({})).await?["key"]
+        .as_str()
+        .context("key")?
+        .to_owned();
     let webhook = json!({ "uri": target, "subscribed_events": ["*"] });
     load::post_json(client, &format!("{}/v1/webhooks", herald.base), &key, webhook).await?;
     Ok((herald, key))
@@ -66,7 +84,10 @@ async fn wait_for_count(receiver: &Receiver, target: u64, limit: Duration) -> an
     let started = Instant::now();
     while receiver.count() < target {
         if started.elapsed() > limit {
-            bail!("only {} of {target} deliveries arrived within {limit:?}", receiver.count());
+            bail!(
+                "only {} of {target} deliveries arrived within {limit:?}",
+                receiver.count()
+            );
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
@@ -77,7 +98,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = load::client();
     let mut table = Table { rows: Vec::new() };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    println!("herald-bench on {cpus} CPUs; publishers={} duration={:?}", args.publishers, args.duration);
+    println!(
+        "herald-bench on {cpus} CPUs; publishers={} duration={:?}",
+        args.publishers, args.duration
+    );
     let mut ceiling = None;
     for scenario in args.scenarios.clone() {
         println!("== {scenario}");
@@ -100,19 +124,36 @@ async fn raw_ceiling(args: &Args, client: &HttpClient, table: &mut Table) -> any
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let url = format!("http://{}/", receiver.addr);
     // Herald's payload is the event plus its envelope: send a body of that size.
-    let body = Bytes::from(format!("{{\"id\":\"evt_01JH000000000000000000000\",\"type\":\"batch.succeeded\",\"version\":\"v1\",\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"data\":{}}}", event(1)["data"]));
+    let body = Bytes::from(format!(
+        "{{\"id\":\"evt_01JH000000000000000000000\",\"type\":\"batch.succeeded\",\"version\":\"v1\",\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"data\":{}}}",
+        event(1)["data"]
+    ));
     let (count, elapsed) = load::closed_loop(client, &url, None, args.publishers, args.duration, body).await?;
     receiver.stop();
     let rate = count as f64 / elapsed.as_secs_f64();
-    table.add("raw HTTP ceiling (client → receiver, no Herald)", format!("{rate:.0} req/s"), &format!("{} connections", args.publishers));
+    table.add(
+        "raw HTTP ceiling (client → receiver, no Herald)",
+        format!("{rate:.0} req/s"),
+        &format!("{} connections", args.publishers),
+    );
     Ok(rate)
 }
 
-async fn throughput(args: &Args, client: &HttpClient, table: &mut Table, batch: bool, ceiling: Option<f64>) -> anyhow::Result<()> {
+async fn throughput(
+    args: &Args,
+    client: &HttpClient,
+    table: &mut Table,
+    batch: bool,
+    ceiling: Option<f64>,
+) -> anyhow::Result<()> {
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let (herald, key) = herald_with_webhook(args, client, &format!("http://{}/", receiver.addr), &[]).await?;
     let (path, body, per_request) = if batch {
-        ("/v1/events:batchCreate", batch_bytes(args.batch_size), args.batch_size as u64)
+        (
+            "/v1/events:batchCreate",
+            batch_bytes(args.batch_size),
+            args.batch_size as u64,
+        )
     } else {
         ("/v1/events", event_bytes(), 1)
     };
@@ -126,21 +167,41 @@ async fn throughput(args: &Args, client: &HttpClient, table: &mut Table, batch: 
     let (rss, peak) = herald.rss_mib()?;
     herald.stop();
     receiver.stop();
-    let label = if batch { format!("batchCreate ×{}", args.batch_size) } else { "single-event".to_owned() };
+    let label = if batch {
+        format!("batchCreate ×{}", args.batch_size)
+    } else {
+        "single-event".to_owned()
+    };
     let publish_rate = published as f64 / elapsed.as_secs_f64();
     let delivered_rate = delivered_in_window as f64 / elapsed.as_secs_f64();
     let overall = published as f64 / total.as_secs_f64();
-    table.add(&format!("{label}: events published/s"), format!("{publish_rate:.0}"), "HTTP publish, durably committed before 202");
-    table.add(&format!("{label}: deliveries/s while publishing"), format!("{delivered_rate:.0}"), "signed POSTs received");
+    table.add(
+        &format!("{label}: events published/s"),
+        format!("{publish_rate:.0}"),
+        "HTTP publish, durably committed before 202",
+    );
+    table.add(
+        &format!("{label}: deliveries/s while publishing"),
+        format!("{delivered_rate:.0}"),
+        "signed POSTs received",
+    );
     table.add(
         &format!("{label}: deliveries/s end to end"),
         format!("{overall:.0}"),
         &format!("{published} events, all delivered {tail:.1?} after publishing stopped"),
     );
     if let Some(ceiling) = ceiling {
-        table.add(&format!("{label}: delivery rate / raw ceiling"), format!("{:.2}", overall / ceiling), "same client and receiver, same run");
+        table.add(
+            &format!("{label}: delivery rate / raw ceiling"),
+            format!("{:.2}", overall / ceiling),
+            "same client and receiver, same run",
+        );
     }
-    table.add(&format!("{label}: herald RSS (peak)"), format!("{rss:.0} MiB ({peak:.0})"), "");
+    table.add(
+        &format!("{label}: herald RSS (peak)"),
+        format!("{rss:.0} MiB ({peak:.0})"),
+        "",
+    );
     Ok(())
 }
 
@@ -148,7 +209,13 @@ async fn throughput(args: &Args, client: &HttpClient, table: &mut Table, batch: 
 /// keep pace: at least 95% of the window's events are delivered within the
 /// window, and the rest within one second after it. Reports each step and
 /// the highest sustained rate.
-async fn sustained(args: &Args, client: &HttpClient, table: &mut Table, batch: bool, ceiling: Option<f64>) -> anyhow::Result<()> {
+async fn sustained(
+    args: &Args,
+    client: &HttpClient,
+    table: &mut Table,
+    batch: bool,
+    ceiling: Option<f64>,
+) -> anyhow::Result<()> {
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let (herald, key) = herald_with_webhook(args, client, &format!("http://{}/", receiver.addr), &[]).await?;
     let (path, body, per_request) = if batch {
@@ -156,12 +223,24 @@ async fn sustained(args: &Args, client: &HttpClient, table: &mut Table, batch: b
     } else {
         ("/v1/events", event_bytes(), 1)
     };
-    let label = if batch { format!("batchCreate ×{}", args.batch_size) } else { "single-event".to_owned() };
+    let label = if batch {
+        format!("batchCreate ×{}", args.batch_size)
+    } else {
+        "single-event".to_owned()
+    };
     let url = format!("{}{path}", herald.base);
     let mut best = None;
     for rate in args.rates.iter().copied() {
         let before = receiver.count();
-        let requests = load::paced(client, &url, &key, rate as f64 / per_request as f64, args.duration, body.clone()).await?;
+        let requests = load::paced(
+            client,
+            &url,
+            &key,
+            rate as f64 / per_request as f64,
+            args.duration,
+            body.clone(),
+        )
+        .await?;
         let published = requests * per_request as u64;
         let in_window = receiver.count() - before;
         let tail = wait_for_count(&receiver, before + published, Duration::from_secs(300)).await?;
@@ -171,7 +250,11 @@ async fn sustained(args: &Args, client: &HttpClient, table: &mut Table, batch: b
             in_window as f64 / args.duration.as_secs_f64(),
             if kept_up { "sustained" } else { "NOT sustained" }
         );
-        table.add(&format!("{label}: offered {rate} events/s"), format!("{:.0}", published as f64 / args.duration.as_secs_f64()), &note);
+        table.add(
+            &format!("{label}: offered {rate} events/s"),
+            format!("{:.0}", published as f64 / args.duration.as_secs_f64()),
+            &note,
+        );
         if !kept_up {
             break;
         }
@@ -181,8 +264,14 @@ async fn sustained(args: &Args, client: &HttpClient, table: &mut Table, batch: b
     herald.stop();
     receiver.stop();
     let best = best.unwrap_or(0);
-    let ratio = ceiling.map_or(String::new(), |c| format!("; {:.2} of the raw HTTP ceiling", best as f64 / c));
-    table.add(&format!("{label}: highest sustained rate"), format!("{best} events/s"), &format!("published and delivered{ratio}; RSS {rss:.0} MiB (peak {peak:.0})"));
+    let ratio = ceiling.map_or(String::new(), |c| {
+        format!("; {:.2} of the raw HTTP ceiling", best as f64 / c)
+    });
+    table.add(
+        &format!("{label}: highest sustained rate"),
+        format!("{best} events/s"),
+        &format!("published and delivered{ratio}; RSS {rss:.0} MiB (peak {peak:.0})"),
+    );
     Ok(())
 }
 
@@ -194,22 +283,51 @@ async fn latency(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow:
     let sent = load::open_loop(client, &url, &key, args.rate, args.duration, event_bytes()).await?;
     wait_for_count(&receiver, sent.len() as u64, Duration::from_secs(120)).await?;
     herald.stop();
-    let arrivals = receiver.counters.arrivals.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.clone();
+    let arrivals = receiver
+        .counters
+        .arrivals
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
     receiver.stop();
     let mut latencies: Vec<Duration> = sent
         .iter()
-        .filter_map(|(start, id)| arrivals.get(id).map(|arrived| arrived.saturating_duration_since(*start)))
+        .filter_map(|(start, id)| {
+            arrivals
+                .get(id)
+                .map(|arrived| arrived.saturating_duration_since(*start))
+        })
         .collect();
     if latencies.len() != sent.len() {
-        bail!("{} of {} events never arrived", sent.len() - latencies.len(), sent.len());
+        bail!(
+            "{} of {} events never arrived",
+            sent.len() - latencies.len(),
+            sent.len()
+        );
     }
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
     let note = format!("{} events at {}/s", latencies.len(), args.rate);
-    table.add("publish→receive latency p50", format!("{:.2} ms", at(0.50).as_secs_f64() * 1e3), &note);
-    table.add("publish→receive latency p90", format!("{:.2} ms", at(0.90).as_secs_f64() * 1e3), &note);
-    table.add("publish→receive latency p99", format!("{:.2} ms", at(0.99).as_secs_f64() * 1e3), &note);
-    table.add("publish→receive latency max", format!("{:.2} ms", at(1.0).as_secs_f64() * 1e3), &note);
+    table.add(
+        "publish→receive latency p50",
+        format!("{:.2} ms", at(0.50).as_secs_f64() * 1e3),
+        &note,
+    );
+    table.add(
+        "publish→receive latency p90",
+        format!("{:.2} ms", at(0.90).as_secs_f64() * 1e3),
+        &note,
+    );
+    table.add(
+        "publish→receive latency p99",
+        format!("{:.2} ms", at(0.99).as_secs_f64() * 1e3),
+        &note,
+    );
+    table.add(
+        "publish→receive latency max",
+        format!("{:.2} ms", at(1.0).as_secs_f64() * 1e3),
+        &note,
+    );
     Ok(())
 }
 
@@ -274,7 +392,11 @@ async fn backlog(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow:
     }
     let first_attempts = started.elapsed();
     let (rss, hwm) = herald.rss_mib()?;
-    table.add("backlog: events published/s (batchCreate ×1000)", format!("{:.0}", published / publish_time.as_secs_f64()), "endpoint down");
+    table.add(
+        "backlog: events published/s (batchCreate ×1000)",
+        format!("{:.0}", published / publish_time.as_secs_f64()),
+        "endpoint down",
+    );
     table.add(
         "backlog: failed first attempts/s",
         format!("{:.0}", published / first_attempts.as_secs_f64()),

@@ -61,12 +61,16 @@ impl Herald {
 
     /// Sizes of the database file and of its WAL, in MiB.
     pub fn disk_mib(&self) -> (f64, f64) {
-        let size = |name: &str| std::fs::metadata(self.data_dir.path().join(name)).map_or(0.0, |m| m.len() as f64 / 1048576.0);
+        let size =
+            |name: &str| std::fs::metadata(self.data_dir.path().join(name)).map_or(0.0, |m| m.len() as f64 / 1048576.0);
         (size("herald.db"), size("herald.db-wal"))
     }
 
     pub fn stop(mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -15,7 +15,10 @@ pub enum AdminKey {
     FromEnvironment(String),
     FromFile(String),
     /// Made now: the caller shows it once.
-    Generated { key: String, path: std::path::PathBuf },
+    Generated {
+        key: String,
+        path: std::path::PathBuf,
+    },
 }
 
 impl AdminKey {
@@ -49,7 +52,9 @@ pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Resu
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
     writeln!(file, "{key}").with_context(|| format!("writing {}", path.display()))?;
     file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
     Ok(AdminKey::Generated { key, path })

@@ -27,7 +27,11 @@ pub struct Dependencies {
 
 impl Default for Dependencies {
     fn default() -> Self {
-        Self { clock: Arc::new(SystemClock), jitter: Arc::new(RandomJitter), run_dispatcher: true }
+        Self {
+            clock: Arc::new(SystemClock),
+            jitter: Arc::new(RandomJitter),
+            run_dispatcher: true,
+        }
     }
 }
 
@@ -58,7 +62,10 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
     // so every lease in it belongs to a process that is gone.
     let recovered = store.recover_all_leases(deps.clock.now()).await?;
     if recovered > 0 {
-        tracing::warn!(recovered, "recovered deliveries that were in flight when Herald last stopped");
+        tracing::warn!(
+            recovered,
+            "recovered deliveries that were in flight when Herald last stopped"
+        );
     }
 
     let policy = Arc::new(AddressPolicy::new(config.security.allow_target_cidrs.clone()));
@@ -91,6 +98,11 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
     if let Some(handle) = metrics.clone() {
         tokio::spawn(crate::telemetry::upkeep(handle, shutdown.child_token()));
     }
+    tokio::spawn(crate::maintenance::run(
+        Arc::clone(&store),
+        Arc::clone(&deps.clock),
+        shutdown.child_token(),
+    ));
     let state = AppState {
         store: Arc::clone(&store),
         auth: Arc::new(Authenticator::new(admin_key)),
@@ -106,13 +118,23 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
     let server = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown.cancelled_owned()).await
+            axum::serve(listener, api::router(state))
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
         })
     };
-    let dispatcher_task =
-        deps.run_dispatcher.then(|| tokio::spawn(Arc::clone(&dispatcher).run(shutdown.child_token())));
+    let dispatcher_task = deps
+        .run_dispatcher
+        .then(|| tokio::spawn(Arc::clone(&dispatcher).run(shutdown.child_token())));
     tracing::info!(%addr, "herald is listening");
-    Ok(RunningApp { addr, store, dispatcher, shutdown, server, dispatcher_task })
+    Ok(RunningApp {
+        addr,
+        store,
+        dispatcher,
+        shutdown,
+        server,
+        dispatcher_task,
+    })
 }
 
 impl RunningApp {
@@ -125,7 +147,9 @@ impl RunningApp {
             let _ = task.await;
         }
         self.store.close().await;
-        served.context("the HTTP server task failed")?.context("the HTTP server failed")?;
+        served
+            .context("the HTTP server task failed")?
+            .context("the HTTP server failed")?;
         Ok(())
     }
 

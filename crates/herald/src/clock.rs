@@ -23,7 +23,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
+        let millis = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
         Timestamp::from_millis(i64::try_from(millis).unwrap_or(i64::MAX))
     }
 }
@@ -36,7 +38,9 @@ pub struct ManualClock {
 
 impl ManualClock {
     pub fn new(start: Timestamp) -> Self {
-        Self { millis: AtomicI64::new(start.as_millis()) }
+        Self {
+            millis: AtomicI64::new(start.as_millis()),
+        }
     }
 
     pub fn advance(&self, by: Duration) {

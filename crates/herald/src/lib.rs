@@ -9,6 +9,7 @@ pub mod clock;
 pub mod config;
 pub mod delivery;
 pub mod domain;
+pub mod maintenance;
 pub mod net;
 pub mod store;
 pub mod telemetry;

@@ -11,7 +11,11 @@ use crate::config::{LogConfig, LogFormat};
 /// Later calls (tests starting several apps) are no-ops.
 pub fn init_tracing(config: &LogConfig) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let colours = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colours);
     let _ = match config.format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -24,8 +28,14 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-            let recorder = PrometheusBuilder::new().set_buckets(&buckets).ok()?.install_recorder().ok()?;
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ];
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .ok()?
+                .install_recorder()
+                .ok()?;
             describe();
             Some(recorder)
         })
@@ -46,15 +56,42 @@ pub async fn upkeep(handle: PrometheusHandle, stop: tokio_util::sync::Cancellati
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
-    describe_counter!("herald_events_published_total", "Events accepted and durably committed.");
+    describe_counter!(
+        "herald_events_published_total",
+        "Events accepted and durably committed."
+    );
     describe_counter!("herald_deliveries_claimed_total", "Deliveries leased for an attempt.");
-    describe_counter!("herald_delivery_attempts_total", "Attempts by outcome (success or error kind).");
-    describe_counter!("herald_delivery_outcomes_total", "What attempts led to: succeeded, retrying, failed, stale.");
-    describe_histogram!("herald_delivery_attempt_duration_seconds", "Duration of one HTTP attempt.");
-    describe_histogram!("herald_delivery_latency_seconds", "From event publish to its successful delivery.");
-    describe_histogram!("herald_store_commit_batch_size", "Writes committed together (group commit).");
-    describe_gauge!("herald_deliveries_pending", "Unfinished deliveries (waiting or in flight).");
-    describe_gauge!("herald_deliveries_retrying", "Unfinished deliveries that failed at least once.");
+    describe_counter!(
+        "herald_delivery_attempts_total",
+        "Attempts by outcome (success or error kind)."
+    );
+    describe_counter!(
+        "herald_delivery_outcomes_total",
+        "What attempts led to: succeeded, retrying, failed, stale."
+    );
+    describe_histogram!(
+        "herald_delivery_attempt_duration_seconds",
+        "Duration of one HTTP attempt."
+    );
+    describe_histogram!(
+        "herald_delivery_latency_seconds",
+        "From event publish to its successful delivery."
+    );
+    describe_histogram!(
+        "herald_store_commit_batch_size",
+        "Writes committed together (group commit)."
+    );
+    describe_gauge!(
+        "herald_deliveries_pending",
+        "Unfinished deliveries (waiting or in flight)."
+    );
+    describe_gauge!(
+        "herald_deliveries_retrying",
+        "Unfinished deliveries that failed at least once."
+    );
     describe_gauge!("herald_deliveries_in_flight", "Deliveries leased right now.");
-    describe_gauge!("herald_oldest_due_delivery_age_seconds", "How late the most overdue delivery is.");
+    describe_gauge!(
+        "herald_oldest_due_delivery_age_seconds",
+        "How late the most overdue delivery is."
+    );
 }

@@ -70,7 +70,10 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(admin_key: &str) -> Self {
-        Self { admin_key_hash: hash_key(admin_key), cache: Mutex::new(HashMap::new()) }
+        Self {
+            admin_key_hash: hash_key(admin_key),
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Forgets a revoked key at once on this node.
@@ -99,7 +102,9 @@ impl Authenticator {
                 }
                 Ok(Principal::Project(project))
             }
-            None => Err(ApiError::Unauthenticated("the API key is not valid (unknown or revoked)".into())),
+            None => Err(ApiError::Unauthenticated(
+                "the API key is not valid (unknown or revoked)".into(),
+            )),
         }
     }
 

@@ -41,7 +41,10 @@ pub enum ApiError {
 
 impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::InvalidArgument { field: Some(field.into()), message: message.into() }
+        Self::InvalidArgument {
+            field: Some(field.into()),
+            message: message.into(),
+        }
     }
 
     /// A domain validation failure of the wire field `field`.

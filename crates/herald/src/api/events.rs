@@ -79,13 +79,19 @@ pub(super) async fn batch_create(
     struct BatchAccepted<'a> {
         events: Vec<Accepted<'a>>,
     }
-    let body = BatchAccepted { events: events.iter().map(accepted).collect() };
+    let body = BatchAccepted {
+        events: events.iter().map(accepted).collect(),
+    };
     let response = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
     commit(&state, project, events, &headers, &raw, response).await
 }
 
 fn accepted(event: &NewEvent) -> Accepted<'_> {
-    Accepted { id: event.id, event_type: event.event_type.as_str(), timestamp: event.timestamp }
+    Accepted {
+        id: event.id,
+        event_type: event.event_type.as_str(),
+        timestamp: event.timestamp,
+    }
 }
 
 /// Validates one event and serialises its payload, the bytes every attempt sends.
@@ -94,7 +100,10 @@ fn new_event(state: &AppState, event: &PublishEvent, field_prefix: &str) -> Resu
         EventType::parse(&event.event_type).map_err(ApiError::invalid_field(format!("{field_prefix}type")))?;
     let data = event.data.get();
     if !data.starts_with('{') {
-        return Err(ApiError::invalid(format!("{field_prefix}data"), "data must be a JSON object"));
+        return Err(ApiError::invalid(
+            format!("{field_prefix}data"),
+            "data must be a JSON object",
+        ));
     }
     let id = EventId::generate();
     let timestamp = state.clock.now();
@@ -108,10 +117,18 @@ fn new_event(state: &AppState, event: &PublishEvent, field_prefix: &str) -> Resu
     if payload.len() > limit {
         return Err(ApiError::invalid(
             format!("{field_prefix}data"),
-            format!("the event payload would be {} bytes; the limit is {limit} (limits.max_payload_bytes)", payload.len()),
+            format!(
+                "the event payload would be {} bytes; the limit is {limit} (limits.max_payload_bytes)",
+                payload.len()
+            ),
         ));
     }
-    Ok(NewEvent { id, event_type, timestamp, payload: Bytes::from(payload) })
+    Ok(NewEvent {
+        id,
+        event_type,
+        timestamp,
+        payload: Bytes::from(payload),
+    })
 }
 
 async fn commit(
@@ -128,8 +145,15 @@ async fn commit(
         response: response.clone(),
     });
     let count = events.len();
-    let outcome =
-        state.store.publish(PublishRequest { project_id: project, events, idempotency, now: state.clock.now() }).await?;
+    let outcome = state
+        .store
+        .publish(PublishRequest {
+            project_id: project,
+            events,
+            idempotency,
+            now: state.clock.now(),
+        })
+        .await?;
     let (body, replayed) = match outcome {
         PublishOutcome::Published { .. } => {
             metrics::counter!("herald_events_published_total").increment(count as u64);
@@ -137,21 +161,35 @@ async fn commit(
         }
         PublishOutcome::Replayed { response } => (response, true),
     };
-    let mut reply = (StatusCode::ACCEPTED, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+    let mut reply = (
+        StatusCode::ACCEPTED,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response();
     if replayed {
-        reply.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        reply
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
     }
     Ok(reply)
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
-    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else { return Ok(None) };
+    let Some(value) = headers.get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
     let key = value
         .to_str()
         .ok()
-        .filter(|key| !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic()))
+        .filter(|key| {
+            !key.is_empty() && key.len() <= MAX_IDEMPOTENCY_KEY_LEN && key.bytes().all(|b| b.is_ascii_graphic())
+        })
         .ok_or_else(|| {
-            ApiError::invalid("Idempotency-Key", format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"))
+            ApiError::invalid(
+                "Idempotency-Key",
+                format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"),
+            )
         })?;
     Ok(Some(key.to_owned()))
 }
@@ -214,7 +252,11 @@ pub(super) async fn get(
 ) -> Result<Json<EventView>, ApiError> {
     let project = principal.require_project()?;
     let event_id = EventId::parse(&id).ok_or_else(|| ApiError::not_found("event", &id))?;
-    let event = state.store.get_event(project, event_id).await?.ok_or_else(|| ApiError::not_found("event", &id))?;
+    let event = state
+        .store
+        .get_event(project, event_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("event", &id))?;
     #[derive(Deserialize)]
     struct Stored {
         data: Box<RawValue>,

@@ -29,7 +29,9 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Result<impl IntoRe
     metrics::gauge!("herald_deliveries_pending").set(stats.pending as f64);
     metrics::gauge!("herald_deliveries_retrying").set(stats.retrying as f64);
     metrics::gauge!("herald_deliveries_in_flight").set(stats.in_flight as f64);
-    let oldest = stats.oldest_due.map_or(0.0, |due| now.duration_since(due).as_secs_f64());
+    let oldest = stats
+        .oldest_due
+        .map_or(0.0, |due| now.duration_since(due).as_secs_f64());
     metrics::gauge!("herald_oldest_due_delivery_age_seconds").set(oldest);
     Ok((StatusCode::OK, handle.render()))
 }

@@ -44,12 +44,18 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 /// within the router's limit.
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
-        let is_json = content_type.to_str().ok().and_then(|value| value.split(';').next()).is_some_and(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
-        });
+        let is_json = content_type
+            .to_str()
+            .ok()
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
         if !is_json {
-            return Err(ApiError::UnsupportedMediaType("send the body as JSON (content-type: application/json)".into()));
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as JSON (content-type: application/json)".into(),
+            ));
         }
     }
     Bytes::from_request(request, state).await.map_err(|rejection| {
@@ -71,12 +77,17 @@ pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             ApiError::InvalidJson(format!("the body is not valid JSON: {inner}"))
         } else if path == "." {
             let message = inner.to_string();
-            ApiError::InvalidArgument { field: missing_field(&message), message }
+            ApiError::InvalidArgument {
+                field: missing_field(&message),
+                message,
+            }
         } else {
             ApiError::invalid(path, inner.to_string())
         }
     })?;
-    deserializer.end().map_err(|e| ApiError::InvalidJson(format!("unexpected data after the JSON value: {e}")))?;
+    deserializer
+        .end()
+        .map_err(|e| ApiError::InvalidJson(format!("unexpected data after the JSON value: {e}")))?;
     Ok(value)
 }
 
@@ -108,10 +119,19 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         assert_eq!(field_of(r#"{"name": 5, "items": []}"#).as_deref(), Some("name"));
-        assert_eq!(field_of(r#"{"name": "x", "items": [1, "two"]}"#).as_deref(), Some("items[1]"));
+        assert_eq!(
+            field_of(r#"{"name": "x", "items": [1, "two"]}"#).as_deref(),
+            Some("items[1]")
+        );
         assert!(matches!(parse::<Sample>(b"{not json"), Err(ApiError::InvalidJson(_))));
-        assert!(matches!(parse::<Sample>(br#"{"name":"x","items":[]} trailing"#), Err(ApiError::InvalidJson(_))));
+        assert!(matches!(
+            parse::<Sample>(br#"{"name":"x","items":[]} trailing"#),
+            Err(ApiError::InvalidJson(_))
+        ));
         assert_eq!(field_of(r#"{"name":"x"}"#).as_deref(), Some("items"));
-        assert_eq!(field_of(r#"{"name":"x","items":[],"extra":1}"#).as_deref(), Some("extra"));
+        assert_eq!(
+            field_of(r#"{"name":"x","items":[],"extra":1}"#).as_deref(),
+            Some("extra")
+        );
     }
 }

@@ -47,10 +47,19 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .route("/v1/projects", post(projects::create).get(projects::list))
         .route("/v1/projects/{project_id}", get(projects::get))
-        .route("/v1/projects/{project_id}/api_keys", post(projects::create_key).get(projects::list_keys))
-        .route("/v1/projects/{project_id}/api_keys/{key_id}", axum::routing::delete(projects::revoke_key))
+        .route(
+            "/v1/projects/{project_id}/api_keys",
+            post(projects::create_key).get(projects::list_keys),
+        )
+        .route(
+            "/v1/projects/{project_id}/api_keys/{key_id}",
+            axum::routing::delete(projects::revoke_key),
+        )
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
-        .route("/v1/webhooks/{webhook_id}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route(
+            "/v1/webhooks/{webhook_id}",
+            get(webhooks::get).patch(webhooks::update).delete(webhooks::delete),
+        )
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))

@@ -15,8 +15,13 @@ const MAX_PAGE_SIZE: u32 = 100;
 
 /// Reads `page_size` (1–100, default 50) and `page_token`; rejects other parameters.
 pub fn page_request(query: &RawQuery) -> Result<PageRequest, ApiError> {
-    let mut request = PageRequest { size: DEFAULT_PAGE_SIZE, after: None };
-    let Some(query) = query.0.as_deref() else { return Ok(request) };
+    let mut request = PageRequest {
+        size: DEFAULT_PAGE_SIZE,
+        after: None,
+    };
+    let Some(query) = query.0.as_deref() else {
+        return Ok(request);
+    };
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         match name.as_ref() {
             "page_size" => {
@@ -24,7 +29,9 @@ pub fn page_request(query: &RawQuery) -> Result<PageRequest, ApiError> {
                     .parse()
                     .ok()
                     .filter(|size| (1..=MAX_PAGE_SIZE).contains(size))
-                    .ok_or_else(|| ApiError::invalid("page_size", format!("must be a number from 1 to {MAX_PAGE_SIZE}")))?;
+                    .ok_or_else(|| {
+                        ApiError::invalid("page_size", format!("must be a number from 1 to {MAX_PAGE_SIZE}"))
+                    })?;
             }
             "page_token" if value.is_empty() => {}
             "page_token" => {
@@ -35,7 +42,12 @@ pub fn page_request(query: &RawQuery) -> Result<PageRequest, ApiError> {
                     .ok_or_else(|| ApiError::invalid("page_token", "not a page token from a previous response"))?;
                 request.after = Some(decoded);
             }
-            other => return Err(ApiError::invalid(other, "unknown query parameter (expected page_size, page_token)")),
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "unknown query parameter (expected page_size, page_token)",
+                ));
+            }
         }
     }
     Ok(request)
@@ -43,5 +55,7 @@ pub fn page_request(query: &RawQuery) -> Result<PageRequest, ApiError> {
 
 /// The token for the page after `page`, if there may be one.
 pub fn next_page_token<T>(page: &Page<T>) -> Option<String> {
-    page.next_after.as_ref().map(|after| URL_SAFE_NO_PAD.encode(after.as_bytes()))
+    page.next_after
+        .as_ref()
+        .map(|after| URL_SAFE_NO_PAD.encode(after.as_bytes()))
 }

@@ -5,11 +5,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::AppState;
 use super::auth::{Principal, generate_api_key};
 use super::error::ApiError;
 use super::json::{JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request};
-use super::AppState;
 use crate::domain::project::{ApiKey, Name, Project};
 use crate::domain::{ApiKeyId, ProjectId, Timestamp};
 
@@ -28,7 +28,11 @@ pub(super) struct ProjectView {
 
 impl From<Project> for ProjectView {
     fn from(project: Project) -> Self {
-        Self { id: project.id, name: project.name.as_str().to_owned(), create_time: project.create_time }
+        Self {
+            id: project.id,
+            name: project.name.as_str().to_owned(),
+            create_time: project.create_time,
+        }
     }
 }
 
@@ -46,7 +50,11 @@ pub(super) async fn create(
 ) -> Result<(StatusCode, Json<ProjectView>), ApiError> {
     principal.require_admin()?;
     let name = Name::parse(&value.name).map_err(ApiError::invalid_field("name"))?;
-    let project = Project { id: ProjectId::generate(), name, create_time: state.clock.now() };
+    let project = Project {
+        id: ProjectId::generate(),
+        name,
+        create_time: state.clock.now(),
+    };
     state.store.create_project(project.clone()).await?;
     Ok((StatusCode::CREATED, Json(project.into())))
 }
@@ -59,7 +67,10 @@ pub(super) async fn list(
     principal.require_admin()?;
     let page = state.store.list_projects(page_request(&query)?).await?;
     let next_page_token = next_page_token(&page);
-    Ok(Json(ProjectList { projects: page.items.into_iter().map(Into::into).collect(), next_page_token }))
+    Ok(Json(ProjectList {
+        projects: page.items.into_iter().map(Into::into).collect(),
+        next_page_token,
+    }))
 }
 
 fn project_id(text: &str) -> Result<ProjectId, ApiError> {
@@ -72,7 +83,11 @@ pub(super) async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<ProjectView>, ApiError> {
     principal.require_admin()?;
-    let project = state.store.get_project(project_id(&id)?).await?.ok_or_else(|| ApiError::not_found("project", &id))?;
+    let project = state
+        .store
+        .get_project(project_id(&id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("project", &id))?;
     Ok(Json(project.into()))
 }
 
@@ -117,7 +132,12 @@ pub(super) async fn create_key(
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
     principal.require_admin()?;
     let project = project_id(&id)?;
-    let name = body.name.as_deref().map(Name::parse).transpose().map_err(ApiError::invalid_field("name"))?;
+    let name = body
+        .name
+        .as_deref()
+        .map(Name::parse)
+        .transpose()
+        .map_err(ApiError::invalid_field("name"))?;
     let (secret, hash) = generate_api_key();
     let key = ApiKey {
         id: ApiKeyId::generate(),
@@ -126,10 +146,14 @@ pub(super) async fn create_key(
         key_prefix: secret.chars().take(10).collect(),
         create_time: state.clock.now(),
     };
-    state.store.create_api_key(key.clone(), hash).await.map_err(|e| match e {
-        crate::store::StoreError::NotFound => ApiError::not_found("project", &id),
-        other => other.into(),
-    })?;
+    state
+        .store
+        .create_api_key(key.clone(), hash)
+        .await
+        .map_err(|e| match e {
+            crate::store::StoreError::NotFound => ApiError::not_found("project", &id),
+            other => other.into(),
+        })?;
     let mut view = KeyView::from(key);
     view.key = Some(secret);
     Ok((StatusCode::CREATED, Json(view)))
@@ -151,7 +175,9 @@ pub(super) async fn list_keys(
         return Err(ApiError::not_found("project", &id));
     }
     let keys = state.store.list_api_keys(project).await?;
-    Ok(Json(KeyList { api_keys: keys.into_iter().map(Into::into).collect() }))
+    Ok(Json(KeyList {
+        api_keys: keys.into_iter().map(Into::into).collect(),
+    }))
 }
 
 pub(super) async fn revoke_key(

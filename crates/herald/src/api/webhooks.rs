@@ -108,7 +108,12 @@ pub(super) struct WebhookList {
 /// addresses and `localhost` names (host names are vetted at connect time).
 fn endpoint_uri(state: &AppState, text: &str) -> Result<EndpointUri, ApiError> {
     let uri = EndpointUri::parse(text).map_err(ApiError::invalid_field("uri"))?;
-    let refused = |reason| ApiError::invalid("uri", format!("Herald does not deliver to {reason} addresses (see allow_target_cidrs)"));
+    let refused = |reason| {
+        ApiError::invalid(
+            "uri",
+            format!("Herald does not deliver to {reason} addresses (see allow_target_cidrs)"),
+        )
+    };
     match uri.host() {
         Some(url::Host::Ipv4(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
         Some(url::Host::Ipv6(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
@@ -131,13 +136,31 @@ fn new_secret(kind: SigningKind) -> (StoredSecret, Option<String>) {
             let secret = Zeroizing::new(key.expose_secret().to_string());
             let display = format!("{}…", &secret[..secret.len().min(12)]);
             let shown = Some(secret.to_string());
-            (StoredSecret { id, kind, secret, public_key: None, display }, shown)
+            (
+                StoredSecret {
+                    id,
+                    kind,
+                    secret,
+                    public_key: None,
+                    display,
+                },
+                shown,
+            )
         }
         SigningKind::Ed25519 => {
             let key = Ed25519SecretKey::generate();
             let public_key = key.public_key().to_string();
             let secret = Zeroizing::new(key.expose_secret().to_string());
-            (StoredSecret { id, kind, secret, public_key: Some(public_key.clone()), display: public_key }, None)
+            (
+                StoredSecret {
+                    id,
+                    kind,
+                    secret,
+                    public_key: Some(public_key.clone()),
+                    display: public_key,
+                },
+                None,
+            )
         }
     }
 }
@@ -157,7 +180,9 @@ pub(super) async fn create(
     };
     let signing = match value.signing.as_deref() {
         None => SigningKind::Hmac,
-        Some(text) => SigningKind::parse(text).ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?,
+        Some(text) => {
+            SigningKind::parse(text).ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?
+        }
     };
     let (secret, shown) = new_secret(signing);
     let new = NewWebhook {
@@ -182,9 +207,15 @@ pub(super) async fn list(
     query: RawQuery,
 ) -> Result<Json<WebhookList>, ApiError> {
     let project = principal.require_project()?;
-    let page = state.store.list_webhooks(project, page_request(&query)?, state.clock.now()).await?;
+    let page = state
+        .store
+        .list_webhooks(project, page_request(&query)?, state.clock.now())
+        .await?;
     let next_page_token = next_page_token(&page);
-    Ok(Json(WebhookList { webhooks: page.items.into_iter().map(WebhookView::new).collect(), next_page_token }))
+    Ok(Json(WebhookList {
+        webhooks: page.items.into_iter().map(WebhookView::new).collect(),
+        next_page_token,
+    }))
 }
 
 fn webhook_id(text: &str) -> Result<WebhookId, ApiError> {
@@ -218,7 +249,12 @@ pub(super) async fn update(
     let project = principal.require_project()?;
     let value = apply_update_mask(value, &query)?;
     let patch = WebhookPatch {
-        name: value.name.as_deref().map(Name::parse).transpose().map_err(ApiError::invalid_field("name"))?,
+        name: value
+            .name
+            .as_deref()
+            .map(Name::parse)
+            .transpose()
+            .map_err(ApiError::invalid_field("name"))?,
         uri: value.uri.as_deref().map(|uri| endpoint_uri(&state, uri)).transpose()?,
         subscribed_events: value.subscribed_events.as_deref().map(subscribed_events).transpose()?,
         state: value
@@ -241,12 +277,19 @@ pub(super) async fn update(
 /// With `?update_mask=a,b`, only the named fields change (each must be in
 /// the body); without it, every field present in the body changes.
 fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<UpdateWebhook, ApiError> {
-    let Some(raw) = query.0.as_deref() else { return Ok(value) };
+    let Some(raw) = query.0.as_deref() else {
+        return Ok(value);
+    };
     let mut mask = None;
     for (name, text) in url::form_urlencoded::parse(raw.as_bytes()) {
         match name.as_ref() {
             "update_mask" => mask = Some(text.into_owned()),
-            other => return Err(ApiError::invalid(other, "unknown query parameter (expected update_mask)")),
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    "unknown query parameter (expected update_mask)",
+                ));
+            }
         }
     }
     let Some(mask) = mask else { return Ok(value) };
@@ -257,10 +300,18 @@ fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<Updat
             "uri" => value.uri.is_some(),
             "subscribed_events" => value.subscribed_events.is_some(),
             "state" => value.state.is_some(),
-            other => return Err(ApiError::invalid("update_mask", format!("{other:?} is not an updatable field"))),
+            other => {
+                return Err(ApiError::invalid(
+                    "update_mask",
+                    format!("{other:?} is not an updatable field"),
+                ));
+            }
         };
         if !present {
-            return Err(ApiError::invalid(*field, "named in update_mask but missing from the body"));
+            return Err(ApiError::invalid(
+                *field,
+                "named in update_mask but missing from the body",
+            ));
         }
     }
     let keep = |field: &str| fields.contains(&field);
@@ -285,7 +336,11 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let project = principal.require_project()?;
-    if !state.store.delete_webhook(project, webhook_id(&id)?, state.clock.now()).await? {
+    if !state
+        .store
+        .delete_webhook(project, webhook_id(&id)?, state.clock.now())
+        .await?
+    {
         return Err(ApiError::not_found("webhook", &id));
     }
     Ok(StatusCode::NO_CONTENT)

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use herald_signature::{
-    Clock, Ed25519SecretKey, HmacKey, KeyId, PublicKey, Signer, SigningKey, SystemClock,
-    WEBHOOK_ID, WEBHOOK_SIGNATURE, WEBHOOK_TIMESTAMP,
+    Clock, Ed25519SecretKey, HmacKey, KeyId, PublicKey, Signer, SigningKey, SystemClock, WEBHOOK_ID, WEBHOOK_SIGNATURE,
+    WEBHOOK_TIMESTAMP,
 };
 use serde_json::json;
 
@@ -169,14 +169,10 @@ fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {
 fn run_sign(args: &SignArgs) -> anyhow::Result<()> {
     let mut keys = Vec::with_capacity(args.secrets.len());
     for (index, text) in args.secrets.iter().enumerate() {
-        keys.push(
-            SigningKey::parse(text.trim()).with_context(|| format!("--secret #{}", index + 1))?,
-        );
+        keys.push(SigningKey::parse(text.trim()).with_context(|| format!("--secret #{}", index + 1))?);
     }
     let signer = Signer::new(keys)?;
-    let timestamp = args
-        .timestamp
-        .unwrap_or_else(|| SystemClock.now_unix_seconds());
+    let timestamp = args.timestamp.unwrap_or_else(|| SystemClock.now_unix_seconds());
     let body = read_body(&args.body)?;
     let headers = signer.sign_headers(&args.id, timestamp, &body)?;
     println!("{WEBHOOK_ID}: {}", headers.id);

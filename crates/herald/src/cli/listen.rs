@@ -106,10 +106,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
         println!("  trusting {line}");
     }
     if !status.is_success() || args.fail_rate > 0.0 {
-        println!(
-            "  simulating failures: status {status}, fail rate {}",
-            args.fail_rate
-        );
+        println!("  simulating failures: status {status}, fail rate {}", args.fail_rate);
     }
     let receiver = Arc::new(Receiver {
         trust,
@@ -126,12 +123,7 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn receive(
-    State(receiver): State<Arc<Receiver>>,
-    method: Method,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn receive(State(receiver): State<Arc<Receiver>>, method: Method, headers: HeaderMap, body: Bytes) -> Response {
     if method != Method::POST {
         return reject(StatusCode::METHOD_NOT_ALLOWED, "webhooks are POST requests");
     }
@@ -152,23 +144,12 @@ async fn receive(
     };
     let matched = receiver.trust.describe_match(&verified);
     if !receiver.status.is_success() {
-        delivery.print(
-            &format!("valid ({matched}), simulated failure"),
-            receiver.status,
-            true,
-        );
-        return answer(
-            receiver.status,
-            json!({"status": "simulated failure (--status)"}),
-        );
+        delivery.print(&format!("valid ({matched}), simulated failure"), receiver.status, true);
+        return answer(receiver.status, json!({"status": "simulated failure (--status)"}));
     }
     if receiver.fail_rate > 0.0 && rand::random_bool(receiver.fail_rate) {
         let status = StatusCode::INTERNAL_SERVER_ERROR;
-        delivery.print(
-            &format!("valid ({matched}), simulated failure"),
-            status,
-            true,
-        );
+        delivery.print(&format!("valid ({matched}), simulated failure"), status, true);
         return answer(status, json!({"status": "simulated failure (--fail-rate)"}));
     }
     match verified.record(&receiver.replays) {
@@ -177,11 +158,7 @@ async fn receive(
             answer(receiver.status, json!({"status": "accepted"}))
         }
         Err(ReplayError::Replayed) => {
-            delivery.print(
-                "duplicate: already accepted, acknowledged again",
-                StatusCode::OK,
-                false,
-            );
+            delivery.print("duplicate: already accepted, acknowledged again", StatusCode::OK, false);
             answer(StatusCode::OK, json!({"status": "duplicate"}))
         }
         Err(error) => {

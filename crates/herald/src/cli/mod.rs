@@ -11,7 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
-#[command(name = "herald", version, about = "Push notifications for long-running jobs, as signed Standard Webhooks")]
+#[command(
+    name = "herald",
+    version,
+    about = "Push notifications for long-running jobs, as signed Standard Webhooks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -27,7 +27,12 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
     /// Allow deliveries to this non-public range, e.g. 127.0.0.0/8 (repeatable;
     /// added to the config file's list).
-    #[arg(long = "allow-target-cidr", env = "HERALD_ALLOW_TARGET_CIDRS", value_delimiter = ',', value_name = "CIDR")]
+    #[arg(
+        long = "allow-target-cidr",
+        env = "HERALD_ALLOW_TARGET_CIDRS",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
     allow_target_cidrs: Vec<IpNet>,
     /// `full` (survives power loss) or `process` (survives a crash only).
     #[arg(long, env = "HERALD_DURABILITY", value_parser = parse_durability)]
@@ -122,7 +127,10 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     crate::telemetry::init_tracing(&config.log);
     let admin_key = admin_key::load_or_create(&config.data_dir, std::env::var("HERALD_ADMIN_KEY").ok())?;
     if let AdminKey::Generated { key, path } = &admin_key {
-        eprintln!("Generated the admin key (shown only now; also saved to {}):\n\n    {key}\n", path.display());
+        eprintln!(
+            "Generated the admin key (shown only now; also saved to {}):\n\n    {key}\n",
+            path.display()
+        );
     }
     let running = app::start(&config, admin_key.key(), Dependencies::default()).await?;
     // Scripts and tests read this line to learn the port when listening on :0.

@@ -10,5 +10,8 @@ pub fn serialize<S: Serializer>(durations: &[Duration], serializer: S) -> Result
 
 pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
     let texts = Vec::<String>::deserialize(deserializer)?;
-    texts.iter().map(|text| humantime::parse_duration(text).map_err(serde::de::Error::custom)).collect()
+    texts
+        .iter()
+        .map(|text| humantime::parse_duration(text).map_err(serde::de::Error::custom))
+        .collect()
 }

@@ -124,7 +124,10 @@ impl Default for Config {
 
 impl Default for StorageConfig {
     fn default() -> Self {
-        Self { durability: Durability::Full, read_connections: 4 }
+        Self {
+            durability: Durability::Full,
+            read_connections: 4,
+        }
     }
 }
 
@@ -149,13 +152,20 @@ impl Default for DeliveryConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        Self { max_payload_bytes: 256 * 1024, max_batch_events: 1000, max_request_bytes: 16 * 1024 * 1024 }
+        Self {
+            max_payload_bytes: 256 * 1024,
+            max_batch_events: 1000,
+            max_request_bytes: 16 * 1024 * 1024,
+        }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        Self { format: LogFormat::Text, filter: "info".into() }
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
     }
 }
 
@@ -178,13 +188,21 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let fail = |field, message: &str| Err(ConfigError { field, message: message.to_owned() });
+        let fail = |field, message: &str| {
+            Err(ConfigError {
+                field,
+                message: message.to_owned(),
+            })
+        };
         let d = &self.delivery;
         if d.timeout.is_zero() || d.timeout > Duration::from_secs(300) {
             return fail("delivery.timeout", "must be between 1ms and 5m");
         }
         if d.lease < d.timeout + Duration::from_secs(5) {
-            return fail("delivery.lease", "must exceed delivery.timeout by at least 5s, or live attempts would be taken over");
+            return fail(
+                "delivery.lease",
+                "must exceed delivery.timeout by at least 5s, or live attempts would be taken over",
+            );
         }
         if d.max_in_flight == 0 || d.max_in_flight_per_endpoint == 0 {
             return fail("delivery.max_in_flight", "limits must be at least 1");
@@ -206,7 +224,10 @@ impl Config {
         }
         let l = &self.limits;
         if l.max_payload_bytes < 1024 || l.max_batch_events == 0 || l.max_request_bytes < l.max_payload_bytes {
-            return fail("limits", "max_payload_bytes >= 1024, max_batch_events >= 1, max_request_bytes >= max_payload_bytes");
+            return fail(
+                "limits",
+                "max_payload_bytes >= 1024, max_batch_events >= 1, max_request_bytes >= max_payload_bytes",
+            );
         }
         Ok(())
     }

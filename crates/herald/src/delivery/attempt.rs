@@ -39,7 +39,9 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
     let webhook_id = job.event_id.to_string();
     let timestamp = start_time.as_unix_seconds();
     let signed = match signer.as_ref() {
-        Ok(signer) => signer.sign(&webhook_id, timestamp, &job.payload).map_err(|e| e.to_string()),
+        Ok(signer) => signer
+            .sign(&webhook_id, timestamp, &job.payload)
+            .map_err(|e| e.to_string()),
         Err(problem) => Err(problem.clone()),
     };
     let (response, duration) = match signed {
@@ -53,11 +55,21 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
             };
             context.client.send(request).await
         }
-        Err(message) => (Response::Failed { kind: AttemptErrorKind::Signing, message }, Default::default()),
+        Err(message) => (
+            Response::Failed {
+                kind: AttemptErrorKind::Signing,
+                message,
+            },
+            Default::default(),
+        ),
     };
     let now = context.clock.now();
     let (record, outcome) = match response {
-        Response::Status { code, retry_after, excerpt } => {
+        Response::Status {
+            code,
+            retry_after,
+            excerpt,
+        } => {
             let success = (200..300).contains(&code);
             let record = AttemptRecord {
                 number: job.attempt_number,
@@ -84,7 +96,13 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
         }
     };
     record_metrics(&record);
-    let decision = context.policy.decide(job.attempt_number, outcome, now, job.event_time, context.jitter.sample());
+    let decision = context.policy.decide(
+        job.attempt_number,
+        outcome,
+        now,
+        job.event_time,
+        context.jitter.sample(),
+    );
     if decision.next == crate::store::NextStep::Succeeded {
         metrics::histogram!("herald_delivery_latency_seconds").record(now.duration_since(job.event_time).as_secs_f64());
     }

@@ -48,8 +48,15 @@ pub struct SignedRequest<'a> {
 /// What came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    Status { code: u16, retry_after: Option<Duration>, excerpt: String },
-    Failed { kind: AttemptErrorKind, message: String },
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+        excerpt: String,
+    },
+    Failed {
+        kind: AttemptErrorKind,
+        message: String,
+    },
 }
 
 #[derive(Clone)]
@@ -72,7 +79,11 @@ impl DeliveryClient {
             .pool_max_idle_per_host(config.max_idle_per_host)
             .build(https);
         let user_agent = HeaderValue::from_static(concat!("herald/", env!("CARGO_PKG_VERSION")));
-        Ok(Self { client, config: Arc::new(config), user_agent })
+        Ok(Self {
+            client,
+            config: Arc::new(config),
+            user_agent,
+        })
     }
 
     /// Sends one request; every failure is an outcome, never an error.
@@ -99,7 +110,10 @@ impl DeliveryClient {
         let built = match built {
             Ok(built) => built,
             Err(error) => {
-                return Response::Failed { kind: AttemptErrorKind::Protocol, message: format!("cannot build the request: {error}") };
+                return Response::Failed {
+                    kind: AttemptErrorKind::Protocol,
+                    message: format!("cannot build the request: {error}"),
+                };
             }
         };
         let response = match self.client.request(built).await {
@@ -109,7 +123,11 @@ impl DeliveryClient {
         let code = response.status().as_u16();
         let retry_after = response.headers().get(RETRY_AFTER).and_then(parse_retry_after);
         let excerpt = read_excerpt(response.into_body(), self.config.excerpt_bytes).await;
-        Response::Status { code, retry_after, excerpt }
+        Response::Status {
+            code,
+            retry_after,
+            excerpt,
+        }
     }
 }
 
@@ -151,7 +169,11 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Response {
         }
         source = cause.source();
     }
-    let kind = kind.unwrap_or(if error.is_connect() { AttemptErrorKind::Connect } else { AttemptErrorKind::Protocol });
+    let kind = kind.unwrap_or(if error.is_connect() {
+        AttemptErrorKind::Connect
+    } else {
+        AttemptErrorKind::Protocol
+    });
     Response::Failed { kind, message }
 }
 
@@ -167,7 +189,9 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<AttemptErrorKind
         return Some(AttemptErrorKind::Tls);
     }
     if let Some(io) = cause.downcast_ref::<std::io::Error>()
-        && io.get_ref().is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        && io
+            .get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
     {
         return Some(AttemptErrorKind::Tls);
     }
@@ -180,8 +204,14 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("120")), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("120")),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
         assert_eq!(parse_retry_after(&HeaderValue::from_static("-5")), None);
     }

@@ -104,8 +104,11 @@ impl Dispatcher {
         let (jobs, _) = self.claim(1).await?;
         let signers = signers(&jobs);
         let context = self.context();
-        let completions =
-            join_all(jobs.iter().map(|job| attempt(&context, job, &signers[&job.endpoint.webhook_id]))).await;
+        let completions = join_all(
+            jobs.iter()
+                .map(|job| attempt(&context, job, &signers[&job.endpoint.webhook_id])),
+        )
+        .await;
         if let Ok(mut state) = self.in_flight.lock() {
             for job in &jobs {
                 state.request_done(job.endpoint.webhook_id);
@@ -146,7 +149,10 @@ impl Dispatcher {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(still_running = tasks.len(), "shutdown grace period over; abandoning attempts");
+            tracing::warn!(
+                still_running = tasks.len(),
+                "shutdown grace period over; abandoning attempts"
+            );
             tasks.shutdown().await;
         }
         drop(outcomes);
@@ -235,7 +241,9 @@ impl Dispatcher {
         };
         let batch = self.store.claim(request).await?;
         if let Ok(mut state) = self.in_flight.lock() {
-            state.leases.extend(batch.jobs.iter().map(|job| (job.delivery_id, job.lease)));
+            state
+                .leases
+                .extend(batch.jobs.iter().map(|job| (job.delivery_id, job.lease)));
         }
         metrics::counter!("herald_deliveries_claimed_total").increment(batch.jobs.len() as u64);
         Ok((batch.jobs, batch.next_due))
@@ -348,7 +356,9 @@ impl InFlight {
 fn signers(jobs: &[DeliveryJob]) -> HashMap<WebhookId, EndpointSigner> {
     let mut signers = HashMap::new();
     for job in jobs {
-        signers.entry(job.endpoint.webhook_id).or_insert_with(|| signer_for(&job.endpoint));
+        signers
+            .entry(job.endpoint.webhook_id)
+            .or_insert_with(|| signer_for(&job.endpoint));
     }
     signers
 }

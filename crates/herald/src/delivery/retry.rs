@@ -33,7 +33,9 @@ pub struct RetryPolicy {
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
-            schedule: [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600].map(Duration::from_secs).to_vec(),
+            schedule: [5, 5 * 60, 30 * 60, 2 * 3600, 5 * 3600, 10 * 3600]
+                .map(Duration::from_secs)
+                .to_vec(),
             jitter: 0.2,
             max_age: Duration::from_secs(24 * 3600),
             retry_after_max: Duration::from_secs(3600),
@@ -44,7 +46,10 @@ impl Default for RetryPolicy {
 /// What an attempt produced, as far as the policy cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
-    Status { code: u16, retry_after: Option<Duration> },
+    Status {
+        code: u16,
+        retry_after: Option<Duration>,
+    },
     /// No HTTP response (timeout, connection, DNS, TLS, SSRF refusal).
     NoResponse,
 }
@@ -81,12 +86,17 @@ impl RetryPolicy {
                     )),
                 };
             }
-            Outcome::Status { code: 429 | 503, retry_after } => retry_after,
+            Outcome::Status {
+                code: 429 | 503,
+                retry_after,
+            } => retry_after,
             Outcome::Status { .. } | Outcome::NoResponse => None,
         };
         let deadline = event_time.saturating_add(self.max_age);
         let index = usize::try_from(attempt_number.saturating_sub(1)).unwrap_or(usize::MAX);
-        let Some(scheduled) = self.schedule.get(index) else { return decided(NextStep::Failed) };
+        let Some(scheduled) = self.schedule.get(index) else {
+            return decided(NextStep::Failed);
+        };
         if now >= deadline {
             return decided(NextStep::Failed);
         }
@@ -99,7 +109,10 @@ impl RetryPolicy {
 }
 
 fn decided(next: NextStep) -> Decision {
-    Decision { next, disable_webhook: None }
+    Decision {
+        next,
+        disable_webhook: None,
+    }
 }
 
 fn scaled(delay: Duration, factor: f64) -> Duration {
@@ -142,7 +155,10 @@ mod tests {
     }
 
     fn fail(code: u16) -> Outcome {
-        Outcome::Status { code, retry_after: None }
+        Outcome::Status {
+            code,
+            retry_after: None,
+        }
     }
 
     #[test]
@@ -160,7 +176,10 @@ mod tests {
                 NextStep::Succeeded => unreachable!("a 500 never succeeds"),
             }
         }
-        assert_eq!(delays, [secs(5), secs(300), secs(1800), secs(7200), secs(18000), secs(36000)]);
+        assert_eq!(
+            delays,
+            [secs(5), secs(300), secs(1800), secs(7200), secs(18000), secs(36000)]
+        );
         assert_eq!(policy.max_attempts(), 7);
         assert!(now.duration_since(T0) < secs(24 * 3600));
     }
@@ -170,7 +189,10 @@ mod tests {
         let policy = RetryPolicy::default();
         for (sample, expected) in [(-1.0, 4000), (1.0, 6000), (0.5, 5500), (7.0, 6000)] {
             let decision = policy.decide(1, fail(500), T0, T0, sample);
-            assert_eq!(decision.next, NextStep::RetryAt(T0.saturating_add(Duration::from_millis(expected))));
+            assert_eq!(
+                decision.next,
+                NextStep::RetryAt(T0.saturating_add(Duration::from_millis(expected)))
+            );
         }
     }
 
@@ -183,22 +205,37 @@ mod tests {
         assert!(gone.disable_webhook.is_some_and(|reason| reason.contains("410")));
         assert_eq!(policy.decide(7, fail(500), T0, T0, 0.0).next, NextStep::Failed);
         for redirect in [301, 302, 307, 308] {
-            assert!(matches!(policy.decide(1, fail(redirect), T0, T0, 0.0).next, NextStep::RetryAt(_)));
+            assert!(matches!(
+                policy.decide(1, fail(redirect), T0, T0, 0.0).next,
+                NextStep::RetryAt(_)
+            ));
         }
     }
 
     #[test]
     fn retry_after_is_honoured_within_bounds() {
         let policy = RetryPolicy::default();
-        let throttled = |code, s| Outcome::Status { code, retry_after: Some(secs(s)) };
-        assert_eq!(policy.decide(1, throttled(429, 120), T0, T0, 0.0).next, NextStep::RetryAt(T0.saturating_add(secs(120))));
-        assert_eq!(policy.decide(1, throttled(503, 0), T0, T0, 0.0).next, NextStep::RetryAt(T0.saturating_add(secs(1))));
+        let throttled = |code, s| Outcome::Status {
+            code,
+            retry_after: Some(secs(s)),
+        };
+        assert_eq!(
+            policy.decide(1, throttled(429, 120), T0, T0, 0.0).next,
+            NextStep::RetryAt(T0.saturating_add(secs(120)))
+        );
+        assert_eq!(
+            policy.decide(1, throttled(503, 0), T0, T0, 0.0).next,
+            NextStep::RetryAt(T0.saturating_add(secs(1)))
+        );
         assert_eq!(
             policy.decide(1, throttled(429, 86_400), T0, T0, 0.0).next,
             NextStep::RetryAt(T0.saturating_add(secs(3600)))
         );
         // Other statuses ignore Retry-After.
-        assert_eq!(policy.decide(1, throttled(500, 120), T0, T0, 0.0).next, NextStep::RetryAt(T0.saturating_add(secs(5))));
+        assert_eq!(
+            policy.decide(1, throttled(500, 120), T0, T0, 0.0).next,
+            NextStep::RetryAt(T0.saturating_add(secs(5)))
+        );
     }
 
     #[test]
@@ -206,7 +243,10 @@ mod tests {
         let policy = RetryPolicy::default();
         let late = T0.saturating_add(secs(23 * 3600));
         // 10 h would pass the 24 h window: the last attempt is at its end.
-        assert_eq!(policy.decide(6, fail(500), late, T0, 0.0).next, NextStep::RetryAt(T0.saturating_add(secs(24 * 3600))));
+        assert_eq!(
+            policy.decide(6, fail(500), late, T0, 0.0).next,
+            NextStep::RetryAt(T0.saturating_add(secs(24 * 3600)))
+        );
         let closed = T0.saturating_add(secs(24 * 3600));
         assert_eq!(policy.decide(2, fail(500), closed, T0, 0.0).next, NextStep::Failed);
     }

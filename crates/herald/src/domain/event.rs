@@ -39,7 +39,10 @@ impl fmt::Display for EventType {
 }
 
 fn is_valid_segment(segment: &str) -> bool {
-    !segment.is_empty() && segment.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !segment.is_empty()
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// What a webhook subscribes to: every event (`*`), every event under a
@@ -59,13 +62,17 @@ impl EventPattern {
         }
         if let Some(prefix) = text.strip_suffix(".*") {
             let prefix = EventType::parse(prefix).map_err(|_| {
-                Invalid::new(format!("\"{text}\" is not a valid pattern: the part before \".*\" must be an event type"))
+                Invalid::new(format!(
+                    "\"{text}\" is not a valid pattern: the part before \".*\" must be an event type"
+                ))
             })?;
             return Ok(Self::Prefix(format!("{prefix}.")));
         }
-        EventType::parse(text)
-            .map(Self::Exact)
-            .map_err(|e| Invalid::new(format!("\"{text}\" is neither \"*\", a \"prefix.*\" pattern nor an event type: {e}")))
+        EventType::parse(text).map(Self::Exact).map_err(|e| {
+            Invalid::new(format!(
+                "\"{text}\" is neither \"*\", a \"prefix.*\" pattern nor an event type: {e}"
+            ))
+        })
     }
 
     pub fn matches(&self, event_type: &EventType) -> bool {
@@ -136,7 +143,17 @@ mod tests {
         for good in ["batch.succeeded", "a", "video.generated", "x-y.z_1"] {
             assert!(EventType::parse(good).is_ok(), "{good}");
         }
-        for bad in ["", ".", "batch.", ".batch", "a..b", "has space", "ünï", "a*", &"a".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "batch.",
+            ".batch",
+            "a..b",
+            "has space",
+            "ünï",
+            "a*",
+            &"a".repeat(129),
+        ] {
             assert!(EventType::parse(bad).is_err(), "{bad}");
         }
     }
@@ -154,7 +171,11 @@ mod tests {
         ];
         for (pattern, event_type, expected) in cases {
             let pattern = EventPattern::parse(pattern).expect("valid pattern");
-            assert_eq!(pattern.matches(&event(event_type)), expected, "{pattern} vs {event_type}");
+            assert_eq!(
+                pattern.matches(&event(event_type)),
+                expected,
+                "{pattern} vs {event_type}"
+            );
         }
     }
 

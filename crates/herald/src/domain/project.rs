@@ -12,7 +12,9 @@ impl Name {
     pub fn parse(text: &str) -> Result<Self, Invalid> {
         let trimmed = text.trim();
         if trimmed.is_empty() || trimmed.chars().count() > MAX_NAME_LEN {
-            return Err(Invalid::new(format!("a name must be 1 to {MAX_NAME_LEN} characters long")));
+            return Err(Invalid::new(format!(
+                "a name must be 1 to {MAX_NAME_LEN} characters long"
+            )));
         }
         if trimmed.chars().any(char::is_control) {
             return Err(Invalid::new("a name must not contain control characters"));

@@ -83,7 +83,15 @@ mod tests {
     #[test]
     fn seconds_round_down_and_arithmetic_saturates() {
         assert_eq!(Timestamp::from_millis(1999).as_unix_seconds(), 1);
-        assert_eq!(Timestamp::from_millis(i64::MAX).saturating_add(Duration::from_secs(1)).as_millis(), i64::MAX);
-        assert_eq!(Timestamp::from_millis(5).duration_since(Timestamp::from_millis(10)), Duration::ZERO);
+        assert_eq!(
+            Timestamp::from_millis(i64::MAX)
+                .saturating_add(Duration::from_secs(1))
+                .as_millis(),
+            i64::MAX
+        );
+        assert_eq!(
+            Timestamp::from_millis(5).duration_since(Timestamp::from_millis(10)),
+            Duration::ZERO
+        );
     }
 }

@@ -24,13 +24,18 @@ impl EndpointUri {
         }
         let url = url::Url::parse(text).map_err(|e| Invalid::new(format!("not a valid absolute URI: {e}")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
-            return Err(Invalid::new(format!("the URI scheme must be http or https, not {}", url.scheme())));
+            return Err(Invalid::new(format!(
+                "the URI scheme must be http or https, not {}",
+                url.scheme()
+            )));
         }
         if url.host().is_none() {
             return Err(Invalid::new("the URI must have a host"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(Invalid::new("the URI must not contain credentials; use a path secret or verify signatures instead"));
+            return Err(Invalid::new(
+                "the URI must not contain credentials; use a path secret or verify signatures instead",
+            ));
         }
         if url.fragment().is_some() {
             return Err(Invalid::new("the URI must not contain a fragment (#...)"));

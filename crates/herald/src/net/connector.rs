@@ -29,7 +29,10 @@ pub struct GuardedConnector {
 
 impl GuardedConnector {
     pub fn new(policy: Arc<AddressPolicy>, connect_timeout: Duration) -> Self {
-        Self { policy, connect_timeout }
+        Self {
+            policy,
+            connect_timeout,
+        }
     }
 }
 
@@ -45,7 +48,10 @@ pub enum ConnectError {
     #[error("refused to connect to {host}: {reason} names are not allowed (see allow_target_cidrs)")]
     BlockedName { host: String, reason: BlockReason },
     #[error("cannot connect to {address}: {source}")]
-    Tcp { address: SocketAddr, source: std::io::Error },
+    Tcp {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("connecting to {address} timed out")]
     Timeout { address: SocketAddr },
 }
@@ -79,13 +85,22 @@ async fn resolve(policy: &AddressPolicy, host: &str, port: u16) -> Result<Vec<So
     }
     policy
         .check_host_name(host)
-        .map_err(|reason| ConnectError::BlockedName { host: host.to_owned(), reason })?;
+        .map_err(|reason| ConnectError::BlockedName {
+            host: host.to_owned(),
+            reason,
+        })?;
     let resolved: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| ConnectError::Dns { host: host.to_owned(), message: e.to_string() })?
+        .map_err(|e| ConnectError::Dns {
+            host: host.to_owned(),
+            message: e.to_string(),
+        })?
         .collect();
     if resolved.is_empty() {
-        return Err(ConnectError::Dns { host: host.to_owned(), message: "no addresses".into() });
+        return Err(ConnectError::Dns {
+            host: host.to_owned(),
+            message: "no addresses".into(),
+        });
     }
     Ok(resolved)
 }
@@ -99,7 +114,10 @@ async fn connect_first(
     let mut last_error = None;
     for &address in candidates {
         if let Err(reason) = policy.check(address.ip()) {
-            last_error.get_or_insert(ConnectError::Blocked { address: address.ip(), reason });
+            last_error.get_or_insert(ConnectError::Blocked {
+                address: address.ip(),
+                reason,
+            });
             continue;
         }
         match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {

@@ -62,8 +62,7 @@ pub trait ProjectStore: Send + Sync {
 pub trait WebhookStore: Send + Sync {
     async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook>;
     /// Listings and gets show the signing secrets that still sign at `now`.
-    async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp)
-    -> StoreResult<Page<Webhook>>;
+    async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp) -> StoreResult<Page<Webhook>>;
     async fn get_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>>;
     async fn update_webhook(
         &self,
@@ -81,6 +80,8 @@ pub trait WebhookStore: Send + Sync {
 pub trait EventStore: Send + Sync {
     async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome>;
     async fn get_event(&self, project: ProjectId, id: EventId) -> StoreResult<Option<EventDetail>>;
+    /// Forgets idempotency keys recorded before `before`; returns how many.
+    async fn prune_idempotency_keys(&self, before: Timestamp) -> StoreResult<u64>;
 }
 
 #[async_trait]

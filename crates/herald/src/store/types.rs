@@ -8,8 +8,8 @@ use zeroize::Zeroizing;
 use crate::domain::project::Name;
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{
-    AttemptRecord, DeliveryId, DeliveryState, EventId, EventType, ProjectId, SecretId, SigningKind,
-    SubscribedEvents, Timestamp, WebhookId, WebhookState,
+    AttemptRecord, DeliveryId, DeliveryState, EventId, EventType, ProjectId, SecretId, SigningKind, SubscribedEvents,
+    Timestamp, WebhookId, WebhookState,
 };
 
 /// A page of a listing ordered by id. `after` is the last id of the previous
@@ -42,7 +42,10 @@ pub struct StoredSecret {
 
 impl std::fmt::Debug for StoredSecret {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredSecret").field("id", &self.id).field("kind", &self.kind).finish_non_exhaustive()
+        f.debug_struct("StoredSecret")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
     }
 }
 

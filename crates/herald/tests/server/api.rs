@@ -7,11 +7,15 @@ use serde_json::{Value, json};
 use crate::support::{ADMIN_KEY, Receiver, TestApp};
 
 fn error_code(body: &Value) -> &str {
-    body["error"]["code"].as_str().unwrap_or_else(|| panic!("not an error body: {body}"))
+    body["error"]["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not an error body: {body}"))
 }
 
 fn error_field(body: &Value) -> &str {
-    body["error"]["field"].as_str().unwrap_or_else(|| panic!("the error names no field: {body}"))
+    body["error"]["field"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the error names no field: {body}"))
 }
 
 #[tokio::test]
@@ -20,9 +24,21 @@ async fn requests_need_the_right_kind_of_key() {
     let project = app.project("acme").await;
     let cases: [(Method, &str, Option<&str>, u16, &str); 6] = [
         (Method::GET, "/v1/webhooks", None, 401, "unauthenticated"),
-        (Method::GET, "/v1/webhooks", Some("hrk_not-a-real-key"), 401, "unauthenticated"),
+        (
+            Method::GET,
+            "/v1/webhooks",
+            Some("hrk_not-a-real-key"),
+            401,
+            "unauthenticated",
+        ),
         (Method::GET, "/v1/webhooks", Some(ADMIN_KEY), 403, "permission_denied"),
-        (Method::GET, "/v1/projects", Some(&project.key), 403, "permission_denied"),
+        (
+            Method::GET,
+            "/v1/projects",
+            Some(&project.key),
+            403,
+            "permission_denied",
+        ),
         (Method::GET, "/v1/projects", Some(ADMIN_KEY), 200, ""),
         (Method::GET, "/v1/webhooks", Some(&project.key), 200, ""),
     ];
@@ -39,13 +55,26 @@ async fn requests_need_the_right_kind_of_key() {
 async fn revoked_keys_stop_working_at_once() {
     let app = TestApp::spawn().await;
     let project = app.project("acme").await;
-    let (_, keys) = app.call(Method::GET, &format!("/v1/projects/{}/api_keys", project.id), Some(ADMIN_KEY), None).await;
+    let (_, keys) = app
+        .call(
+            Method::GET,
+            &format!("/v1/projects/{}/api_keys", project.id),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
     let key_id = keys["api_keys"][0]["id"].as_str().unwrap().to_owned();
     assert!(keys["api_keys"][0].get("key").is_none(), "listings never show the key");
-    assert_eq!(app.call(Method::GET, "/v1/webhooks", Some(&project.key), None).await.0, 200);
+    assert_eq!(
+        app.call(Method::GET, "/v1/webhooks", Some(&project.key), None).await.0,
+        200
+    );
     let path = format!("/v1/projects/{}/api_keys/{key_id}", project.id);
     assert_eq!(app.call(Method::DELETE, &path, Some(ADMIN_KEY), None).await.0, 204);
-    assert_eq!(app.call(Method::GET, "/v1/webhooks", Some(&project.key), None).await.0, 401);
+    assert_eq!(
+        app.call(Method::GET, "/v1/webhooks", Some(&project.key), None).await.0,
+        401
+    );
     assert_eq!(app.call(Method::DELETE, &path, Some(ADMIN_KEY), None).await.0, 404);
 }
 
@@ -91,21 +120,36 @@ async fn webhook_lifecycle_and_secret_visibility() {
 
     let path = format!("/v1/webhooks/{}", created["id"].as_str().unwrap());
     let (_, fetched) = app.call(Method::GET, &path, Some(&project.key), None).await;
-    assert!(fetched.get("new_signing_secret").is_none(), "the secret is shown only at creation");
+    assert!(
+        fetched.get("new_signing_secret").is_none(),
+        "the secret is shown only at creation"
+    );
     assert_eq!(fetched["uri"], receiver.url("/a"));
 
     let patch = json!({ "name": "renamed", "uri": receiver.url("/b"), "subscribed_events": ["*"] });
     let (status, updated) = app.call(Method::PATCH, &path, Some(&project.key), Some(patch)).await;
     assert_eq!(status, 200, "{updated}");
-    assert_eq!((updated["name"].as_str(), updated["uri"].as_str()), (Some("renamed"), Some(receiver.url("/b").as_str())));
+    assert_eq!(
+        (updated["name"].as_str(), updated["uri"].as_str()),
+        (Some("renamed"), Some(receiver.url("/b").as_str()))
+    );
     assert_eq!(updated["subscribed_events"], json!(["*"]));
 
     // With update_mask only the named fields change.
     let masked = format!("{path}?update_mask=state");
-    let (status, updated) =
-        app.call(Method::PATCH, &masked, Some(&project.key), Some(json!({ "state": "disabled", "name": "ignored" }))).await;
+    let (status, updated) = app
+        .call(
+            Method::PATCH,
+            &masked,
+            Some(&project.key),
+            Some(json!({ "state": "disabled", "name": "ignored" })),
+        )
+        .await;
     assert_eq!(status, 200, "{updated}");
-    assert_eq!((updated["state"].as_str(), updated["name"].as_str()), (Some("disabled"), Some("renamed")));
+    assert_eq!(
+        (updated["state"].as_str(), updated["name"].as_str()),
+        (Some("disabled"), Some("renamed"))
+    );
 
     assert_eq!(app.call(Method::DELETE, &path, Some(&project.key), None).await.0, 204);
     assert_eq!(app.call(Method::GET, &path, Some(&project.key), None).await.0, 404);
@@ -123,8 +167,14 @@ async fn listings_are_paginated() {
     let mut seen = Vec::new();
     let mut token = String::new();
     loop {
-        let (status, page) =
-            app.call(Method::GET, &format!("/v1/webhooks?page_size=2&page_token={token}"), Some(&project.key), None).await;
+        let (status, page) = app
+            .call(
+                Method::GET,
+                &format!("/v1/webhooks?page_size=2&page_token={token}"),
+                Some(&project.key),
+                None,
+            )
+            .await;
         assert_eq!(status, 200, "{page}");
         seen.extend(page["webhooks"].as_array().unwrap().iter().map(|w| w["id"].clone()));
         match page["next_page_token"].as_str() {
@@ -134,8 +184,16 @@ async fn listings_are_paginated() {
     }
     created.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
     assert_eq!(seen, created);
-    for bad in ["page_size=0", "page_size=101", "page_size=x", "page_token=%%%", "colour=blue"] {
-        let (status, body) = app.call(Method::GET, &format!("/v1/webhooks?{bad}"), Some(&project.key), None).await;
+    for bad in [
+        "page_size=0",
+        "page_size=101",
+        "page_size=x",
+        "page_token=%%%",
+        "colour=blue",
+    ] {
+        let (status, body) = app
+            .call(Method::GET, &format!("/v1/webhooks?{bad}"), Some(&project.key), None)
+            .await;
         assert_eq!(status, 400, "{bad}: {body}");
         assert!(!error_field(&body).is_empty());
     }
@@ -165,12 +223,19 @@ async fn hostile_webhook_uris_are_rejected_at_create_time() {
         "not a uri",
     ] {
         let body = json!({ "uri": uri, "subscribed_events": ["*"] });
-        let (status, response) = app.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body)).await;
+        let (status, response) = app
+            .call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+            .await;
         assert_eq!(status, 400, "{uri}: {response}");
         assert_eq!(error_field(&response), "uri", "{uri}");
     }
     let body = json!({ "uri": "https://hooks.example.com/herald", "subscribed_events": ["*"] });
-    assert_eq!(app.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body)).await.0, 201);
+    assert_eq!(
+        app.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+            .await
+            .0,
+        201
+    );
 }
 
 #[tokio::test]
@@ -183,14 +248,54 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
     let project = app.project("acme").await;
     let key = project.key.as_str();
     let json_cases: [(&str, Value, &str, Option<&str>); 9] = [
-        ("/v1/webhooks", json!({ "uri": 5, "subscribed_events": ["*"] }), "invalid_argument", Some("uri")),
-        ("/v1/webhooks", json!({ "uri": "https://x.example", "subscribed_events": "*" }), "invalid_argument", Some("subscribed_events")),
-        ("/v1/webhooks", json!({ "uri": "https://x.example", "subscribed_events": [] }), "invalid_argument", Some("subscribed_events")),
-        ("/v1/webhooks", json!({ "uri": "https://x.example", "subscribed_events": ["a b"] }), "invalid_argument", Some("subscribed_events")),
-        ("/v1/webhooks", json!({ "uri": "https://x.example", "subscribed_events": ["*"], "signing": "rsa" }), "invalid_argument", Some("signing")),
-        ("/v1/webhooks", json!({ "uri": "https://x.example", "subscribed_events": ["*"], "colour": 1 }), "invalid_argument", Some("colour")),
-        ("/v1/events", json!({ "type": "batch.done", "data": [1, 2] }), "invalid_argument", Some("data")),
-        ("/v1/events", json!({ "type": "no spaces", "data": {} }), "invalid_argument", Some("type")),
+        (
+            "/v1/webhooks",
+            json!({ "uri": 5, "subscribed_events": ["*"] }),
+            "invalid_argument",
+            Some("uri"),
+        ),
+        (
+            "/v1/webhooks",
+            json!({ "uri": "https://x.example", "subscribed_events": "*" }),
+            "invalid_argument",
+            Some("subscribed_events"),
+        ),
+        (
+            "/v1/webhooks",
+            json!({ "uri": "https://x.example", "subscribed_events": [] }),
+            "invalid_argument",
+            Some("subscribed_events"),
+        ),
+        (
+            "/v1/webhooks",
+            json!({ "uri": "https://x.example", "subscribed_events": ["a b"] }),
+            "invalid_argument",
+            Some("subscribed_events"),
+        ),
+        (
+            "/v1/webhooks",
+            json!({ "uri": "https://x.example", "subscribed_events": ["*"], "signing": "rsa" }),
+            "invalid_argument",
+            Some("signing"),
+        ),
+        (
+            "/v1/webhooks",
+            json!({ "uri": "https://x.example", "subscribed_events": ["*"], "colour": 1 }),
+            "invalid_argument",
+            Some("colour"),
+        ),
+        (
+            "/v1/events",
+            json!({ "type": "batch.done", "data": [1, 2] }),
+            "invalid_argument",
+            Some("data"),
+        ),
+        (
+            "/v1/events",
+            json!({ "type": "no spaces", "data": {} }),
+            "invalid_argument",
+            Some("type"),
+        ),
         ("/v1/events", json!({ "data": {} }), "invalid_argument", Some("type")),
     ];
     for (path, body, code, field) in json_cases {
@@ -199,12 +304,27 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
         assert_eq!(error_code(&response), code, "{body}");
         assert_eq!(response["error"]["field"].as_str(), field, "{body}: {response}");
     }
-    let (status, response) = app.call_raw(Method::POST, "/v1/events", key, "application/json", b"{\"type\": ".to_vec()).await;
+    let (status, response) = app
+        .call_raw(
+            Method::POST,
+            "/v1/events",
+            key,
+            "application/json",
+            b"{\"type\": ".to_vec(),
+        )
+        .await;
     assert_eq!((status.as_u16(), error_code(&response)), (400, "invalid_json"));
-    let (status, response) = app.call_raw(Method::POST, "/v1/events", key, "text/plain", b"hello".to_vec()).await;
-    assert_eq!((status.as_u16(), error_code(&response)), (415, "unsupported_media_type"));
+    let (status, response) = app
+        .call_raw(Method::POST, "/v1/events", key, "text/plain", b"hello".to_vec())
+        .await;
+    assert_eq!(
+        (status.as_u16(), error_code(&response)),
+        (415, "unsupported_media_type")
+    );
     let huge = format!("{{\"type\":\"a\",\"data\":{{\"x\":\"{}\"}}}}", "y".repeat(100 * 1024));
-    let (status, response) = app.call_raw(Method::POST, "/v1/events", key, "application/json", huge.into_bytes()).await;
+    let (status, response) = app
+        .call_raw(Method::POST, "/v1/events", key, "application/json", huge.into_bytes())
+        .await;
     assert_eq!((status.as_u16(), error_code(&response)), (413, "payload_too_large"));
 
     let big = json!({ "type": "a", "data": { "x": "y".repeat(20 * 1024) } });
@@ -212,9 +332,18 @@ async fn bad_input_gets_a_4xx_that_names_the_problem() {
     assert_eq!((status.as_u16(), error_field(&response)), (400, "data"));
 
     let batch = json!({ "events": [{ "type": "ok", "data": {} }, { "type": "", "data": {} }] });
-    let (status, response) = app.call(Method::POST, "/v1/events:batchCreate", Some(key), Some(batch)).await;
+    let (status, response) = app
+        .call(Method::POST, "/v1/events:batchCreate", Some(key), Some(batch))
+        .await;
     assert_eq!((status.as_u16(), error_field(&response)), (400, "events[1].type"));
-    let (status, response) = app.call(Method::POST, "/v1/events:batchCreate", Some(key), Some(json!({ "events": [] }))).await;
+    let (status, response) = app
+        .call(
+            Method::POST,
+            "/v1/events:batchCreate",
+            Some(key),
+            Some(json!({ "events": [] })),
+        )
+        .await;
     assert_eq!((status.as_u16(), error_field(&response)), (400, "events"));
 
     for (method, path) in [
@@ -248,16 +377,24 @@ async fn idempotency_keys_replay_or_conflict() {
             .body(body)
             .send()
     };
-    let first = send("order-1", r#"{"type":"batch.succeeded","data":{"n":1}}"#).await.unwrap();
+    let first = send("order-1", r#"{"type":"batch.succeeded","data":{"n":1}}"#)
+        .await
+        .unwrap();
     assert_eq!(first.status(), 202);
     let first: Value = first.json().await.unwrap();
-    let again = send("order-1", r#"{"type":"batch.succeeded","data":{"n":1}}"#).await.unwrap();
+    let again = send("order-1", r#"{"type":"batch.succeeded","data":{"n":1}}"#)
+        .await
+        .unwrap();
     assert_eq!(again.status(), 202);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
-    let conflict = send("order-1", r#"{"type":"batch.succeeded","data":{"n":2}}"#).await.unwrap();
+    let conflict = send("order-1", r#"{"type":"batch.succeeded","data":{"n":2}}"#)
+        .await
+        .unwrap();
     assert_eq!(conflict.status(), 409);
-    let bad = send("has space", r#"{"type":"batch.succeeded","data":{"n":2}}"#).await.unwrap();
+    let bad = send("has space", r#"{"type":"batch.succeeded","data":{"n":2}}"#)
+        .await
+        .unwrap();
     assert_eq!(bad.status(), 400);
     assert_eq!(app.deliver_due().await, 1, "one event, one delivery");
 }
@@ -268,15 +405,37 @@ async fn batch_create_publishes_all_and_events_read_back_exactly() {
     let receiver = Receiver::start().await;
     let project = app.project("acme").await;
     app.webhook(&project, &receiver.url("/"), &["*"]).await;
-    let events: Vec<Value> = (0..10).map(|n| json!({ "type": "batch.succeeded", "data": { "n": n } })).collect();
-    let (status, accepted) = app.call(Method::POST, "/v1/events:batchCreate", Some(&project.key), Some(json!({ "events": events }))).await;
+    let events: Vec<Value> = (0..10)
+        .map(|n| json!({ "type": "batch.succeeded", "data": { "n": n } }))
+        .collect();
+    let (status, accepted) = app
+        .call(
+            Method::POST,
+            "/v1/events:batchCreate",
+            Some(&project.key),
+            Some(json!({ "events": events })),
+        )
+        .await;
     assert_eq!(status, 202, "{accepted}");
-    let ids: Vec<&str> = accepted["events"].as_array().unwrap().iter().map(|e| e["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = accepted["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids.len(), 10);
     assert_eq!(app.deliver_due().await, 10);
     // `data` keeps the producer's exact bytes (spacing and key order included).
     let raw = r#"{"type":"video.generated","data":{ "z": 1,  "a": [true, null] }}"#;
-    let (status, accepted) = app.call_raw(Method::POST, "/v1/events", &project.key, "application/json", raw.as_bytes().to_vec()).await;
+    let (status, accepted) = app
+        .call_raw(
+            Method::POST,
+            "/v1/events",
+            &project.key,
+            "application/json",
+            raw.as_bytes().to_vec(),
+        )
+        .await;
     assert_eq!(status, 202);
     app.deliver_due().await;
     let delivered = receiver.received().pop().unwrap();
@@ -296,12 +455,74 @@ async fn health_readiness_and_metrics() {
     app.publish(&project, "batch.succeeded", json!({})).await;
     assert_eq!(app.call(Method::GET, "/healthz", None, None).await.0, 200);
     assert_eq!(app.call(Method::GET, "/readyz", None, None).await.0, 200);
-    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("herald_deliveries_pending 1"), "{metrics}");
     app.deliver_due().await;
-    let metrics = app.http.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("herald_deliveries_pending 0"), "{metrics}");
-    assert!(metrics.contains("herald_delivery_attempts_total{outcome=\"success\"} 1"), "{metrics}");
-    assert!(metrics.contains("herald_delivery_attempt_duration_seconds_bucket"), "{metrics}");
-    assert!(metrics.contains("herald_oldest_due_delivery_age_seconds 0"), "{metrics}");
+    assert!(
+        metrics.contains("herald_delivery_attempts_total{outcome=\"success\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_delivery_attempt_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("herald_oldest_due_delivery_age_seconds 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn idempotency_keys_expire_after_a_day() {
+    let app = TestApp::spawn().await;
+    let project = app.project("acme").await;
+    let send = |body: &'static str| {
+        app.http
+            .post(format!("{}/v1/events", app.base))
+            .bearer_auth(&project.key)
+            .header("content-type", "application/json")
+            .header("idempotency-key", "nightly-run")
+            .body(body)
+            .send()
+    };
+    assert_eq!(send(r#"{"type":"a","data":{"n":1}}"#).await.unwrap().status(), 202);
+    assert_eq!(send(r#"{"type":"a","data":{"n":2}}"#).await.unwrap().status(), 409);
+    let store = app.running().store.as_ref();
+    app.advance(std::time::Duration::from_secs(23 * 3600));
+    assert_eq!(
+        herald::maintenance::run_once(store, &(app.clock.clone() as herald::clock::SharedClock))
+            .await
+            .unwrap(),
+        0
+    );
+    app.advance(std::time::Duration::from_secs(3600 + 1));
+    assert_eq!(
+        herald::maintenance::run_once(store, &(app.clock.clone() as herald::clock::SharedClock))
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        send(r#"{"type":"a","data":{"n":2}}"#).await.unwrap().status(),
+        202,
+        "the key is free again"
+    );
 }

@@ -37,7 +37,10 @@ fn start_server(data_dir: &Path) -> Server {
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
-        let line = lines.next().expect("herald printed its address").expect("readable stdout");
+        let line = lines
+            .next()
+            .expect("herald printed its address")
+            .expect("readable stdout");
         if let Some(address) = line.strip_prefix("herald listening on ") {
             break address.trim().to_owned();
         }
@@ -48,7 +51,13 @@ fn start_server(data_dir: &Path) -> Server {
 }
 
 async fn call(http: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> Value {
-    let response = http.post(format!("{base}{path}")).bearer_auth(key).json(&body).send().await.expect("request");
+    let response = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
     assert!(response.status().is_success(), "{path}: {}", response.status());
     response.json().await.expect("json")
 }
@@ -60,9 +69,19 @@ async fn acknowledged_events_survive_sigkill() {
     let http = reqwest::Client::new();
 
     let mut server = tokio::task::block_in_place(|| start_server(data_dir.path()));
-    let project = call(&http, &server.base, "/v1/projects", ADMIN_KEY, json!({ "name": "crash" })).await;
+    let project = call(
+        &http,
+        &server.base,
+        "/v1/projects",
+        ADMIN_KEY,
+        json!({ "name": "crash" }),
+    )
+    .await;
     let key_path = format!("/v1/projects/{}/api_keys", project["id"].as_str().unwrap());
-    let key = call(&http, &server.base, &key_path, ADMIN_KEY, json!({})).await["key"].as_str().unwrap().to_owned();
+    let key = call(&http, &server.base, &key_path, ADMIN_KEY, json!({})).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let hook = json!({ "uri": receiver.url("/"), "subscribed_events": ["*"] });
     call(&http, &server.base, "/v1/webhooks", &key, hook).await;
 
@@ -73,19 +92,35 @@ async fn acknowledged_events_survive_sigkill() {
         }
         let publishers: Vec<_> = (0..PUBLISHERS)
             .map(|publisher| {
-                let (http, base, key, acknowledged) = (http.clone(), server.base.clone(), key.clone(), Arc::clone(&acknowledged));
+                let (http, base, key, acknowledged) = (
+                    http.clone(),
+                    server.base.clone(),
+                    key.clone(),
+                    Arc::clone(&acknowledged),
+                );
                 tokio::spawn(async move {
                     for n in 0.. {
-                        let body = json!({ "type": "crash.test", "data": { "round": round, "publisher": publisher, "n": n } });
-                        let Ok(response) = http.post(format!("{base}/v1/events")).bearer_auth(&key).json(&body).send().await
+                        let body =
+                            json!({ "type": "crash.test", "data": { "round": round, "publisher": publisher, "n": n } });
+                        let Ok(response) = http
+                            .post(format!("{base}/v1/events"))
+                            .bearer_auth(&key)
+                            .json(&body)
+                            .send()
+                            .await
                         else {
                             return;
                         };
                         if response.status() != 202 {
                             return;
                         }
-                        let Ok(accepted) = response.json::<Value>().await else { return };
-                        acknowledged.lock().unwrap().push(accepted["id"].as_str().unwrap().to_owned());
+                        let Ok(accepted) = response.json::<Value>().await else {
+                            return;
+                        };
+                        acknowledged
+                            .lock()
+                            .unwrap()
+                            .push(accepted["id"].as_str().unwrap().to_owned());
                     }
                 })
             })
@@ -104,11 +139,19 @@ async fn acknowledged_events_survive_sigkill() {
     }
 
     let acknowledged: HashSet<String> = acknowledged.lock().unwrap().iter().cloned().collect();
-    assert!(acknowledged.len() >= ROUNDS * 400, "the stream ran: {} acknowledged", acknowledged.len());
+    assert!(
+        acknowledged.len() >= ROUNDS * 400,
+        "the stream ran: {} acknowledged",
+        acknowledged.len()
+    );
     let mut server = tokio::task::block_in_place(|| start_server(data_dir.path()));
     let deadline = Instant::now() + Duration::from_secs(120);
     let missing = loop {
-        let seen: HashSet<String> = receiver.received().iter().map(|r| r.header("webhook-id").to_owned()).collect();
+        let seen: HashSet<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.header("webhook-id").to_owned())
+            .collect();
         let missing: Vec<&String> = acknowledged.iter().filter(|id| !seen.contains(*id)).collect();
         if missing.is_empty() || Instant::now() > deadline {
             break missing.len();

@@ -5,7 +5,7 @@ use std::time::Duration;
 use herald_signature::{HmacKey, TrustedKey, Verifier};
 use serde_json::json;
 
-use crate::support::{Receiver, Reply, TestApp, START};
+use crate::support::{Receiver, Reply, START, TestApp};
 
 #[tokio::test]
 async fn an_event_is_delivered_signed_with_the_exact_published_bytes() {
@@ -13,9 +13,17 @@ async fn an_event_is_delivered_signed_with_the_exact_published_bytes() {
     let receiver = Receiver::start().await;
     let project = app.project("acme").await;
     let webhook = app.webhook(&project, &receiver.url("/hook"), &["batch.*"]).await;
-    let secret = webhook["new_signing_secret"].as_str().expect("secret shown at creation");
+    let secret = webhook["new_signing_secret"]
+        .as_str()
+        .expect("secret shown at creation");
 
-    let event_id = app.publish(&project, "batch.succeeded", json!({ "id": "batch_123", "output_file_uri": "gs://x" })).await;
+    let event_id = app
+        .publish(
+            &project,
+            "batch.succeeded",
+            json!({ "id": "batch_123", "output_file_uri": "gs://x" }),
+        )
+        .await;
     assert_eq!(app.deliver_due().await, 1);
 
     let received = receiver.received();
@@ -92,7 +100,10 @@ async fn redirects_are_failures_and_are_never_followed() {
     let delivery = &event["deliveries"][0];
     assert_eq!(delivery["state"], "pending");
     assert_eq!(delivery["last_attempt"]["status_code"], 302);
-    assert_eq!(delivery["next_attempt_time"], START.saturating_add(Duration::from_secs(5)).to_rfc3339());
+    assert_eq!(
+        delivery["next_attempt_time"],
+        START.saturating_add(Duration::from_secs(5)).to_rfc3339()
+    );
 }
 
 #[tokio::test]
@@ -107,7 +118,14 @@ async fn gone_disables_the_webhook_and_stops_fan_out() {
 
     let event = app.event(&project, &first).await;
     assert_eq!(event["deliveries"][0]["state"], "failed");
-    let (_, webhook) = app.call(reqwest::Method::GET, &format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap()), Some(&project.key), None).await;
+    let (_, webhook) = app
+        .call(
+            reqwest::Method::GET,
+            &format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap()),
+            Some(&project.key),
+            None,
+        )
+        .await;
     assert_eq!(webhook["state"], "disabled");
     assert!(webhook["state_reason"].as_str().unwrap().contains("410"), "{webhook}");
 
@@ -131,7 +149,10 @@ async fn retry_after_is_honoured_on_429() {
     assert_eq!(app.deliver_due().await, 0, "retried before Retry-After");
     app.advance(Duration::from_secs(1));
     assert_eq!(app.deliver_due().await, 1);
-    assert_eq!(app.event(&project, &event_id).await["deliveries"][0]["state"], "succeeded");
+    assert_eq!(
+        app.event(&project, &event_id).await["deliveries"][0]["state"],
+        "succeeded"
+    );
 }
 
 #[tokio::test]
@@ -149,7 +170,8 @@ async fn timeouts_and_refused_connections_are_recorded_by_kind() {
     };
     let project = app.project("acme").await;
     app.webhook(&project, &slow.url("/"), &["slow.*"]).await;
-    app.webhook(&project, &format!("http://127.0.0.1:{closed_port}/"), &["dead.*"]).await;
+    app.webhook(&project, &format!("http://127.0.0.1:{closed_port}/"), &["dead.*"])
+        .await;
     let slow_event = app.publish(&project, "slow.x", json!({})).await;
     let dead_event = app.publish(&project, "dead.x", json!({})).await;
     assert_eq!(app.deliver_due().await, 2);
@@ -157,7 +179,13 @@ async fn timeouts_and_refused_connections_are_recorded_by_kind() {
     assert_eq!(timed_out["error_kind"], "timeout", "{timed_out}");
     let refused = &app.event(&project, &dead_event).await["deliveries"][0]["last_attempt"];
     assert_eq!(refused["error_kind"], "connect", "{refused}");
-    assert!(refused["error_message"].as_str().unwrap().contains(&closed_port.to_string()), "{refused}");
+    assert!(
+        refused["error_message"]
+            .as_str()
+            .unwrap()
+            .contains(&closed_port.to_string()),
+        "{refused}"
+    );
 }
 
 #[tokio::test]
@@ -168,8 +196,11 @@ async fn addresses_are_checked_again_at_connect_time() {
     let receiver = Receiver::start().await;
     let project = app.project("acme").await;
     app.webhook(&project, &receiver.url("/"), &["*"]).await;
-    app.webhook(&project, &format!("http://localhost:{}/", receiver.addr.port()), &["*"]).await;
-    let app = app.restart_with(|config| config.security.allow_target_cidrs.clear()).await;
+    app.webhook(&project, &format!("http://localhost:{}/", receiver.addr.port()), &["*"])
+        .await;
+    let app = app
+        .restart_with(|config| config.security.allow_target_cidrs.clear())
+        .await;
     let event_id = app.publish(&project, "batch.succeeded", json!({})).await;
     assert_eq!(app.deliver_due().await, 2);
     assert_eq!(receiver.count(), 0);
@@ -181,7 +212,11 @@ async fn addresses_are_checked_again_at_connect_time() {
 #[tokio::test]
 async fn fan_out_reaches_every_matching_webhook_with_one_webhook_id() {
     let app = TestApp::spawn().await;
-    let (a, b, c) = (Receiver::start().await, Receiver::start().await, Receiver::start().await);
+    let (a, b, c) = (
+        Receiver::start().await,
+        Receiver::start().await,
+        Receiver::start().await,
+    );
     let project = app.project("acme").await;
     app.webhook(&project, &a.url("/"), &["batch.succeeded"]).await;
     app.webhook(&project, &b.url("/"), &["batch.*"]).await;
@@ -199,9 +234,14 @@ async fn ed25519_webhooks_verify_with_the_published_public_key() {
     let receiver = Receiver::start().await;
     let project = app.project("acme").await;
     let body = json!({ "uri": receiver.url("/"), "subscribed_events": ["*"], "signing": "ed25519" });
-    let (status, webhook) = app.call(reqwest::Method::POST, "/v1/webhooks", Some(&project.key), Some(body)).await;
+    let (status, webhook) = app
+        .call(reqwest::Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+        .await;
     assert_eq!(status, 201, "{webhook}");
-    assert!(webhook.get("new_signing_secret").is_none(), "the secret key never leaves Herald");
+    assert!(
+        webhook.get("new_signing_secret").is_none(),
+        "the secret key never leaves Herald"
+    );
     let public_key = webhook["signing_secrets"][0]["public_key"].as_str().expect("whpk_ key");
     app.publish(&project, "batch.succeeded", json!({})).await;
     app.deliver_due().await;
@@ -223,9 +263,18 @@ async fn disabled_webhooks_hold_deliveries_until_enabled_and_deleted_ones_fail_t
     let path = |w: &serde_json::Value| format!("/v1/webhooks/{}", w["id"].as_str().unwrap());
     let event_id = app.publish(&project, "batch.succeeded", json!({})).await;
 
-    let (status, _) = app.call(reqwest::Method::PATCH, &path(&held), Some(&project.key), Some(json!({ "state": "disabled" }))).await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path(&held),
+            Some(&project.key),
+            Some(json!({ "state": "disabled" })),
+        )
+        .await;
     assert_eq!(status, 200);
-    let (status, _) = app.call(reqwest::Method::DELETE, &path(&deleted), Some(&project.key), None).await;
+    let (status, _) = app
+        .call(reqwest::Method::DELETE, &path(&deleted), Some(&project.key), None)
+        .await;
     assert_eq!(status, 204);
     assert_eq!(app.deliver_due().await, 0);
     let event = app.event(&project, &event_id).await;
@@ -236,7 +285,14 @@ async fn disabled_webhooks_hold_deliveries_until_enabled_and_deleted_ones_fail_t
     assert_eq!(state_of(&held), "pending");
     assert_eq!(state_of(&deleted), "failed");
 
-    let (status, _) = app.call(reqwest::Method::PATCH, &path(&held), Some(&project.key), Some(json!({ "state": "enabled" }))).await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path(&held),
+            Some(&project.key),
+            Some(json!({ "state": "enabled" })),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(app.deliver_due().await, 1);
     assert_eq!(receiver.received()[0].path, "/held");

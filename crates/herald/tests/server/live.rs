@@ -39,7 +39,11 @@ async fn a_stalled_endpoint_does_not_delay_a_healthy_one() {
     healthy.wait_for(20, Duration::from_secs(10)).await;
     // Ordering, not timing: every healthy delivery landed while the stalled
     // endpoint held no more than its cap.
-    assert_eq!(stalled.count(), 2, "the stalled endpoint gets at most its cap in flight");
+    assert_eq!(
+        stalled.count(),
+        2,
+        "the stalled endpoint gets at most its cap in flight"
+    );
     app.running.unwrap().shutdown().await.unwrap();
 }
 
@@ -52,8 +56,13 @@ async fn shutdown_lets_in_flight_attempts_finish_or_returns_them() {
     app.webhook(&project, &receiver.url("/"), &["*"]).await;
     let finished = app.publish(&project, "batch.succeeded", json!({})).await;
     receiver.wait_for(1, Duration::from_secs(10)).await;
-    let app = app.restart_with(|config| config.delivery.shutdown_grace = Duration::from_millis(20)).await;
-    assert_eq!(app.event(&project, &finished).await["deliveries"][0]["state"], "succeeded");
+    let app = app
+        .restart_with(|config| config.delivery.shutdown_grace = Duration::from_millis(20))
+        .await;
+    assert_eq!(
+        app.event(&project, &finished).await["deliveries"][0]["state"],
+        "succeeded"
+    );
 
     // Now a grace period too short for the attempt: it is released, not lost.
     let app = {
@@ -72,5 +81,8 @@ async fn shutdown_lets_in_flight_attempts_finish_or_returns_them() {
     let event = app.event(&project, &abandoned).await;
     assert_eq!(event["deliveries"][0]["state"], "pending", "{event}");
     assert_eq!(app.deliver_due().await, 1, "released deliveries are due at once");
-    assert_eq!(app.event(&project, &abandoned).await["deliveries"][0]["state"], "succeeded");
+    assert_eq!(
+        app.event(&project, &abandoned).await["deliveries"][0]["state"],
+        "succeeded"
+    );
 }

@@ -10,7 +10,13 @@ use serde_json::json;
 use crate::support::{Receiver, START, TestApp};
 
 fn claim(now: Timestamp, limit: usize, per_endpoint: u32, in_flight: Vec<(WebhookId, u32)>) -> ClaimRequest {
-    ClaimRequest { now, lease_until: now.saturating_add(Duration::from_secs(30)), limit, per_endpoint_limit: per_endpoint, in_flight }
+    ClaimRequest {
+        now,
+        lease_until: now.saturating_add(Duration::from_secs(30)),
+        limit,
+        per_endpoint_limit: per_endpoint,
+        in_flight,
+    }
 }
 
 fn completion(job: &DeliveryJob, status: u16, next: NextStep, now: Timestamp) -> Completion {
@@ -45,7 +51,10 @@ async fn expired_leases_are_reclaimed_and_stale_completions_are_fenced() {
     let first = store.claim(claim(START, 10, 10, vec![])).await.unwrap().jobs;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].attempt_number, 1);
-    assert!(store.claim(claim(START, 10, 10, vec![])).await.unwrap().jobs.is_empty(), "a leased delivery is not claimable");
+    assert!(
+        store.claim(claim(START, 10, 10, vec![])).await.unwrap().jobs.is_empty(),
+        "a leased delivery is not claimable"
+    );
 
     let later = START.saturating_add(Duration::from_secs(31));
     let second = store.claim(claim(later, 10, 10, vec![])).await.unwrap().jobs;
@@ -54,21 +63,30 @@ async fn expired_leases_are_reclaimed_and_stale_completions_are_fenced() {
     assert_ne!(second[0].lease, first[0].lease);
 
     // The first worker reports late: its attempt is logged, the delivery is not its to change.
-    let stale = store.complete(vec![completion(&first[0], 204, NextStep::Succeeded, later)]).await.unwrap();
+    let stale = store
+        .complete(vec![completion(&first[0], 204, NextStep::Succeeded, later)])
+        .await
+        .unwrap();
     assert_eq!(stale, [CompletionResult::Stale]);
     let event = app.event(&project, &event_id).await;
     assert_eq!(event["deliveries"][0]["state"], "pending");
     assert_eq!(event["deliveries"][0]["last_attempt"]["status_code"], 204);
 
     let retry_at = later.saturating_add(Duration::from_secs(5));
-    let applied = store.complete(vec![completion(&second[0], 500, NextStep::RetryAt(retry_at), later)]).await.unwrap();
+    let applied = store
+        .complete(vec![completion(&second[0], 500, NextStep::RetryAt(retry_at), later)])
+        .await
+        .unwrap();
     assert_eq!(applied, [CompletionResult::Applied]);
     let event = app.event(&project, &event_id).await;
     let delivery = &event["deliveries"][0];
     assert_eq!(delivery["attempt_count"], 2);
     assert_eq!(delivery["next_attempt_time"], retry_at.to_rfc3339());
     // A second completion with the same (now used) lease changes nothing.
-    let again = store.complete(vec![completion(&second[0], 204, NextStep::Succeeded, later)]).await.unwrap();
+    let again = store
+        .complete(vec![completion(&second[0], 204, NextStep::Succeeded, later)])
+        .await
+        .unwrap();
     assert_eq!(again, [CompletionResult::Stale]);
 }
 
@@ -87,7 +105,10 @@ async fn claims_skip_endpoints_at_their_cap() {
     let store = &app.running().store;
     let jobs = store.claim(claim(START, 100, 2, vec![(a_id, 2)])).await.unwrap().jobs;
     assert_eq!(jobs.len(), 2);
-    assert!(jobs.iter().all(|job| job.endpoint.webhook_id != a_id), "A is at its cap");
+    assert!(
+        jobs.iter().all(|job| job.endpoint.webhook_id != a_id),
+        "A is at its cap"
+    );
     let jobs = store.claim(claim(START, 3, 10, vec![])).await.unwrap().jobs;
     assert_eq!(jobs.len(), 3, "the total limit holds");
 }
@@ -99,7 +120,13 @@ async fn leases_of_a_crashed_process_are_recovered_at_start() {
     let project = app.project("acme").await;
     app.webhook(&project, &receiver.url("/"), &["*"]).await;
     let event_id = app.publish(&project, "batch.succeeded", json!({})).await;
-    let leased = app.running().store.claim(claim(START, 10, 10, vec![])).await.unwrap().jobs;
+    let leased = app
+        .running()
+        .store
+        .claim(claim(START, 10, 10, vec![]))
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(leased.len(), 1);
     // The lease would run 30 s more; a restart must not wait for it.
     let app = app.restart_with(|_| {}).await;

@@ -47,10 +47,7 @@ where
     let client: Client<C, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
     let request = http::Request::get(uri)
         .header(http::header::ACCEPT, "application/json")
-        .header(
-            http::header::USER_AGENT,
-            concat!("herald/", env!("CARGO_PKG_VERSION")),
-        )
+        .header(http::header::USER_AGENT, concat!("herald/", env!("CARGO_PKG_VERSION")))
         .body(Empty::new())
         .context("building the request")?;
     let exchange = async {
@@ -62,9 +59,7 @@ where
         let collected = Limited::new(response.into_body(), max_bytes)
             .collect()
             .await
-            .map_err(|error| {
-                anyhow!("reading the body failed (limit {max_bytes} bytes): {error}")
-            })?;
+            .map_err(|error| anyhow!("reading the body failed (limit {max_bytes} bytes): {error}"))?;
         Ok(collected.to_bytes())
     };
     tokio::time::timeout(FETCH_TIMEOUT, exchange)

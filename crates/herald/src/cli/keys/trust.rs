@@ -11,8 +11,8 @@ use std::fmt;
 
 use anyhow::{Context, bail};
 use herald_signature::{
-    HeaderSource, JwkSet, JwtError, JwtVerifier, PublicKey, ReplayError, ReplayGuard, SigningKey,
-    TrustedKey, VerifiedJwt, VerifiedWebhook, Verifier, VerifyError, WEBHOOK_SIGNATURE,
+    HeaderSource, JwkSet, JwtError, JwtVerifier, PublicKey, ReplayError, ReplayGuard, SigningKey, TrustedKey,
+    VerifiedJwt, VerifiedWebhook, Verifier, VerifyError, WEBHOOK_SIGNATURE,
 };
 
 use super::fetch;
@@ -97,10 +97,7 @@ impl Rejection {
                     | VerifyError::InvalidId(_)
                     | VerifyError::InvalidTimestamp { .. }
             ),
-            Self::Jwt(error) => matches!(
-                error,
-                JwtError::Malformed(_) | JwtError::MissingHeader { .. }
-            ),
+            Self::Jwt(error) => matches!(error, JwtError::Malformed(_) | JwtError::MissingHeader { .. }),
             Self::JwtWithoutJwks | Self::JwtWithoutAudience => false,
         }
     }
@@ -112,9 +109,7 @@ impl fmt::Display for Rejection {
             Self::Standard(error) => write!(f, "{error}"),
             Self::Jwt(error) => write!(f, "{error}"),
             Self::JwtWithoutJwks => f.write_str("the signature is a JWT, which needs --jwks"),
-            Self::JwtWithoutAudience => {
-                f.write_str("the signature is a JWT, which needs --audience")
-            }
+            Self::JwtWithoutAudience => f.write_str("the signature is a JWT, which needs --audience"),
         }
     }
 }
@@ -136,8 +131,7 @@ impl Trust {
         }
         for (index, text) in args.public_keys.iter().enumerate() {
             let label = format!("--public-key #{}", index + 1);
-            let key = herald_signature::Ed25519PublicKey::parse(text.trim())
-                .with_context(|| label.clone())?;
+            let key = herald_signature::Ed25519PublicKey::parse(text.trim()).with_context(|| label.clone())?;
             keys.push(TrustedKey::Ed25519(key));
             labels.push(label);
         }
@@ -193,22 +187,14 @@ impl Trust {
             } else {
                 "; JWTs need --audience"
             };
-            lines.push(format!(
-                "JWKS for JWT signatures: {}{audience}",
-                kids.join(", ")
-            ));
+            lines.push(format!("JWKS for JWT signatures: {}{audience}", kids.join(", ")));
         }
         lines
     }
 
     /// Verifies `headers` and `body` as of `now`, choosing the format from
     /// the shape of `webhook-signature`.
-    pub fn verify<H: HeaderSource + ?Sized>(
-        &self,
-        headers: &H,
-        body: &[u8],
-        now: i64,
-    ) -> Result<Verified, Rejection> {
+    pub fn verify<H: HeaderSource + ?Sized>(&self, headers: &H, body: &[u8], now: i64) -> Result<Verified, Rejection> {
         let is_jwt = headers
             .header(WEBHOOK_SIGNATURE)
             .and_then(|value| std::str::from_utf8(value).ok())
@@ -241,11 +227,7 @@ impl Trust {
                     .labels
                     .get(matched.key_index)
                     .map_or("a trusted key", String::as_str);
-                format!(
-                    "{} entry {} matched {label}",
-                    matched.scheme,
-                    matched.entry_index + 1
-                )
+                format!("{} entry {} matched {label}", matched.scheme, matched.entry_index + 1)
             }
             Verified::Jwt(jwt) => format!(
                 "JWT ({}) verified with JWKS kid {}",

@@ -43,11 +43,7 @@ impl Delivery {
             (Some(_), Ok(text)) => pretty_json(text),
             _ => format!("(body is not JSON, {} bytes)", body.len()),
         };
-        Self {
-            id,
-            event_type,
-            body,
-        }
+        Self { id, event_type, body }
     }
 
     /// Prints the summary line, and the body when `show_body`, in one write.
@@ -60,10 +56,7 @@ impl Delivery {
             .chars()
             .map(|c| if c.is_control() { '\u{fffd}' } else { c })
             .collect();
-        let mut text = format!(
-            "{time}  {}  {}  {verdict}  -> {status}\n",
-            self.event_type, self.id
-        );
+        let mut text = format!("{time}  {}  {}  {verdict}  -> {status}\n", self.event_type, self.id);
         if show_body {
             for line in self.body.lines() {
                 text.push_str("    ");
@@ -73,9 +66,7 @@ impl Delivery {
         }
         let mut stdout = std::io::stdout().lock();
         // A closed stdout must not take the receiver down.
-        let _ = stdout
-            .write_all(text.as_bytes())
-            .and_then(|()| stdout.flush());
+        let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
     }
 }
 
@@ -158,9 +149,8 @@ mod tests {
 
     #[test]
     fn json_is_indented_in_its_original_order() {
-        let pretty = pretty_json(
-            r#" {"type":"batch.succeeded","data":{"id":"b,1:\"x\"","list":[1, 2],"empty":{},"none":[ ]}}"#,
-        );
+        let pretty =
+            pretty_json(r#" {"type":"batch.succeeded","data":{"id":"b,1:\"x\"","list":[1, 2],"empty":{},"none":[ ]}}"#);
         let expected = r#"{
   "type": "batch.succeeded",
   "data": {

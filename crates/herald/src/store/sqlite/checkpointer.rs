@@ -26,21 +26,25 @@ const INTERVAL: Duration = Duration::from_millis(100);
 const MAX_WAL_PAGES: i64 = 16 * 1024;
 
 pub(super) fn spawn(conn: Connection, closing: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new().name("herald-sqlite-checkpoint".into()).spawn(move || {
-        while !closing.load(Ordering::SeqCst) {
-            std::thread::sleep(INTERVAL);
-            if let Err(error) = checkpoint_if_grown(&conn) {
-                tracing::warn!(%error, "WAL checkpoint failed; will retry");
+    std::thread::Builder::new()
+        .name("herald-sqlite-checkpoint".into())
+        .spawn(move || {
+            while !closing.load(Ordering::SeqCst) {
+                std::thread::sleep(INTERVAL);
+                if let Err(error) = checkpoint_if_grown(&conn) {
+                    tracing::warn!(%error, "WAL checkpoint failed; will retry");
+                }
             }
-        }
-    })
+        })
 }
 
 fn checkpoint_if_grown(conn: &Connection) -> rusqlite::Result<()> {
     // Each returns (busy, frames in the WAL, frames checkpointed); a
     // PASSIVE call with nothing to do is cheap.
     let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64, i64)> {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
     };
     let (_, wal_frames, _) = checkpoint("PASSIVE")?;
     if wal_frames > MAX_WAL_PAGES {

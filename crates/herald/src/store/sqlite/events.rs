@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::queue::{attempt_from_row, lower_due_hint};
 use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
-use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, WebhookId};
+use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
 use crate::store::{DeliveryView, EventDetail, PublishOutcome, PublishRequest, StoreError, StoreResult};
 
 /// Commits the events, one pending delivery per matching enabled webhook
@@ -19,7 +19,8 @@ pub(super) fn publish(conn: &Connection, request: &PublishRequest) -> StoreResul
         let previous: Option<(Vec<u8>, Vec<u8>)> = conn
             .prepare_cached("SELECT request_hash, response FROM idempotency_keys WHERE project_id = ?1 AND key = ?2")
             .and_then(|mut stmt| {
-                stmt.query_row(params![project, idempotency.key], |row| Ok((row.get(0)?, row.get(1)?))).optional()
+                stmt.query_row(params![project, idempotency.key], |row| Ok((row.get(0)?, row.get(1)?)))
+                    .optional()
             })
             .map_err(store_error)?;
         if let Some((hash, response)) = previous {
@@ -142,10 +143,24 @@ pub(super) fn get_event(conn: &Connection, project: ProjectId, id: EventId) -> S
         .and_then(Iterator::collect)
         .map_err(store_error)?;
     for mut view in views {
-        view.last_attempt =
-            last_attempt.query_row([view.id.to_string()], attempt_from_row).optional().map_err(store_error)?;
+        view.last_attempt = last_attempt
+            .query_row([view.id.to_string()], attempt_from_row)
+            .optional()
+            .map_err(store_error)?;
         event.deliveries.push(view);
     }
     Ok(Some(event))
 }
 
+/// Deletes idempotency records older than `before`, a bounded number per
+/// call so that one prune never holds the writer for long.
+pub(super) fn prune_idempotency_keys(conn: &Connection, before: Timestamp) -> StoreResult<u64> {
+    let deleted = conn
+        .prepare_cached(
+            "DELETE FROM idempotency_keys WHERE (project_id, key) IN
+                (SELECT project_id, key FROM idempotency_keys WHERE create_time < ?1 LIMIT 10000)",
+        )
+        .and_then(|mut stmt| stmt.execute([before.as_millis()]))
+        .map_err(store_error)?;
+    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+}

@@ -15,7 +15,9 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
     )
     .map_err(super::unavailable)?;
     let current: i64 = conn
-        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| row.get(0))
+        .query_row("SELECT COALESCE(MAX(version), 0) FROM schema_migrations", [], |row| {
+            row.get(0)
+        })
         .map_err(super::unavailable)?;
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if current > known {
@@ -23,7 +25,11 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
             "the database has schema version {current}, newer than this Herald ({known}); upgrade Herald"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
         let version = i64::try_from(index).unwrap_or(i64::MAX) + 1;
         let tx = conn.transaction().map_err(super::unavailable)?;
         tx.execute_batch(sql).map_err(super::unavailable)?;

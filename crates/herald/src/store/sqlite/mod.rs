@@ -66,7 +66,11 @@ pub struct SqliteOptions {
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { durability: Durability::Full, read_connections: 4, cache_kib: 32 * 1024 }
+        Self {
+            durability: Durability::Full,
+            read_connections: 4,
+            cache_kib: 32 * 1024,
+        }
     }
 }
 
@@ -97,7 +101,8 @@ impl SqliteStore {
         let mut conn = open_connection(&path, options, false)?;
         migrations::migrate(&mut conn)?;
         // Checkpoints happen on their own thread (see `checkpointer`).
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0").map_err(unavailable)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
+            .map_err(unavailable)?;
         let readers = (0..options.read_connections.max(1))
             .map(|_| open_connection(&path, options, true))
             .collect::<StoreResult<Vec<_>>>()?;
@@ -138,9 +143,10 @@ fn lock_directory(data_dir: &Path) -> StoreResult<File> {
             "another Herald process is using {}; one process per data directory",
             data_dir.display()
         ))),
-        Err(std::fs::TryLockError::Error(e)) => {
-            Err(StoreError::Unavailable(format!("cannot lock {}: {e}", lock_path.display())))
-        }
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Unavailable(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
     }
 }
 
@@ -173,11 +179,15 @@ pub(crate) fn unavailable(error: rusqlite::Error) -> StoreError {
 #[async_trait]
 impl ProjectStore for SqliteStore {
     async fn create_project(&self, project: Project) -> StoreResult<()> {
-        self.writer.write(Lane::Api, 1, move |conn| projects::insert_project(conn, &project)).await
+        self.writer
+            .write(Lane::Api, 1, move |conn| projects::insert_project(conn, &project))
+            .await
     }
 
     async fn list_projects(&self, page: PageRequest) -> StoreResult<Page<Project>> {
-        self.readers.read(move |conn| projects::list_projects(conn, &page)).await
+        self.readers
+            .read(move |conn| projects::list_projects(conn, &page))
+            .await
     }
 
     async fn get_project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
@@ -185,34 +195,52 @@ impl ProjectStore for SqliteStore {
     }
 
     async fn create_api_key(&self, key: ApiKey, key_hash: [u8; 32]) -> StoreResult<()> {
-        self.writer.write(Lane::Api, 1, move |conn| projects::insert_api_key(conn, &key, &key_hash)).await
+        self.writer
+            .write(Lane::Api, 1, move |conn| {
+                projects::insert_api_key(conn, &key, &key_hash)
+            })
+            .await
     }
 
     async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
-        self.readers.read(move |conn| projects::list_api_keys(conn, project)).await
+        self.readers
+            .read(move |conn| projects::list_api_keys(conn, project))
+            .await
     }
 
     async fn revoke_api_key(&self, project: ProjectId, id: ApiKeyId, now: Timestamp) -> StoreResult<bool> {
-        self.writer.write(Lane::Api, 1, move |conn| projects::revoke_api_key(conn, project, id, now)).await
+        self.writer
+            .write(Lane::Api, 1, move |conn| {
+                projects::revoke_api_key(conn, project, id, now)
+            })
+            .await
     }
 
     async fn find_api_key(&self, key_hash: [u8; 32]) -> StoreResult<Option<(ApiKeyId, ProjectId)>> {
-        self.readers.read(move |conn| projects::find_api_key(conn, &key_hash)).await
+        self.readers
+            .read(move |conn| projects::find_api_key(conn, &key_hash))
+            .await
     }
 }
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook> {
-        self.writer.write(Lane::Api, 1, move |conn| webhooks::insert_webhook(conn, &webhook)).await
+        self.writer
+            .write(Lane::Api, 1, move |conn| webhooks::insert_webhook(conn, &webhook))
+            .await
     }
 
     async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp) -> StoreResult<Page<Webhook>> {
-        self.readers.read(move |conn| webhooks::list_webhooks(conn, project, &page, now)).await
+        self.readers
+            .read(move |conn| webhooks::list_webhooks(conn, project, &page, now))
+            .await
     }
 
     async fn get_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
-        self.readers.read(move |conn| webhooks::get_webhook(conn, project, id, now)).await
+        self.readers
+            .read(move |conn| webhooks::get_webhook(conn, project, id, now))
+            .await
     }
 
     async fn update_webhook(
@@ -222,14 +250,23 @@ impl WebhookStore for SqliteStore {
         patch: WebhookPatch,
         now: Timestamp,
     ) -> StoreResult<Option<Webhook>> {
-        let updated = self.writer.write(Lane::Api, 1, move |conn| webhooks::update_webhook(conn, project, id, &patch, now)).await?;
+        let updated = self
+            .writer
+            .write(Lane::Api, 1, move |conn| {
+                webhooks::update_webhook(conn, project, id, &patch, now)
+            })
+            .await?;
         // Re-enabling may make held deliveries due.
         self.work.notify_one();
         Ok(updated)
     }
 
     async fn delete_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool> {
-        self.writer.write(Lane::Api, 1, move |conn| webhooks::delete_webhook(conn, project, id, now)).await
+        self.writer
+            .write(Lane::Api, 1, move |conn| {
+                webhooks::delete_webhook(conn, project, id, now)
+            })
+            .await
     }
 }
 
@@ -237,7 +274,10 @@ impl WebhookStore for SqliteStore {
 impl EventStore for SqliteStore {
     async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome> {
         let cost = request.events.len();
-        let outcome = self.writer.write(Lane::Api, cost, move |conn| events::publish(conn, &request)).await?;
+        let outcome = self
+            .writer
+            .write(Lane::Api, cost, move |conn| events::publish(conn, &request))
+            .await?;
         if matches!(outcome, PublishOutcome::Published { deliveries } if deliveries > 0) {
             self.work.notify_one();
         }
@@ -245,7 +285,15 @@ impl EventStore for SqliteStore {
     }
 
     async fn get_event(&self, project: ProjectId, id: EventId) -> StoreResult<Option<EventDetail>> {
-        self.readers.read(move |conn| events::get_event(conn, project, id)).await
+        self.readers
+            .read(move |conn| events::get_event(conn, project, id))
+            .await
+    }
+
+    async fn prune_idempotency_keys(&self, before: Timestamp) -> StoreResult<u64> {
+        self.writer
+            .write(Lane::Api, 1, move |conn| events::prune_idempotency_keys(conn, before))
+            .await
     }
 }
 
@@ -253,22 +301,33 @@ impl EventStore for SqliteStore {
 impl DeliveryQueue for SqliteStore {
     async fn claim(&self, request: ClaimRequest) -> StoreResult<ClaimedBatch> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        self.writer.write(Lane::Queue, request.limit, move |conn| queue::claim(conn, &request, token)).await
+        self.writer
+            .write(Lane::Queue, request.limit, move |conn| {
+                queue::claim(conn, &request, token)
+            })
+            .await
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
         let cost = completions.len();
-        let results = self.writer.write(Lane::Queue, cost, move |conn| queue::complete(conn, &completions)).await?;
+        let results = self
+            .writer
+            .write(Lane::Queue, cost, move |conn| queue::complete(conn, &completions))
+            .await?;
         Ok(results)
     }
 
     async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>, now: Timestamp) -> StoreResult<()> {
         let cost = leases.len();
-        self.writer.write(Lane::Queue, cost, move |conn| queue::release(conn, &leases, now)).await
+        self.writer
+            .write(Lane::Queue, cost, move |conn| queue::release(conn, &leases, now))
+            .await
     }
 
     async fn recover_all_leases(&self, now: Timestamp) -> StoreResult<u64> {
-        self.writer.write(Lane::Queue, 1, move |conn| queue::recover_all_leases(conn, now)).await
+        self.writer
+            .write(Lane::Queue, 1, move |conn| queue::recover_all_leases(conn, now))
+            .await
     }
 
     async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats> {

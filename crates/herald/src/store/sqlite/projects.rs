@@ -10,7 +10,11 @@ use crate::store::{Page, PageRequest, StoreError, StoreResult};
 pub(super) fn insert_project(conn: &Connection, project: &Project) -> StoreResult<()> {
     conn.prepare_cached("INSERT INTO projects (id, name, create_time) VALUES (?1, ?2, ?3)")
         .and_then(|mut stmt| {
-            stmt.execute(params![project.id.to_string(), project.name.as_str(), project.create_time.as_millis()])
+            stmt.execute(params![
+                project.id.to_string(),
+                project.name.as_str(),
+                project.create_time.as_millis()
+            ])
         })
         .map_err(store_error)?;
     Ok(())
@@ -29,7 +33,10 @@ pub(super) fn list_projects(conn: &Connection, page: &PageRequest) -> StoreResul
         .prepare_cached("SELECT id, name, create_time FROM projects WHERE id > ?1 ORDER BY id LIMIT ?2")
         .map_err(store_error)?;
     let items = stmt
-        .query_map(params![page.after.as_deref().unwrap_or(""), page.size], project_from_row)
+        .query_map(
+            params![page.after.as_deref().unwrap_or(""), page.size],
+            project_from_row,
+        )
         .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
         .map_err(store_error)?;
     Ok(page_of(items, page.size, |p| p.id.to_string()))
@@ -96,7 +103,10 @@ pub(super) fn find_api_key(conn: &Connection, key_hash: &[u8; 32]) -> StoreResul
     conn.prepare_cached("SELECT id, project_id FROM api_keys WHERE key_hash = ?1 AND revoke_time IS NULL")
         .and_then(|mut stmt| {
             stmt.query_row([&key_hash[..]], |row| {
-                Ok((parsed(row, 0, "api key id", ApiKeyId::parse)?, parsed(row, 1, "project id", ProjectId::parse)?))
+                Ok((
+                    parsed(row, 0, "api key id", ApiKeyId::parse)?,
+                    parsed(row, 1, "project id", ProjectId::parse)?,
+                ))
             })
             .optional()
         })

@@ -20,7 +20,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{count, parsed, parsed_opt, store_error, timestamp};
 use crate::domain::webhook::EndpointUri;
-use crate::domain::{AttemptErrorKind, AttemptRecord, DeliveryId, EventId, SecretId, SigningKind, Timestamp, WebhookId};
+use crate::domain::{
+    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, SecretId, SigningKind, Timestamp, WebhookId,
+};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
     QueueStats, StoreResult, StoredSecret,
@@ -29,7 +31,8 @@ use crate::store::{
 /// Webhooks visited per claim at most.
 const ENDPOINTS_PER_CLAIM: i64 = 256;
 
-const INTERRUPTED_MESSAGE: &str = "the attempt's outcome was never recorded: its worker stopped or stalled past the lease";
+const INTERRUPTED_MESSAGE: &str =
+    "the attempt's outcome was never recorded: its worker stopped or stalled past the lease";
 
 pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken) -> StoreResult<ClaimedBatch> {
     let mut in_flight: HashMap<WebhookId, u32> = request.in_flight.iter().copied().collect();
@@ -115,15 +118,22 @@ fn due_deliveries(conn: &Connection, webhook: WebhookId, now: Timestamp, limit: 
          ORDER BY next_attempt_at LIMIT ?3",
     )
     .and_then(|mut stmt| {
-        stmt.query_map(params![webhook.to_string(), now.as_millis(), i64::try_from(limit).unwrap_or(i64::MAX)], |row| {
-            Ok(DueRow {
-                id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
-                event_id: parsed(row, 1, "event id", EventId::parse)?,
-                event_time: timestamp(row, 2)?,
-                leased: row.get::<_, String>(3)? == "leased",
-                attempt_count: count(row, 4)?,
-            })
-        })?
+        stmt.query_map(
+            params![
+                webhook.to_string(),
+                now.as_millis(),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            |row| {
+                Ok(DueRow {
+                    id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
+                    event_id: parsed(row, 1, "event id", EventId::parse)?,
+                    event_time: timestamp(row, 2)?,
+                    leased: row.get::<_, String>(3)? == "leased",
+                    attempt_count: count(row, 4)?,
+                })
+            },
+        )?
         .collect()
     })
     .map_err(store_error)
@@ -252,7 +262,10 @@ pub(super) fn release(conn: &Connection, leases: &[(DeliveryId, LeaseToken)], no
                  WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' RETURNING webhook_id",
             )
             .and_then(|mut stmt| {
-                stmt.query_row(params![delivery.to_string(), token.0, now.as_millis()], |row| row.get(0)).optional()
+                stmt.query_row(params![delivery.to_string(), token.0, now.as_millis()], |row| {
+                    row.get(0)
+                })
+                .optional()
             })
             .map_err(store_error)?;
         webhooks.extend(webhook.and_then(|id| WebhookId::parse(&id)));
@@ -376,4 +389,3 @@ pub(super) fn attempt_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Atte
         error_message: row.get(6)?,
     })
 }
-

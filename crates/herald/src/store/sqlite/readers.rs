@@ -17,7 +17,10 @@ pub(super) struct ReadPool {
 impl ReadPool {
     pub(super) fn new(connections: Vec<Connection>) -> Arc<Self> {
         let count = connections.len();
-        Arc::new(Self { idle: Mutex::new(connections), available: Semaphore::new(count) })
+        Arc::new(Self {
+            idle: Mutex::new(connections),
+            available: Semaphore::new(count),
+        })
     }
 
     /// Runs `work` on a pooled connection in the blocking thread pool.

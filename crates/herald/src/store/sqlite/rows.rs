@@ -8,7 +8,12 @@ use rusqlite::types::{FromSqlError, Type};
 use crate::domain::Timestamp;
 
 /// Parses column `index` with `parse`, reporting `what` on failure.
-pub(super) fn parsed<T>(row: &Row<'_>, index: usize, what: &str, parse: impl FnOnce(&str) -> Option<T>) -> rusqlite::Result<T> {
+pub(super) fn parsed<T>(
+    row: &Row<'_>,
+    index: usize,
+    what: &str,
+    parse: impl FnOnce(&str) -> Option<T>,
+) -> rusqlite::Result<T> {
     let text: String = row.get(index)?;
     parse(&text).ok_or_else(|| corrupt(index, format!("invalid {what}: {text:?}")))
 }
@@ -22,7 +27,9 @@ pub(super) fn parsed_opt<T>(
     let text: Option<String> = row.get(index)?;
     match text {
         None => Ok(None),
-        Some(text) => parse(&text).map(Some).ok_or_else(|| corrupt(index, format!("invalid {what}: {text:?}"))),
+        Some(text) => parse(&text)
+            .map(Some)
+            .ok_or_else(|| corrupt(index, format!("invalid {what}: {text:?}"))),
     }
 }
 

@@ -9,12 +9,16 @@ use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
 use crate::store::{NewWebhook, Page, PageRequest, StoreError, StoreResult, WebhookPatch};
 
-const WEBHOOK_COLUMNS: &str = "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
+const WEBHOOK_COLUMNS: &str =
+    "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
 
 pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreResult<Webhook> {
     let exists: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM projects WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row([webhook.project_id.to_string()], |row| row.get(0)).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row([webhook.project_id.to_string()], |row| row.get(0))
+                .optional()
+        })
         .map_err(store_error)?;
     if exists.is_none() {
         return Err(StoreError::NotFound);
@@ -104,10 +108,14 @@ fn load_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreR
 }
 
 fn load_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
-    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL");
+    let sql =
+        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL");
     let webhook = conn
         .prepare_cached(&sql)
-        .and_then(|mut stmt| stmt.query_row([id.to_string(), project.to_string()], webhook_from_row).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row([id.to_string(), project.to_string()], webhook_from_row)
+                .optional()
+        })
         .map_err(store_error)?;
     let Some(mut webhook) = webhook else { return Ok(None) };
     webhook.signing_secrets = load_secrets(conn, webhook.id, now)?;
@@ -155,13 +163,19 @@ pub(super) fn update_webhook(
     patch: &WebhookPatch,
     now: Timestamp,
 ) -> StoreResult<Option<Webhook>> {
-    let Some(current) = load_webhook(conn, project, id, now)? else { return Ok(None) };
+    let Some(current) = load_webhook(conn, project, id, now)? else {
+        return Ok(None);
+    };
     let name = patch.name.as_ref().unwrap_or(&current.name);
     let uri = patch.uri.as_ref().unwrap_or(&current.uri);
     let events = patch.subscribed_events.as_ref().unwrap_or(&current.subscribed_events);
     let state = patch.state.unwrap_or(current.state);
     // A user's explicit state change clears the reason Herald recorded.
-    let reason = if patch.state.is_some() { None } else { current.state_reason.clone() };
+    let reason = if patch.state.is_some() {
+        None
+    } else {
+        current.state_reason.clone()
+    };
     conn.prepare_cached(
         "UPDATE webhooks SET name = ?2, uri = ?3, subscribed_events = ?4, state = ?5, state_reason = ?6, update_time = ?7
          WHERE id = ?1",
@@ -184,7 +198,12 @@ pub(super) fn update_webhook(
     load_webhook(conn, project, id, now)
 }
 
-pub(super) fn delete_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool> {
+pub(super) fn delete_webhook(
+    conn: &Connection,
+    project: ProjectId,
+    id: WebhookId,
+    now: Timestamp,
+) -> StoreResult<bool> {
     let changed = conn
         .prepare_cached(
             "UPDATE webhooks SET delete_time = ?3, update_time = ?3, next_due_at = NULL

@@ -95,7 +95,9 @@ impl Writer {
                 None => Err(closed()),
                 Some(conn) => match catch_unwind(AssertUnwindSafe(|| work(conn))) {
                     Ok(result) => result,
-                    Err(_) => Err(StoreError::Corrupt("a storage operation panicked; it was rolled back".into())),
+                    Err(_) => Err(StoreError::Corrupt(
+                        "a storage operation panicked; it was rolled back".into(),
+                    )),
                 },
             };
             let ok = result.is_ok();
@@ -176,7 +178,11 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Job>, closing: &AtomicBool
     }
     receiver.close();
     // Jobs that raced with the close are answered, not run.
-    let leftovers = backlog.queue.into_iter().chain(backlog.api).chain(std::iter::from_fn(|| receiver.try_recv().ok()));
+    let leftovers = backlog
+        .queue
+        .into_iter()
+        .chain(backlog.api)
+        .chain(std::iter::from_fn(|| receiver.try_recv().ok()));
     for job in leftovers {
         let (_, reply) = (job.work)(None);
         reply(Err("the database is closing".into()));
@@ -217,7 +223,11 @@ fn run_in_savepoint(conn: &Connection, work: Work) -> Reply {
         return Box::new(move |_| reply(Err(message)));
     }
     let (ok, reply) = work(Some(conn));
-    let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
+    let end = if ok {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
     if let Err(error) = conn.execute_batch(end) {
         tracing::error!(%error, "cannot close a savepoint");
     }

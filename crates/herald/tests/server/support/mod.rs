@@ -31,9 +31,11 @@ pub struct TestApp {
 
 /// The configuration tests start from: loopback allowed, port 0, quiet logs.
 pub fn test_config(data_dir: &std::path::Path) -> Config {
-    let mut config = Config::default();
-    config.listen = "127.0.0.1:0".parse().unwrap();
-    config.data_dir = data_dir.to_path_buf();
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data_dir.to_path_buf(),
+        ..Config::default()
+    };
     config.security.allow_target_cidrs = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     config.delivery.timeout = Duration::from_secs(5);
     config.delivery.lease = Duration::from_secs(30);
@@ -52,16 +54,37 @@ impl TestApp {
         Self::start(config, data_dir, Arc::new(ManualClock::new(START)), false).await
     }
 
-    pub async fn start(config: Config, data_dir: Arc<tempfile::TempDir>, clock: Arc<ManualClock>, run_dispatcher: bool) -> Self {
-        let deps = Dependencies { clock: clock.clone(), jitter: Arc::new(FixedJitter(0.0)), run_dispatcher };
+    pub async fn start(
+        config: Config,
+        data_dir: Arc<tempfile::TempDir>,
+        clock: Arc<ManualClock>,
+        run_dispatcher: bool,
+    ) -> Self {
+        let deps = Dependencies {
+            clock: clock.clone(),
+            jitter: Arc::new(FixedJitter(0.0)),
+            run_dispatcher,
+        };
         let running = app::start(&config, ADMIN_KEY, deps).await.expect("herald starts");
         let base = format!("http://{}", running.addr);
-        Self { running: Some(running), clock, config, base, http: reqwest::Client::new(), data_dir }
+        Self {
+            running: Some(running),
+            clock,
+            config,
+            base,
+            http: reqwest::Client::new(),
+            data_dir,
+        }
     }
 
     /// Stops this instance and starts a new one on the same data directory.
     pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Config)) -> Self {
-        self.running.take().expect("running").shutdown().await.expect("clean shutdown");
+        self.running
+            .take()
+            .expect("running")
+            .shutdown()
+            .await
+            .expect("clean shutdown");
         let mut config = self.config.clone();
         adjust(&mut config);
         Self::start(config, Arc::clone(&self.data_dir), Arc::clone(&self.clock), false).await
@@ -72,7 +95,13 @@ impl TestApp {
     }
 
     /// Sends a request; `key` is the bearer token, `body` JSON if given.
-    pub async fn call(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(key) = key {
             request = request.bearer_auth(key);
@@ -83,12 +112,23 @@ impl TestApp {
         let response = request.send().await.expect("request sent");
         let status = response.status();
         let text = response.text().await.expect("body read");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
     /// Sends raw bytes with a content type.
-    pub async fn call_raw(&self, method: Method, path: &str, key: &str, content_type: &str, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn call_raw(
+        &self,
+        method: Method,
+        path: &str,
+        key: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let response = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -105,19 +145,37 @@ impl TestApp {
 
     /// A new project and one of its API keys.
     pub async fn project(&self, name: &str) -> Project {
-        let (status, project) = self.call(Method::POST, "/v1/projects", Some(ADMIN_KEY), Some(json!({ "name": name }))).await;
+        let (status, project) = self
+            .call(
+                Method::POST,
+                "/v1/projects",
+                Some(ADMIN_KEY),
+                Some(json!({ "name": name })),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{project}");
         let id = project["id"].as_str().unwrap().to_owned();
-        let (status, key) =
-            self.call(Method::POST, &format!("/v1/projects/{id}/api_keys"), Some(ADMIN_KEY), Some(json!({}))).await;
+        let (status, key) = self
+            .call(
+                Method::POST,
+                &format!("/v1/projects/{id}/api_keys"),
+                Some(ADMIN_KEY),
+                Some(json!({})),
+            )
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{key}");
-        Project { id, key: key["key"].as_str().unwrap().to_owned() }
+        Project {
+            id,
+            key: key["key"].as_str().unwrap().to_owned(),
+        }
     }
 
     /// Registers a webhook; returns its JSON (with `new_signing_secret`).
     pub async fn webhook(&self, project: &Project, uri: &str, events: &[&str]) -> Value {
         let body = json!({ "uri": uri, "subscribed_events": events });
-        let (status, webhook) = self.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body)).await;
+        let (status, webhook) = self
+            .call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+            .await;
         assert_eq!(status, StatusCode::CREATED, "{webhook}");
         webhook
     }
@@ -125,13 +183,17 @@ impl TestApp {
     /// Publishes one event; returns its id.
     pub async fn publish(&self, project: &Project, event_type: &str, data: Value) -> String {
         let body = json!({ "type": event_type, "data": data });
-        let (status, accepted) = self.call(Method::POST, "/v1/events", Some(&project.key), Some(body)).await;
+        let (status, accepted) = self
+            .call(Method::POST, "/v1/events", Some(&project.key), Some(body))
+            .await;
         assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
         accepted["id"].as_str().unwrap().to_owned()
     }
 
     pub async fn event(&self, project: &Project, id: &str) -> Value {
-        let (status, event) = self.call(Method::GET, &format!("/v1/events/{id}"), Some(&project.key), None).await;
+        let (status, event) = self
+            .call(Method::GET, &format!("/v1/events/{id}"), Some(&project.key), None)
+            .await;
         assert_eq!(status, StatusCode::OK, "{event}");
         event
     }

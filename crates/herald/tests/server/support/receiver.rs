@@ -43,7 +43,12 @@ pub struct Reply {
 
 impl Reply {
     pub fn status(status: u16) -> Self {
-        Self { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+        Self {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
     }
 
     pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
@@ -83,7 +88,9 @@ impl Receiver {
         let inner = Arc::new(Inner::default());
         *inner.default.lock().unwrap() = Some(Reply::status(204));
         let app = Router::new().fallback(handle).with_state(Arc::clone(&inner));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -130,9 +137,18 @@ impl Receiver {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, uri: axum::http::Uri, headers: HeaderMap, body: Bytes) -> Response {
-    inner.received.lock().unwrap().push(Received { path: uri.path().to_owned(), headers, body });
+    inner.received.lock().unwrap().push(Received {
+        path: uri.path().to_owned(),
+        headers,
+        body,
+    });
     inner.arrived.notify_waiters();
-    let reply = inner.script.lock().unwrap().pop_front().or_else(|| inner.default.lock().unwrap().clone());
+    let reply = inner
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .or_else(|| inner.default.lock().unwrap().clone());
     let reply = reply.unwrap_or_else(|| Reply::status(204));
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;

@@ -107,3 +107,4 @@ CREATE TABLE idempotency_keys (
     create_time  INTEGER NOT NULL,
     PRIMARY KEY (project_id, key)
 ) WITHOUT ROWID;
+CREATE INDEX idempotency_keys_by_time ON idempotency_keys(create_time);
