@@ -75,9 +75,10 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
             timeout: config.delivery.timeout,
             excerpt_bytes: config.delivery.response_excerpt_bytes,
             max_idle_per_host: usize::try_from(config.delivery.max_in_flight_per_endpoint).unwrap_or(64),
+            ca_file: config.delivery.ca_file.clone(),
         },
     )
-    .context("building the HTTP client (TLS roots)")?;
+    .context("building the HTTPS client")?;
     let dispatcher = Dispatcher::new(
         Arc::clone(&store),
         client,

@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Delays before each retry, e.g. "5s,5m,30m,2h,5h,10h".
     #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_delimiter = ',', value_parser = humantime::parse_duration)]
     retry_schedule: Option<Vec<Duration>>,
+    /// Extra PEM root certificates to trust for HTTPS endpoints (private CA).
+    #[arg(long, env = "HERALD_CA_FILE", value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Attempts in flight at once, in all.
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT")]
     max_in_flight: Option<usize>,
@@ -99,6 +102,9 @@ impl ServeArgs {
         }
         if let Some(schedule) = &self.retry_schedule {
             config.delivery.retry_schedule.clone_from(schedule);
+        }
+        if let Some(path) = &self.ca_file {
+            config.delivery.ca_file = Some(path.clone());
         }
         if let Some(max) = self.max_in_flight {
             config.delivery.max_in_flight = max;

@@ -72,6 +72,10 @@ pub struct DeliveryConfig {
     /// How long shutdown waits for in-flight attempts.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// Extra PEM root certificates trusted for HTTPS endpoints (a private
+    /// CA), beside the system's roots.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -146,6 +150,7 @@ impl Default for DeliveryConfig {
             response_excerpt_bytes: 1024,
             idle_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }

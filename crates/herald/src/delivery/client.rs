@@ -33,6 +33,8 @@ pub struct ClientConfig {
     pub excerpt_bytes: usize,
     /// Idle keep-alive connections kept per endpoint host.
     pub max_idle_per_host: usize,
+    /// Extra PEM certificates trusted for HTTPS, beside the system roots.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// One signed webhook request.
@@ -67,10 +69,13 @@ pub struct DeliveryClient {
 }
 
 impl DeliveryClient {
-    pub fn new(policy: Arc<AddressPolicy>, config: ClientConfig) -> std::io::Result<Self> {
+    pub fn new(policy: Arc<AddressPolicy>, config: ClientConfig) -> Result<Self, TlsSetupError> {
         let connect_timeout = config.timeout.min(Duration::from_secs(10));
+        let tls = rustls::ClientConfig::builder()
+            .with_root_certificates(trust_roots(config.ca_file.as_deref())?)
+            .with_no_client_auth();
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()?
+            .with_tls_config(tls)
             .https_or_http()
             .enable_all_versions()
             .wrap_connector(GuardedConnector::new(policy, connect_timeout));
@@ -147,6 +152,51 @@ async fn read_excerpt(mut body: hyper::body::Incoming, limit: usize) -> String {
     String::from_utf8_lossy(&kept).into_owned()
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("cannot read the CA file {path}: {message}")]
+    CaFile { path: String, message: String },
+    #[error("no trusted root certificates: the system has none and no ca_file is configured")]
+    NoRoots,
+}
+
+/// The system's root certificates plus those in `ca_file`. System roots
+/// that fail to load are skipped (logged); a `ca_file` that fails is an error.
+fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "skipping a system root certificate");
+    }
+    let (_, skipped) = roots.add_parsable_certificates(native.certs);
+    if skipped > 0 {
+        tracing::warn!(skipped, "skipped unparsable system root certificates");
+    }
+    if let Some(path) = ca_file {
+        let fail = |message: String| TlsSetupError::CaFile {
+            path: path.display().to_string(),
+            message,
+        };
+        let certs = CertificateDer::pem_file_iter(path).map_err(|e| fail(e.to_string()))?;
+        let mut added = 0;
+        for cert in certs {
+            roots
+                .add(cert.map_err(|e| fail(e.to_string()))?)
+                .map_err(|e| fail(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(fail("it holds no PEM certificate".into()));
+        }
+    }
+    if roots.is_empty() {
+        return Err(TlsSetupError::NoRoots);
+    }
+    Ok(roots)
+}
+
 /// `Retry-After` as delta-seconds or an HTTP date; unparseable is ignored.
 fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
     let text = value.to_str().ok()?.trim();
@@ -188,12 +238,12 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<AttemptErrorKind
     if cause.downcast_ref::<rustls::Error>().is_some() {
         return Some(AttemptErrorKind::Tls);
     }
+    // `io::Error::source()` skips the error an io::Error wraps, and TLS
+    // failures arrive as io::Error(io::Error(rustls::Error)): look inside.
     if let Some(io) = cause.downcast_ref::<std::io::Error>()
-        && io
-            .get_ref()
-            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+        && let Some(inner) = io.get_ref()
     {
-        return Some(AttemptErrorKind::Tls);
+        return kind_of(inner);
     }
     None
 }

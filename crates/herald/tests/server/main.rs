@@ -10,3 +10,4 @@ mod crash;
 mod delivery;
 mod live;
 mod queue;
+mod tls;

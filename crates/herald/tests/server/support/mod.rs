@@ -2,6 +2,7 @@
 //! manual clock, no jitter and a dispatcher that tests step by hand.
 
 pub mod receiver;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
