@@ -9,5 +9,6 @@ mod api;
 mod crash;
 mod delivery;
 mod live;
+mod process;
 mod queue;
 mod tls;
