@@ -105,7 +105,7 @@ pub async fn closed_loop(
 }
 
 /// Sends one publish every `1/rate` for `duration`, each in its own task,
-/// and returns (publish start, event id) for every accepted event.
+/// and returns (publish start, 202 received, event id) for every accepted event.
 pub async fn open_loop(
     client: &HttpClient,
     url: &str,
@@ -113,7 +113,7 @@ pub async fn open_loop(
     rate: u32,
     duration: Duration,
     body: Bytes,
-) -> anyhow::Result<Vec<(Instant, String)>> {
+) -> anyhow::Result<Vec<(Instant, Instant, String)>> {
     let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -130,7 +130,7 @@ pub async fn open_loop(
             }
             let accepted: serde_json::Value = serde_json::from_slice(&answer)?;
             let id = accepted["id"].as_str().context("event id")?.to_owned();
-            Ok::<_, anyhow::Error>((started, id))
+            Ok::<_, anyhow::Error>((started, Instant::now(), id))
         }));
     }
     let mut sent = Vec::with_capacity(total);

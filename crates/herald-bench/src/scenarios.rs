@@ -292,12 +292,17 @@ async fn latency(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow:
     receiver.stop();
     let mut latencies: Vec<Duration> = sent
         .iter()
-        .filter_map(|(start, id)| {
+        .filter_map(|(start, _, id)| {
             arrivals
                 .get(id)
                 .map(|arrived| arrived.saturating_duration_since(*start))
         })
         .collect();
+    let mut acks: Vec<Duration> = sent
+        .iter()
+        .map(|(start, acked, _)| acked.saturating_duration_since(*start))
+        .collect();
+    acks.sort();
     if latencies.len() != sent.len() {
         bail!(
             "{} of {} events never arrived",
@@ -327,6 +332,12 @@ async fn latency(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow:
         "publish→receive latency max",
         format!("{:.2} ms", at(1.0).as_secs_f64() * 1e3),
         &note,
+    );
+    let ack = |q: f64| acks[((acks.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    table.add(
+        "publish → 202 (durable commit) p50 / p99",
+        format!("{:.2} / {:.2} ms", ack(0.5), ack(0.99)),
+        "the producer's wait, fsync included",
     );
     Ok(())
 }

@@ -29,7 +29,11 @@ fn first_start_generates_and_shows_the_admin_key_once_then_sigterm_stops_cleanly
         child
     };
     let stop = |mut child: std::process::Child| -> String {
-        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
         assert!(status.success());
         let deadline = Instant::now() + Duration::from_secs(20);
         let exit = loop {
@@ -49,7 +53,10 @@ fn first_start_generates_and_shows_the_admin_key_once_then_sigterm_stops_cleanly
     let key_file = data_dir.path().join("admin.key");
     let key = std::fs::read_to_string(&key_file).unwrap().trim().to_owned();
     assert!(key.len() >= 32, "{key}");
-    assert!(stderr.contains(&key), "the generated key is shown at first start: {stderr}");
+    assert!(
+        stderr.contains(&key),
+        "the generated key is shown at first start: {stderr}"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -59,7 +66,11 @@ fn first_start_generates_and_shows_the_admin_key_once_then_sigterm_stops_cleanly
 
     let stderr = stop(start());
     assert!(!stderr.contains(&key), "the key is shown only once: {stderr}");
-    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim(), key, "the key is kept");
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap().trim(),
+        key,
+        "the key is kept"
+    );
 }
 
 #[test]
@@ -82,17 +93,36 @@ fn config_layers_file_then_environment_then_flags() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let printed: toml::Value = toml::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap();
     assert_eq!(printed["listen"].as_str(), Some("127.0.0.1:7000"), "from the file");
-    assert_eq!(printed["delivery"]["timeout"].as_str(), Some("25s"), "the environment beats the file");
-    assert_eq!(printed["delivery"]["max_in_flight"].as_integer(), Some(300), "a flag beats the environment");
-    assert_eq!(printed["delivery"]["max_in_flight_per_endpoint"].as_integer(), Some(64), "defaults fill the rest");
-    let cidrs: Vec<&str> =
-        printed["security"]["allow_target_cidrs"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert_eq!(
+        printed["delivery"]["timeout"].as_str(),
+        Some("25s"),
+        "the environment beats the file"
+    );
+    assert_eq!(
+        printed["delivery"]["max_in_flight"].as_integer(),
+        Some(300),
+        "a flag beats the environment"
+    );
+    assert_eq!(
+        printed["delivery"]["max_in_flight_per_endpoint"].as_integer(),
+        Some(64),
+        "defaults fill the rest"
+    );
+    let cidrs: Vec<&str> = printed["security"]["allow_target_cidrs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(cidrs, ["10.0.0.0/8", "127.0.0.0/8"], "flags add ranges to the file's");
 
     for (args, complaint) in [
         (vec!["config", "--delivery-timeout", "0s"], "delivery.timeout"),
         (vec!["config", "--allow-target-cidr", "not-a-cidr"], "not-a-cidr"),
-        (vec!["config", "--config", "/nonexistent/herald.toml"], "/nonexistent/herald.toml"),
+        (
+            vec!["config", "--config", "/nonexistent/herald.toml"],
+            "/nonexistent/herald.toml",
+        ),
     ] {
         let output = herald().args(&args).output().unwrap();
         assert!(!output.status.success(), "{args:?} must fail");

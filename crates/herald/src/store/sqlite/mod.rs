@@ -11,7 +11,6 @@
 //! [`DeliveryQueue::recover_all_leases`] safe at start-up: every lease in the
 //! database belongs to a process that is gone.
 
-mod checkpointer;
 mod events;
 mod migrations;
 mod projects;
@@ -82,7 +81,6 @@ pub struct SqliteStore {
     /// Set by `close`; the writer thread exits at its next batch.
     closing: Arc<AtomicBool>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
-    checkpoint_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
     path: PathBuf,
@@ -100,25 +98,18 @@ impl SqliteStore {
         let path = data_dir.join("herald.db");
         let mut conn = open_connection(&path, options, false)?;
         migrations::migrate(&mut conn)?;
-        // Checkpoints happen on their own thread (see `checkpointer`).
-        conn.execute_batch("PRAGMA wal_autocheckpoint = 0")
-            .map_err(unavailable)?;
         let readers = (0..options.read_connections.max(1))
             .map(|_| open_connection(&path, options, true))
             .collect::<StoreResult<Vec<_>>>()?;
         let closing = Arc::new(AtomicBool::new(false));
         let (writer, thread) = Writer::spawn(conn, Arc::clone(&closing))
             .map_err(|e| StoreError::Unavailable(format!("cannot start the writer thread: {e}")))?;
-        let checkpoint_conn = checkpointer::open(&path).map_err(unavailable)?;
-        let checkpoint_thread = checkpointer::spawn(checkpoint_conn, Arc::clone(&closing))
-            .map_err(|e| StoreError::Unavailable(format!("cannot start the checkpoint thread: {e}")))?;
         Ok(Self {
             writer,
             readers: ReadPool::new(readers),
             work: Arc::new(Notify::new()),
             closing,
             writer_thread: Mutex::new(Some(thread)),
-            checkpoint_thread: Mutex::new(Some(checkpoint_thread)),
             _lock: lock,
             path,
         })
@@ -151,8 +142,8 @@ fn lock_directory(data_dir: &Path) -> StoreResult<File> {
 }
 
 fn open_connection(path: &Path, options: &SqliteOptions, read_only: bool) -> StoreResult<Connection> {
-    let conn = Connection::open(path).map_err(unavailable)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(unavailable)?;
+    let mut conn = Connection::open(path).map_err(unavailable)?;
+    conn.busy_handler(Some(wait_briefly)).map_err(unavailable)?;
     let synchronous = match options.durability {
         Durability::Full => "FULL",
         Durability::Process => "NORMAL",
@@ -162,6 +153,7 @@ fn open_connection(path: &Path, options: &SqliteOptions, read_only: bool) -> Sto
          PRAGMA synchronous = {synchronous};
          PRAGMA foreign_keys = ON;
          PRAGMA temp_store = MEMORY;
+         PRAGMA journal_size_limit = 67108864;
          PRAGMA cache_size = -{cache};
          PRAGMA query_only = {query_only};",
         cache = options.cache_kib,
@@ -170,6 +162,20 @@ fn open_connection(path: &Path, options: &SqliteOptions, read_only: bool) -> Sto
     .map_err(unavailable)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
+}
+
+/// Busy handler: WAL locks are held for microseconds to milliseconds (a
+/// reader's snapshot, the writer's checkpoint), so poll every 100 µs for up
+/// to 5 s. SQLite's own busy timeout backs off to 100 ms sleeps, which
+/// turned a 1 ms lock wait into a 100 ms publish.
+fn wait_briefly(attempt: i32) -> bool {
+    const POLL: Duration = Duration::from_micros(100);
+    const GIVE_UP_AFTER: i32 = 50_000;
+    if attempt >= GIVE_UP_AFTER {
+        return false;
+    }
+    std::thread::sleep(POLL);
+    true
 }
 
 pub(crate) fn unavailable(error: rusqlite::Error) -> StoreError {
@@ -351,9 +357,8 @@ impl Store for SqliteStore {
         self.closing.store(true, Ordering::SeqCst);
         // Wakes the writer so that it sees `closing`, finishes and checkpoints.
         let _ = self.writer.write(Lane::Api, 1, |_| Ok(())).await;
-        let threads = [&self.writer_thread, &self.checkpoint_thread]
-            .map(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
-        for thread in threads.into_iter().flatten() {
+        let thread = self.writer_thread.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(thread) = thread {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         self.readers.close();
