@@ -140,9 +140,12 @@ pub async fn open_loop(
     Ok(sent)
 }
 
-/// Sends `requests_per_second` requests for `duration`, paced in 1 ms ticks
-/// (open loop: a slow server does not slow the sender), and returns how
-/// many were answered with a 2xx. Any other answer is an error.
+/// Sends `requests_per_second` requests for `duration` from `PACED_WORKERS`
+/// connections. Each worker follows its own fixed schedule and, when it
+/// falls behind (a slow answer), sends back to back until it catches up:
+/// the offered rate does not drop because the server slows down, and
+/// connections stay bounded. Returns how many were answered 2xx; any other
+/// answer is an error.
 pub async fn paced(
     client: &HttpClient,
     url: &str,
@@ -151,28 +154,31 @@ pub async fn paced(
     duration: Duration,
     body: Bytes,
 ) -> anyhow::Result<u64> {
-    let mut ticker = tokio::time::interval(Duration::from_millis(1));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let ticks = duration.as_millis() as u64;
-    let per_tick = requests_per_second / 1000.0;
-    let mut owed = 0.0;
-    let mut tasks = Vec::new();
-    for _ in 0..ticks {
-        ticker.tick().await;
-        owed += per_tick;
-        while owed >= 1.0 {
-            owed -= 1.0;
+    const PACED_WORKERS: usize = 128;
+    let total = (requests_per_second * duration.as_secs_f64()).round() as u64;
+    let interval = Duration::from_secs_f64(PACED_WORKERS as f64 / requests_per_second);
+    let start = tokio::time::Instant::now();
+    let workers: Vec<_> = (0..PACED_WORKERS as u64)
+        .map(|worker| {
             let (client, url, key, body) = (client.clone(), url.to_owned(), key.to_owned(), body.clone());
-            tasks.push(tokio::spawn(async move { post(&client, &url, Some(&key), body).await }));
-        }
-    }
+            tokio::spawn(async move {
+                let offset = interval.mul_f64(worker as f64 / PACED_WORKERS as f64);
+                let mut ok = 0u64;
+                for (n, _) in (worker..total).step_by(PACED_WORKERS).enumerate() {
+                    tokio::time::sleep_until(start + offset + interval * n as u32).await;
+                    let (status, answer) = post(&client, &url, Some(&key), body.clone()).await?;
+                    if !status.is_success() {
+                        bail!("{url} answered {status}: {}", String::from_utf8_lossy(&answer));
+                    }
+                    ok += 1;
+                }
+                Ok::<_, anyhow::Error>(ok)
+            })
+        })
+        .collect();
     let mut ok = 0;
-    for task in tasks {
-        let (status, answer) = task.await??;
-        if !status.is_success() {
-            bail!("{url} answered {status}: {}", String::from_utf8_lossy(&answer));
-        }
-        ok += 1;
+    for worker in workers {
+        ok += worker.await??;
     }
     Ok(ok)
 }
