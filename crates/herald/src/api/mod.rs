@@ -66,7 +66,26 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(deadline))
         .with_state(state)
+}
+
+/// The longest a request may take, body upload included.
+const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Bounds every request, so a stalled client or an overloaded store cannot
+/// hold a handler forever. A publish cut off here may still commit (its
+/// write is already queued): retrying with the same `Idempotency-Key` is safe.
+async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Unavailable(format!(
+            "the request did not complete within {}s; it may still take effect: retry with the same Idempotency-Key",
+            REQUEST_DEADLINE.as_secs()
+        ))
+        .into_response(),
+    }
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {
