@@ -48,6 +48,34 @@ fn batch_bytes(size: usize) -> Bytes {
     Bytes::from(json!({ "events": events }).to_string())
 }
 
+/// One event per request, or `events:batchCreate` of `--batch-size`.
+struct PublishShape {
+    label: String,
+    path: &'static str,
+    body: Bytes,
+    per_request: u64,
+}
+
+impl PublishShape {
+    fn new(args: &Args, batch: bool) -> Self {
+        if batch {
+            Self {
+                label: format!("batchCreate ×{}", args.batch_size),
+                path: "/v1/events:batchCreate",
+                body: batch_bytes(args.batch_size),
+                per_request: args.batch_size as u64,
+            }
+        } else {
+            Self {
+                label: "single-event".to_owned(),
+                path: "/v1/events",
+                body: event_bytes(),
+                per_request: 1,
+            }
+        }
+    }
+}
+
 /// Starts Herald, makes a project, a key and one webhook to `target`.
 async fn herald_with_webhook(
     args: &Args,
@@ -148,16 +176,9 @@ async fn throughput(
 ) -> anyhow::Result<()> {
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let (herald, key) = herald_with_webhook(args, client, &format!("http://{}/", receiver.addr), &[]).await?;
-    let (path, body, per_request) = if batch {
-        (
-            "/v1/events:batchCreate",
-            batch_bytes(args.batch_size),
-            args.batch_size as u64,
-        )
-    } else {
-        ("/v1/events", event_bytes(), 1)
-    };
-    let url = format!("{}{path}", herald.base);
+    let shape = PublishShape::new(args, batch);
+    let (label, body, per_request) = (shape.label, shape.body, shape.per_request);
+    let url = format!("{}{}", herald.base, shape.path);
     let started = Instant::now();
     let (requests, elapsed) = load::closed_loop(client, &url, Some(&key), args.publishers, args.duration, body).await?;
     let delivered_in_window = receiver.count();
@@ -167,11 +188,6 @@ async fn throughput(
     let (rss, peak) = herald.rss_mib()?;
     herald.stop();
     receiver.stop();
-    let label = if batch {
-        format!("batchCreate ×{}", args.batch_size)
-    } else {
-        "single-event".to_owned()
-    };
     let publish_rate = published as f64 / elapsed.as_secs_f64();
     let delivered_rate = delivered_in_window as f64 / elapsed.as_secs_f64();
     let overall = published as f64 / total.as_secs_f64();
@@ -218,17 +234,9 @@ async fn sustained(
 ) -> anyhow::Result<()> {
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     let (herald, key) = herald_with_webhook(args, client, &format!("http://{}/", receiver.addr), &[]).await?;
-    let (path, body, per_request) = if batch {
-        ("/v1/events:batchCreate", batch_bytes(args.batch_size), args.batch_size)
-    } else {
-        ("/v1/events", event_bytes(), 1)
-    };
-    let label = if batch {
-        format!("batchCreate ×{}", args.batch_size)
-    } else {
-        "single-event".to_owned()
-    };
-    let url = format!("{}{path}", herald.base);
+    let shape = PublishShape::new(args, batch);
+    let (label, body, per_request) = (shape.label, shape.body, shape.per_request as usize);
+    let url = format!("{}{}", herald.base, shape.path);
     let mut best = None;
     for rate in args.rates.iter().copied() {
         let before = receiver.count();

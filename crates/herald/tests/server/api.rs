@@ -455,26 +455,10 @@ async fn health_readiness_and_metrics() {
     app.publish(&project, "batch.succeeded", json!({})).await;
     assert_eq!(app.call(Method::GET, "/healthz", None, None).await.0, 200);
     assert_eq!(app.call(Method::GET, "/readyz", None, None).await.0, 200);
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("herald_deliveries_pending 1"), "{metrics}");
     app.deliver_due().await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(metrics.contains("herald_deliveries_pending 0"), "{metrics}");
     assert!(
         metrics.contains("herald_delivery_attempts_total{outcome=\"success\"} 1"),
