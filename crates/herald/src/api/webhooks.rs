@@ -175,8 +175,17 @@ pub(super) async fn create(
     let subscribed_events = subscribed_events(&value.subscribed_events)?;
     let name = match value.name.as_deref() {
         Some(name) => Name::parse(name).map_err(ApiError::invalid_field("name"))?,
-        None => Name::parse(&uri.host().map(|h| h.to_string()).unwrap_or_default())
-            .map_err(ApiError::invalid_field("name"))?,
+        // Default: the host, cut to a valid name's length.
+        None => {
+            let host: String = uri
+                .host()
+                .map(|h| h.to_string())
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
+            Name::parse(&host).map_err(ApiError::invalid_field("name"))?
+        }
     };
     let signing = match value.signing.as_deref() {
         None => SigningKind::Hmac,

@@ -94,17 +94,15 @@ impl DeliveryClient {
     /// Sends one request; every failure is an outcome, never an error.
     pub async fn send(&self, request: SignedRequest<'_>) -> (Response, Duration) {
         let started = Instant::now();
-        let response = match tokio::time::timeout(self.config.timeout, self.exchange(request)).await {
-            Ok(response) => response,
-            Err(_) => Response::Failed {
-                kind: AttemptErrorKind::Timeout,
-                message: format!("no complete response within {:?}", self.config.timeout),
-            },
-        };
+        let deadline = tokio::time::Instant::from_std(started + self.config.timeout);
+        let response = self.exchange(request, deadline).await;
         (response, started.elapsed())
     }
 
-    async fn exchange(&self, request: SignedRequest<'_>) -> Response {
+    /// Sends, waits for the status line until `deadline`, then reads what
+    /// of the body arrives before it. Once a status has arrived the attempt
+    /// is judged by it: a 2xx whose body trickles in is still a success.
+    async fn exchange(&self, request: SignedRequest<'_>, deadline: tokio::time::Instant) -> Response {
         let built = Request::post(request.uri.as_str())
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, self.user_agent.clone())
@@ -115,19 +113,27 @@ impl DeliveryClient {
         let built = match built {
             Ok(built) => built,
             Err(error) => {
+                let message = format!("cannot build the request: {error}");
                 return Response::Failed {
                     kind: AttemptErrorKind::Protocol,
-                    message: format!("cannot build the request: {error}"),
+                    message,
                 };
             }
         };
-        let response = match self.client.request(built).await {
-            Ok(response) => response,
-            Err(error) => return classify(&error),
+        let response = match tokio::time::timeout_at(deadline, self.client.request(built)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => return classify(&error),
+            Err(_) => {
+                let message = format!("no response within {:?}", self.config.timeout);
+                return Response::Failed {
+                    kind: AttemptErrorKind::Timeout,
+                    message,
+                };
+            }
         };
         let code = response.status().as_u16();
         let retry_after = response.headers().get(RETRY_AFTER).and_then(parse_retry_after);
-        let excerpt = read_excerpt(response.into_body(), self.config.excerpt_bytes).await;
+        let excerpt = read_excerpt(response.into_body(), self.config.excerpt_bytes, deadline).await;
         Response::Status {
             code,
             retry_after,
@@ -136,13 +142,16 @@ impl DeliveryClient {
     }
 }
 
-/// Reads up to `DRAIN_LIMIT` bytes, keeping the first `limit` as text. A
-/// body that breaks off is not an error: the status already arrived.
-async fn read_excerpt(mut body: hyper::body::Incoming, limit: usize) -> String {
+/// Reads up to `DRAIN_LIMIT` bytes until `deadline`, keeping the first
+/// `limit` as text. A body that breaks off or stalls is not an error: the
+/// status already arrived. (An unfinished body closes its connection.)
+async fn read_excerpt(mut body: hyper::body::Incoming, limit: usize, deadline: tokio::time::Instant) -> String {
     let mut kept = Vec::with_capacity(limit.min(1024));
     let mut total = 0usize;
     while total <= DRAIN_LIMIT {
-        let Some(Ok(frame)) = body.frame().await else { break };
+        let Ok(Some(Ok(frame))) = tokio::time::timeout_at(deadline, body.frame()).await else {
+            break;
+        };
         if let Some(data) = frame.data_ref() {
             total += data.len();
             let room = limit.saturating_sub(kept.len());

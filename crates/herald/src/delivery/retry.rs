@@ -9,9 +9,11 @@
 //!    endpoint is gone for good);
 //! 3. attempts used up (1 + the schedule's length), or the retry window
 //!    (`max_age` after the event) closed: failed;
-//! 4. otherwise retry after the schedule's next delay ± jitter, or after the
-//!    receiver's `Retry-After` on 429/503 (clamped to `retry_after_max`); never
-//!    later than the window's end, so the last attempt happens within it.
+//! 4. otherwise retry after the schedule's next delay ± jitter; on 429/503 a
+//!    longer `Retry-After` (clamped to `retry_after_max`) pushes the retry
+//!    later, a shorter one never brings it earlier (a receiver saying "retry
+//!    in 1 s" must not burn the attempts meant to span 24 hours); never later
+//!    than the window's end, so the last attempt happens within it.
 
 use std::time::Duration;
 
@@ -100,9 +102,10 @@ impl RetryPolicy {
         if now >= deadline {
             return decided(NextStep::Failed);
         }
+        let scheduled = scaled(*scheduled, self.jitter * jitter_sample.clamp(-1.0, 1.0));
         let delay = match retry_after {
-            Some(asked) => asked.clamp(Duration::from_secs(1), self.retry_after_max),
-            None => scaled(*scheduled, self.jitter * jitter_sample.clamp(-1.0, 1.0)),
+            Some(asked) => scheduled.max(asked.min(self.retry_after_max)),
+            None => scheduled,
         };
         decided(NextStep::RetryAt(now.saturating_add(delay).min(deadline)))
     }
@@ -115,8 +118,9 @@ fn decided(next: NextStep) -> Decision {
     }
 }
 
+/// `delay × (1 + factor)`, saturating instead of panicking on overflow.
 fn scaled(delay: Duration, factor: f64) -> Duration {
-    delay.mul_f64((1.0 + factor).max(0.0))
+    Duration::try_from_secs_f64(delay.as_secs_f64() * (1.0 + factor).max(0.0)).unwrap_or(Duration::MAX)
 }
 
 /// A source of jitter samples in [-1, 1], injected so tests are exact.
@@ -219,23 +223,40 @@ mod tests {
             code,
             retry_after: Some(secs(s)),
         };
+        let after = |attempt, outcome| policy.decide(attempt, outcome, T0, T0, 0.0).next;
         assert_eq!(
-            policy.decide(1, throttled(429, 120), T0, T0, 0.0).next,
+            after(1, throttled(429, 120)),
             NextStep::RetryAt(T0.saturating_add(secs(120)))
         );
+        // A shorter Retry-After never brings a retry earlier than the schedule.
         assert_eq!(
-            policy.decide(1, throttled(503, 0), T0, T0, 0.0).next,
-            NextStep::RetryAt(T0.saturating_add(secs(1)))
+            after(1, throttled(503, 0)),
+            NextStep::RetryAt(T0.saturating_add(secs(5)))
         );
         assert_eq!(
-            policy.decide(1, throttled(429, 86_400), T0, T0, 0.0).next,
+            after(3, throttled(429, 1)),
+            NextStep::RetryAt(T0.saturating_add(secs(1800)))
+        );
+        assert_eq!(
+            after(1, throttled(429, 86_400)),
             NextStep::RetryAt(T0.saturating_add(secs(3600)))
         );
         // Other statuses ignore Retry-After.
         assert_eq!(
-            policy.decide(1, throttled(500, 120), T0, T0, 0.0).next,
+            after(1, throttled(500, 120)),
             NextStep::RetryAt(T0.saturating_add(secs(5)))
         );
+    }
+
+    #[test]
+    fn huge_delays_saturate_instead_of_panicking() {
+        let policy = RetryPolicy {
+            schedule: vec![Duration::MAX],
+            jitter: 1.0,
+            ..RetryPolicy::default()
+        };
+        let decision = policy.decide(1, fail(500), T0, T0, 1.0);
+        assert_eq!(decision.next, NextStep::RetryAt(T0.saturating_add(secs(24 * 3600))));
     }
 
     #[test]

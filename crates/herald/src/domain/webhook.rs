@@ -40,6 +40,15 @@ impl EndpointUri {
         if url.fragment().is_some() {
             return Err(Invalid::new("the URI must not contain a fragment (#...)"));
         }
+        if url.port() == Some(0) {
+            return Err(Invalid::new("port 0 cannot be connected to"));
+        }
+        // Normalising percent-encodes non-ASCII, so check the stored form too.
+        if url.as_str().len() > MAX_URI_LEN {
+            return Err(Invalid::new(format!(
+                "the URI must be at most {MAX_URI_LEN} bytes once percent-encoded"
+            )));
+        }
         Ok(Self(url))
     }
 
@@ -169,5 +178,10 @@ mod tests {
         }
         let long = format!("https://example.com/{}", "a".repeat(2100));
         assert!(EndpointUri::parse(&long).is_err());
+        // Short as typed, too long once percent-encoded (é becomes %C3%A9).
+        let encoded = format!("https://example.com/{}", "é".repeat(1000));
+        assert!(encoded.len() <= 2048);
+        assert!(EndpointUri::parse(&encoded).is_err());
+        assert!(EndpointUri::parse("http://example.com:0/").is_err());
     }
 }

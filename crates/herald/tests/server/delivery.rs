@@ -297,3 +297,58 @@ async fn disabled_webhooks_hold_deliveries_until_enabled_and_deleted_ones_fail_t
     assert_eq!(app.deliver_due().await, 1);
     assert_eq!(receiver.received()[0].path, "/held");
 }
+
+#[tokio::test]
+async fn a_success_whose_body_stalls_is_still_a_success() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = TestApp::spawn_with(|config| {
+        config.delivery.timeout = Duration::from_millis(300);
+        config.delivery.lease = Duration::from_secs(10);
+    })
+    .await;
+    // Answers 200 with 3 of the 10 body bytes it promised, then goes quiet.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 65536];
+                let _ = socket.read(&mut buffer).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            });
+        }
+    });
+    let project = app.project("acme").await;
+    app.webhook(&project, &format!("http://127.0.0.1:{port}/"), &["*"])
+        .await;
+    let event_id = app.publish(&project, "batch.succeeded", json!({})).await;
+    assert_eq!(app.deliver_due().await, 1);
+    let delivery = &app.event(&project, &event_id).await["deliveries"][0];
+    assert_eq!(delivery["state"], "succeeded", "{delivery}");
+    assert_eq!(delivery["last_attempt"]["status_code"], 200);
+    assert_eq!(delivery["last_attempt"]["response_excerpt"], "abc");
+}
+
+#[tokio::test]
+async fn a_short_retry_after_does_not_use_up_the_attempts() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::status(429).with_header("retry-after", "1"));
+    let project = app.project("acme").await;
+    app.webhook(&project, &receiver.url("/"), &["*"]).await;
+    let event_id = app.publish(&project, "batch.succeeded", json!({})).await;
+    assert_eq!(app.deliver_due().await, 1);
+    for _ in 0..10 {
+        app.advance(Duration::from_secs(1));
+        app.deliver_due().await;
+    }
+    // Ten seconds of "retry in 1 s": the schedule (5 s, then 5 min) still rules.
+    assert_eq!(receiver.count(), 2);
+    assert_eq!(
+        app.event(&project, &event_id).await["deliveries"][0]["state"],
+        "pending"
+    );
+}
