@@ -140,7 +140,7 @@ impl Default for DeliveryConfig {
         let policy = crate::delivery::RetryPolicy::default();
         Self {
             timeout: Duration::from_secs(15),
-            max_in_flight: 512,
+            max_in_flight: 1024,
             max_in_flight_per_endpoint: 64,
             retry_schedule: policy.schedule,
             jitter: policy.jitter,
@@ -266,7 +266,7 @@ mod tests {
     fn partial_files_keep_defaults_and_unknown_keys_fail() {
         let config = Config::from_toml("[delivery]\ntimeout = \"30s\"\n").expect("parses");
         assert_eq!(config.delivery.timeout, Duration::from_secs(30));
-        assert_eq!(config.delivery.max_in_flight, 512);
+        assert_eq!(config.delivery.max_in_flight, 1024);
         assert!(Config::from_toml("[delivery]\ntimeot = \"30s\"\n").is_err());
         assert!(Config::from_toml("[security]\nallow_target_cidrs = [\"not-a-cidr\"]\n").is_err());
     }

@@ -7,11 +7,19 @@
 //! then sleep until new work is published, room frees up, the next known
 //! due time, or the idle poll (a backstop).
 //!
-//! Prefetch: a claim may take up to twice an endpoint's cap. Jobs beyond
-//! the cap wait, leased, in that endpoint's local queue, and the task that
-//! finishes a request takes the next one at once: per-endpoint throughput
-//! does not wait for a store round trip per request. Leases are far longer
-//! than this wait (seconds against milliseconds).
+//! Prefetch: a claim may take up to twice a healthy endpoint's cap. Jobs
+//! beyond the cap wait, leased, in that endpoint's local queue, and the task
+//! that finishes a request takes the next one at once: per-endpoint
+//! throughput does not wait for a store round trip per request. Leases are
+//! longer than this wait (the configuration requires lease > 2 × timeout).
+//!
+//! Adaptive caps: an endpoint that times out, refuses or resets
+//! connections, or answers 429/502/503/504 has its cap halved (down to 1)
+//! and gets no prefetch; each 2xx raises the cap by one, back to the
+//! configured maximum. No endpoint holds more than an eighth of
+//! `max_in_flight`. So slow endpoints, even many with deep backlogs, settle
+//! at one request each within a timeout or two, and leave the rest of the
+//! budget to healthy ones.
 //!
 //! Failure policy: a failed claim is retried after a pause; a completion
 //! that cannot be written is retried until shutdown; if the process dies
@@ -62,13 +70,15 @@ pub struct Dispatcher {
 
 /// What this dispatcher holds. Three views of the same deliveries:
 /// `leases`: claimed and not yet recorded (bounded by `max_in_flight`);
-/// `requests`: HTTP exchanges open per webhook (bounded by the per-endpoint
-/// cap); `waiting`: claimed, leased, queued behind that cap.
+/// `requests`: HTTP exchanges open per webhook (bounded by its cap);
+/// `waiting`: claimed, leased, queued behind that cap. And `caps`: the
+/// current cap of endpoints below the configured maximum.
 #[derive(Default)]
 struct InFlight {
     leases: HashMap<DeliveryId, LeaseToken>,
     requests: HashMap<WebhookId, u32>,
     waiting: HashMap<WebhookId, VecDeque<(DeliveryJob, EndpointSigner)>>,
+    caps: HashMap<WebhookId, u32>,
 }
 
 /// Where finished attempts go to be recorded.
@@ -101,7 +111,7 @@ impl Dispatcher {
     /// outcomes, and returns how many attempts were made. Tests call this
     /// instead of running the loop, so they control every step.
     pub async fn run_once(&self) -> StoreResult<usize> {
-        let (jobs, _) = self.claim(1).await?;
+        let (jobs, _) = self.claim(Prefetch::None).await?;
         let signers = signers(&jobs);
         let context = self.context();
         let completions = join_all(
@@ -110,8 +120,10 @@ impl Dispatcher {
         )
         .await;
         if let Ok(mut state) = self.in_flight.lock() {
-            for job in &jobs {
-                state.request_done(job.endpoint.webhook_id);
+            for (job, completion) in jobs.iter().zip(&completions) {
+                let webhook = job.endpoint.webhook_id;
+                state.adjust_cap(webhook, Health::of(completion), self.config.max_in_flight_per_endpoint);
+                state.request_done(webhook);
             }
         }
         self.persist(&completions).await?;
@@ -125,7 +137,7 @@ impl Dispatcher {
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(finished));
         let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
-            let pause = match self.claim(2).await {
+            let pause = match self.claim(Prefetch::Healthy).await {
                 Ok((jobs, next_due)) => {
                     self.start(jobs, &mut tasks, &outcomes);
                     self.pause_until(next_due)
@@ -164,11 +176,11 @@ impl Dispatcher {
     /// queues it behind the cap.
     fn start(self: &Arc<Self>, jobs: Vec<DeliveryJob>, tasks: &mut JoinSet<()>, outcomes: &Outcomes) {
         let signers = signers(&jobs);
-        let cap = self.config.max_in_flight_per_endpoint;
         for job in jobs {
             let webhook = job.endpoint.webhook_id;
             let signer = Arc::clone(&signers[&webhook]);
             let Ok(mut state) = self.in_flight.lock() else { return };
+            let cap = state.cap(webhook, self.config.max_in_flight_per_endpoint);
             let open = state.requests.entry(webhook).or_default();
             if *open < cap {
                 *open += 1;
@@ -185,9 +197,14 @@ impl Dispatcher {
     async fn attempt_loop(self: Arc<Self>, mut job: DeliveryJob, mut signer: EndpointSigner, outcomes: Outcomes) {
         loop {
             let completion = attempt(&self.context(), &job, &signer).await;
+            let webhook = job.endpoint.webhook_id;
+            let health = Health::of(&completion);
             let _ = outcomes.send(completion);
             let next = match self.in_flight.lock() {
-                Ok(mut state) => state.next_or_release(job.endpoint.webhook_id),
+                Ok(mut state) => {
+                    state.adjust_cap(webhook, health, self.config.max_in_flight_per_endpoint);
+                    state.next_or_release(webhook, self.config.max_in_flight_per_endpoint)
+                }
                 Err(_) => None,
             };
             self.room.notify_one();
@@ -220,24 +237,29 @@ impl Dispatcher {
         self.config.max_in_flight.saturating_sub(held)
     }
 
-    /// Claims as much as the limits allow (up to `window` × the per-endpoint
-    /// cap per webhook, counting what is open or queued) and records it.
-    async fn claim(&self, window: u32) -> StoreResult<(Vec<DeliveryJob>, Option<Timestamp>)> {
+    /// Claims as much as the limits allow (each webhook up to its window,
+    /// counting what it has open or queued) and records it.
+    async fn claim(&self, prefetch: Prefetch) -> StoreResult<(Vec<DeliveryJob>, Option<Timestamp>)> {
         let limit = self.room_left();
         if limit == 0 {
             return Ok((Vec::new(), None));
         }
         let now = self.clock.now();
-        let in_flight = match self.in_flight.lock() {
-            Ok(state) => state.per_endpoint(),
+        let windows = Windows {
+            max_cap: self.config.max_in_flight_per_endpoint,
+            prefetch,
+            ceiling: u32::try_from(self.config.max_in_flight / 8).unwrap_or(u32::MAX).max(1),
+        };
+        let room = match self.in_flight.lock() {
+            Ok(state) => state.room(&windows),
             Err(_) => Vec::new(),
         };
         let request = ClaimRequest {
             now,
             lease_until: now.saturating_add(self.config.lease),
             limit,
-            per_endpoint_limit: self.config.max_in_flight_per_endpoint.saturating_mul(window),
-            in_flight,
+            default_room: windows.of(windows.max_cap),
+            room,
         };
         let batch = self.store.claim(request).await?;
         if let Ok(mut state) = self.in_flight.lock() {
@@ -318,18 +340,54 @@ impl Dispatcher {
 }
 
 impl InFlight {
-    /// Open plus queued deliveries per webhook, as the claim counts them.
-    fn per_endpoint(&self) -> Vec<(WebhookId, u32)> {
-        let mut counts: HashMap<WebhookId, u32> = self.requests.clone();
-        for (webhook, queued) in &self.waiting {
-            *counts.entry(*webhook).or_default() += u32::try_from(queued.len()).unwrap_or(u32::MAX);
-        }
-        counts.into_iter().filter(|(_, count)| *count > 0).collect()
+    fn cap(&self, webhook: WebhookId, max_cap: u32) -> u32 {
+        self.caps.get(&webhook).copied().unwrap_or(max_cap)
     }
 
-    /// The endpoint's next queued job (keeping the request slot), or frees the slot.
-    fn next_or_release(&mut self, webhook: WebhookId) -> Option<(DeliveryJob, EndpointSigner)> {
-        if let Some(queue) = self.waiting.get_mut(&webhook) {
+    /// How many more each busy or degraded webhook may be given.
+    fn room(&self, windows: &Windows) -> Vec<(WebhookId, u32)> {
+        let mut busy: HashMap<WebhookId, u32> = self.requests.clone();
+        for (webhook, queued) in &self.waiting {
+            *busy.entry(*webhook).or_default() += u32::try_from(queued.len()).unwrap_or(u32::MAX);
+        }
+        for webhook in self.caps.keys() {
+            busy.entry(*webhook).or_default();
+        }
+        busy.into_iter()
+            .map(|(webhook, held)| {
+                let window = windows.of(self.cap(webhook, windows.max_cap));
+                (webhook, window.saturating_sub(held))
+            })
+            .collect()
+    }
+
+    /// Halves the cap after a sign of overload, raises it by one after a success.
+    fn adjust_cap(&mut self, webhook: WebhookId, health: Health, max_cap: u32) {
+        let cap = self.cap(webhook, max_cap);
+        let new_cap = match health {
+            Health::Overloaded => (cap / 2).max(1),
+            Health::Good => (cap + 1).min(max_cap),
+            Health::Neutral => cap,
+        };
+        if new_cap == cap {
+            return;
+        }
+        if new_cap < cap {
+            tracing::debug!(%webhook, cap = new_cap, "endpoint struggling: fewer concurrent requests");
+        }
+        if new_cap >= max_cap {
+            self.caps.remove(&webhook);
+        } else {
+            self.caps.insert(webhook, new_cap);
+        }
+    }
+
+    /// The endpoint's next queued job (keeping the request slot), or frees
+    /// the slot: when nothing waits, or when the endpoint has more requests
+    /// open than its (lowered) cap.
+    fn next_or_release(&mut self, webhook: WebhookId, max_cap: u32) -> Option<(DeliveryJob, EndpointSigner)> {
+        let over_cap = self.requests.get(&webhook).copied().unwrap_or(0) > self.cap(webhook, max_cap);
+        if !over_cap && let Some(queue) = self.waiting.get_mut(&webhook) {
             let next = queue.pop_front();
             if queue.is_empty() {
                 self.waiting.remove(&webhook);
@@ -348,6 +406,55 @@ impl InFlight {
             if *open == 0 {
                 self.requests.remove(&webhook);
             }
+        }
+    }
+}
+
+/// Whether a claim may take more than a webhook's cap, to queue locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Prefetch {
+    /// No: every claimed job starts at once (single steps in tests).
+    None,
+    /// Up to twice the cap, for endpoints at their full cap.
+    Healthy,
+}
+
+/// How many deliveries a webhook may hold (open plus queued).
+struct Windows {
+    max_cap: u32,
+    prefetch: Prefetch,
+    /// No webhook holds more than this share of `max_in_flight`.
+    ceiling: u32,
+}
+
+impl Windows {
+    fn of(&self, cap: u32) -> u32 {
+        let window = match self.prefetch {
+            Prefetch::Healthy if cap >= self.max_cap => cap.saturating_mul(2),
+            _ => cap,
+        };
+        window.min(self.ceiling).max(1)
+    }
+}
+
+/// What one outcome says about the endpoint's capacity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Health {
+    Good,
+    /// Slow or refusing: timeouts, broken connections, throttling statuses.
+    Overloaded,
+    /// Says nothing about load (a 4xx, a fast 500, a signing problem).
+    Neutral,
+}
+
+impl Health {
+    fn of(completion: &Completion) -> Self {
+        use crate::domain::AttemptErrorKind as Kind;
+        match (completion.attempt.status_code, completion.attempt.error_kind) {
+            (Some(200..=299), _) => Self::Good,
+            (Some(429 | 502 | 503 | 504), _) => Self::Overloaded,
+            (None, Some(Kind::Timeout | Kind::Connect | Kind::Tls | Kind::Protocol)) => Self::Overloaded,
+            _ => Self::Neutral,
         }
     }
 }

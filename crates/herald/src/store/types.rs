@@ -135,10 +135,10 @@ pub struct ClaimRequest {
     pub lease_until: Timestamp,
     /// At most this many deliveries in all.
     pub limit: usize,
-    /// At most this many in flight per webhook, counting `in_flight`.
-    pub per_endpoint_limit: u32,
-    /// Deliveries this worker already has in flight, per webhook.
-    pub in_flight: Vec<(WebhookId, u32)>,
+    /// At most this many for a webhook not listed in `room`.
+    pub default_room: u32,
+    /// At most this many for each listed webhook (0: skip it this time).
+    pub room: Vec<(WebhookId, u32)>,
 }
 
 /// A webhook as the dispatcher needs it for one claim: where to send and

@@ -86,3 +86,45 @@ async fn shutdown_lets_in_flight_attempts_finish_or_returns_them() {
         "succeeded"
     );
 }
+
+#[tokio::test]
+async fn many_stalled_endpoints_with_backlogs_do_not_starve_a_healthy_one() {
+    // Eight endpoints that never answer, each with a backlog, fill the whole
+    // in-flight budget (8 × an eighth of it); their timeouts must shrink
+    // them to one request each so the healthy endpoint gets through.
+    let app = live_app(|config| {
+        config.delivery.max_in_flight = 16;
+        config.delivery.max_in_flight_per_endpoint = 4;
+        config.delivery.timeout = Duration::from_millis(500);
+        config.delivery.lease = Duration::from_secs(30);
+        config.delivery.shutdown_grace = Duration::from_millis(50);
+    })
+    .await;
+    let stalled = Receiver::start().await;
+    stalled.always(Reply::status(200).after(Duration::from_secs(60)));
+    let healthy = Receiver::start().await;
+    let project = app.project("acme").await;
+    for n in 0..8 {
+        app.webhook(&project, &stalled.url(&format!("/{n}")), &[&format!("slow{n}.*")])
+            .await;
+    }
+    app.webhook(&project, &healthy.url("/"), &["fast.*"]).await;
+    for n in 0..8 {
+        for _ in 0..30 {
+            app.publish(&project, &format!("slow{n}.x"), json!({})).await;
+        }
+    }
+    stalled.wait_for(16, Duration::from_secs(10)).await;
+    for _ in 0..20 {
+        app.publish(&project, "fast.x", json!({})).await;
+    }
+    healthy.wait_for(20, Duration::from_secs(20)).await;
+    // Without adaptive caps the healthy endpoint waits for the whole stalled
+    // backlog (240 requests); now only for the stalled ones' first timeouts.
+    let stalled_requests = stalled.count();
+    assert!(
+        stalled_requests <= 64,
+        "healthy deliveries waited for {stalled_requests} stalled requests"
+    );
+    app.running.unwrap().shutdown().await.unwrap();
+}

@@ -9,13 +9,13 @@ use serde_json::json;
 
 use crate::support::{Receiver, START, TestApp};
 
-fn claim(now: Timestamp, limit: usize, per_endpoint: u32, in_flight: Vec<(WebhookId, u32)>) -> ClaimRequest {
+fn claim(now: Timestamp, limit: usize, per_endpoint: u32, room: Vec<(WebhookId, u32)>) -> ClaimRequest {
     ClaimRequest {
         now,
         lease_until: now.saturating_add(Duration::from_secs(30)),
         limit,
-        per_endpoint_limit: per_endpoint,
-        in_flight,
+        default_room: per_endpoint,
+        room,
     }
 }
 
@@ -91,7 +91,7 @@ async fn expired_leases_are_reclaimed_and_stale_completions_are_fenced() {
 }
 
 #[tokio::test]
-async fn claims_skip_endpoints_at_their_cap() {
+async fn claims_respect_each_webhooks_room() {
     let app = TestApp::spawn().await;
     let (a, b) = (Receiver::start().await, Receiver::start().await);
     let project = app.project("acme").await;
@@ -103,12 +103,15 @@ async fn claims_skip_endpoints_at_their_cap() {
     }
     let a_id = WebhookId::parse(webhook_a["id"].as_str().unwrap()).unwrap();
     let store = &app.running().store;
-    let jobs = store.claim(claim(START, 100, 2, vec![(a_id, 2)])).await.unwrap().jobs;
+    let jobs = store.claim(claim(START, 100, 2, vec![(a_id, 0)])).await.unwrap().jobs;
     assert_eq!(jobs.len(), 2);
     assert!(
         jobs.iter().all(|job| job.endpoint.webhook_id != a_id),
-        "A is at its cap"
+        "A has no room left"
     );
+    let jobs = store.claim(claim(START, 100, 0, vec![(a_id, 1)])).await.unwrap().jobs;
+    assert_eq!(jobs.len(), 1, "a webhook's own room overrides the default");
+    assert_eq!(jobs[0].endpoint.webhook_id, a_id);
     let jobs = store.claim(claim(START, 3, 10, vec![])).await.unwrap().jobs;
     assert_eq!(jobs.len(), 3, "the total limit holds");
 }

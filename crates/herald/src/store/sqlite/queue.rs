@@ -35,11 +35,11 @@ const INTERRUPTED_MESSAGE: &str =
     "the attempt's outcome was never recorded: its worker stopped or stalled past the lease";
 
 pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken) -> StoreResult<ClaimedBatch> {
-    let mut in_flight: HashMap<WebhookId, u32> = request.in_flight.iter().copied().collect();
-    let saturated = |in_flight: &HashMap<WebhookId, u32>| -> String {
-        let ids: Vec<String> = in_flight
+    let mut room: HashMap<WebhookId, u32> = request.room.iter().copied().collect();
+    let saturated = |room: &HashMap<WebhookId, u32>| -> String {
+        let ids: Vec<String> = room
             .iter()
-            .filter(|(_, busy)| **busy >= request.per_endpoint_limit)
+            .filter(|(_, left)| **left == 0)
             .map(|(id, _)| id.to_string())
             .collect();
         serde_json::Value::from(ids).to_string()
@@ -54,7 +54,7 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
              ORDER BY next_due_at LIMIT ?3",
         )
         .and_then(|mut stmt| {
-            stmt.query_map(params![now, saturated(&in_flight), ENDPOINTS_PER_CLAIM], |row| {
+            stmt.query_map(params![now, saturated(&room), ENDPOINTS_PER_CLAIM], |row| {
                 Ok((
                     parsed(row, 0, "webhook id", WebhookId::parse)?,
                     parsed(row, 1, "uri", |s| EndpointUri::parse(s).ok())?,
@@ -70,9 +70,8 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
         if remaining == 0 {
             break;
         }
-        let busy = in_flight.get(&webhook).copied().unwrap_or(0);
-        let free = usize::try_from(request.per_endpoint_limit.saturating_sub(busy)).unwrap_or(0);
-        let take = free.min(remaining);
+        let free = room.get(&webhook).copied().unwrap_or(request.default_room);
+        let take = usize::try_from(free).unwrap_or(0).min(remaining);
         if take == 0 {
             continue;
         }
@@ -83,7 +82,10 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
                 uri,
                 secrets: signing_secrets(conn, webhook, request.now)?,
             });
-            *in_flight.entry(webhook).or_default() += u32::try_from(due.len()).unwrap_or(u32::MAX);
+            room.insert(
+                webhook,
+                free.saturating_sub(u32::try_from(due.len()).unwrap_or(u32::MAX)),
+            );
             for row in due {
                 jobs.push(lease(conn, row, &endpoint, request, token)?);
             }
@@ -97,7 +99,7 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
              WHERE next_due_at IS NOT NULL AND state = 'enabled' AND delete_time IS NULL
                AND id NOT IN (SELECT value FROM json_each(?1))",
         )
-        .and_then(|mut stmt| stmt.query_row([saturated(&in_flight)], |row| row.get::<_, Option<i64>>(0)))
+        .and_then(|mut stmt| stmt.query_row([saturated(&room)], |row| row.get::<_, Option<i64>>(0)))
         .map_err(store_error)?
         .map(Timestamp::from_millis);
     Ok(ClaimedBatch { jobs, next_due })
