@@ -88,7 +88,7 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
         DispatcherConfig {
             max_in_flight: config.delivery.max_in_flight,
             max_in_flight_per_endpoint: config.delivery.max_in_flight_per_endpoint,
-            lease: config.delivery.lease,
+            lease: config.lease(),
             idle_poll: config.delivery.idle_poll,
             shutdown_grace: config.delivery.shutdown_grace,
         },

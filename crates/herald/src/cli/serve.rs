@@ -43,6 +43,9 @@ pub struct ServeArgs {
     /// Delays before each retry, e.g. "5s,5m,30m,2h,5h,10h".
     #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_delimiter = ',', value_parser = humantime::parse_duration)]
     retry_schedule: Option<Vec<Duration>>,
+    /// How long a claimed delivery stays leased, e.g. 2m [default: 2 × timeout + 30s, at least 60s].
+    #[arg(long, env = "HERALD_LEASE", value_parser = humantime::parse_duration)]
+    lease: Option<Duration>,
     /// Extra PEM root certificates to trust for HTTPS endpoints (private CA).
     #[arg(long, env = "HERALD_CA_FILE", value_name = "FILE")]
     ca_file: Option<PathBuf>,
@@ -102,6 +105,9 @@ impl ServeArgs {
         }
         if let Some(schedule) = &self.retry_schedule {
             config.delivery.retry_schedule.clone_from(schedule);
+        }
+        if let Some(lease) = self.lease {
+            config.delivery.lease = Some(lease);
         }
         if let Some(path) = &self.ca_file {
             config.delivery.ca_file = Some(path.clone());

@@ -62,8 +62,10 @@ pub struct DeliveryConfig {
     #[serde(with = "humantime_serde")]
     pub retry_after_max: Duration,
     /// A claimed delivery is reclaimable after this if its worker vanished.
-    #[serde(with = "humantime_serde")]
-    pub lease: Duration,
+    /// Unset: 2 × timeout + 30 s, at least 60 s. A job may wait up to one
+    /// timeout in its endpoint's local queue, then take one timeout itself.
+    #[serde(default, with = "humantime_serde", skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Duration>,
     /// Response body bytes kept per attempt in the delivery log.
     pub response_excerpt_bytes: usize,
     /// Longest pause between two looks at the queue when nothing wakes it.
@@ -146,7 +148,7 @@ impl Default for DeliveryConfig {
             jitter: policy.jitter,
             max_age: policy.max_age,
             retry_after_max: policy.retry_after_max,
-            lease: Duration::from_secs(60),
+            lease: None,
             response_excerpt_bytes: 1024,
             idle_poll: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(10),
@@ -203,10 +205,12 @@ impl Config {
         if d.timeout.is_zero() || d.timeout > Duration::from_secs(300) {
             return fail("delivery.timeout", "must be between 1ms and 5m");
         }
-        if d.lease < d.timeout + Duration::from_secs(5) {
+        if d.lease
+            .is_some_and(|lease| lease < d.timeout * 2 + Duration::from_secs(5))
+        {
             return fail(
                 "delivery.lease",
-                "must exceed delivery.timeout by at least 5s, or live attempts would be taken over",
+                "must be at least 2 × delivery.timeout + 5s (queue wait plus the request), or live attempts would be taken over",
             );
         }
         if d.max_in_flight == 0 || d.max_in_flight_per_endpoint == 0 {
@@ -220,6 +224,12 @@ impl Config {
         }
         if d.max_age.is_zero() {
             return fail("delivery.max_age", "must be positive");
+        }
+        if d.retry_schedule.iter().any(|delay| *delay > d.max_age) {
+            return fail(
+                "delivery.retry_schedule",
+                "a delay longer than delivery.max_age would never be waited for",
+            );
         }
         if d.idle_poll.is_zero() {
             return fail("delivery.idle_poll", "must be positive");
@@ -235,6 +245,13 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The lease: as configured, else derived from the timeout.
+    pub fn lease(&self) -> Duration {
+        let d = &self.delivery;
+        d.lease
+            .unwrap_or_else(|| (d.timeout * 2 + Duration::from_secs(30)).max(Duration::from_secs(60)))
     }
 
     pub fn retry_policy(&self) -> crate::delivery::RetryPolicy {
@@ -272,10 +289,26 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_follows_the_timeout_unless_set() {
+        let mut config = Config::default();
+        assert_eq!(config.lease(), Duration::from_secs(60));
+        config.delivery.timeout = Duration::from_secs(60);
+        assert_eq!(config.lease(), Duration::from_secs(150));
+        config.validate().expect("a long timeout alone is valid");
+        config.delivery.lease = Some(Duration::from_secs(600));
+        assert_eq!(config.lease(), Duration::from_secs(600));
+    }
+
+    #[test]
     fn validation_names_the_field() {
         let mut config = Config::default();
-        config.delivery.lease = Duration::from_secs(16);
+        config.delivery.lease = Some(Duration::from_secs(34));
         assert_eq!(config.validate().map_err(|e| e.field), Err("delivery.lease"));
+        config.delivery.lease = Some(Duration::from_secs(35));
+        assert!(config.validate().is_ok());
+        let mut config = Config::default();
+        config.delivery.retry_schedule = vec![Duration::from_secs(25 * 3600)];
+        assert_eq!(config.validate().map_err(|e| e.field), Err("delivery.retry_schedule"));
         let mut config = Config::default();
         config.delivery.jitter = 1.5;
         assert_eq!(config.validate().map_err(|e| e.field), Err("delivery.jitter"));

@@ -40,7 +40,9 @@ use super::client::DeliveryClient;
 use super::retry::{Jitter, RetryPolicy};
 use crate::clock::SharedClock;
 use crate::domain::{DeliveryId, Timestamp, WebhookId};
-use crate::store::{ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Store, StoreResult};
+use crate::store::{
+    ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Release, Store, StoreResult,
+};
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -75,10 +77,17 @@ pub struct Dispatcher {
 /// current cap of endpoints below the configured maximum.
 #[derive(Default)]
 struct InFlight {
-    leases: HashMap<DeliveryId, LeaseToken>,
+    leases: HashMap<DeliveryId, Held>,
     requests: HashMap<WebhookId, u32>,
     waiting: HashMap<WebhookId, VecDeque<(DeliveryJob, EndpointSigner)>>,
     caps: HashMap<WebhookId, u32>,
+}
+
+/// A lease this dispatcher holds, and whether its request has been sent.
+#[derive(Debug, Clone, Copy)]
+struct Held {
+    lease: LeaseToken,
+    started: bool,
 }
 
 /// Where finished attempts go to be recorded.
@@ -112,6 +121,11 @@ impl Dispatcher {
     /// instead of running the loop, so they control every step.
     pub async fn run_once(&self) -> StoreResult<usize> {
         let (jobs, _) = self.claim(Prefetch::None).await?;
+        if let Ok(mut state) = self.in_flight.lock() {
+            for job in &jobs {
+                state.mark_started(job.delivery_id);
+            }
+        }
         let signers = signers(&jobs);
         let context = self.context();
         let completions = join_all(
@@ -195,11 +209,31 @@ impl Dispatcher {
     /// Attempts `job`, then keeps taking its endpoint's queued jobs until
     /// none is left, holding one request slot throughout.
     async fn attempt_loop(self: Arc<Self>, mut job: DeliveryJob, mut signer: EndpointSigner, outcomes: Outcomes) {
+        use futures_util::FutureExt;
         loop {
-            let completion = attempt(&self.context(), &job, &signer).await;
             let webhook = job.endpoint.webhook_id;
-            let health = Health::of(&completion);
-            let _ = outcomes.send(completion);
+            if let Ok(mut state) = self.in_flight.lock() {
+                state.mark_started(job.delivery_id);
+            }
+            // A bug in one attempt must not leak its slot: the delivery is
+            // dropped locally and its lease left to expire (then retried).
+            let attempted = std::panic::AssertUnwindSafe(attempt(&self.context(), &job, &signer))
+                .catch_unwind()
+                .await;
+            let health = match attempted {
+                Ok(completion) => {
+                    let health = Health::of(&completion);
+                    let _ = outcomes.send(completion);
+                    health
+                }
+                Err(_) => {
+                    tracing::error!(delivery = %job.delivery_id, "an attempt panicked; its lease will expire and it will be retried");
+                    if let Ok(mut state) = self.in_flight.lock() {
+                        state.leases.remove(&job.delivery_id);
+                    }
+                    Health::Neutral
+                }
+            };
             let next = match self.in_flight.lock() {
                 Ok(mut state) => {
                     state.adjust_cap(webhook, health, self.config.max_in_flight_per_endpoint);
@@ -263,9 +297,15 @@ impl Dispatcher {
         };
         let batch = self.store.claim(request).await?;
         if let Ok(mut state) = self.in_flight.lock() {
-            state
-                .leases
-                .extend(batch.jobs.iter().map(|job| (job.delivery_id, job.lease)));
+            state.leases.extend(batch.jobs.iter().map(|job| {
+                (
+                    job.delivery_id,
+                    Held {
+                        lease: job.lease,
+                        started: false,
+                    },
+                )
+            }));
         }
         metrics::counter!("herald_deliveries_claimed_total").increment(batch.jobs.len() as u64);
         Ok((batch.jobs, batch.next_due))
@@ -282,14 +322,46 @@ impl Dispatcher {
                     Err(_) => break,
                 }
             }
-            let mut pause = Duration::from_millis(50);
-            while let Err(error) = self.persist(&batch).await {
-                tracing::error!(%error, "recording attempt outcomes failed; retrying");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
-            }
+            self.persist_or_give_up(&batch).await;
             batch.clear();
         }
+    }
+
+    /// Failure policy for recording outcomes: retry the batch with backoff
+    /// (about 30 s); then record one by one, so one bad outcome cannot hold
+    /// the others back; an outcome that still cannot be written is dropped
+    /// here and its lease left to expire, so the delivery is attempted again
+    /// (a duplicate, never a loss).
+    async fn persist_or_give_up(&self, batch: &[Completion]) {
+        if self.persist_with_retries(batch, 8).await {
+            return;
+        }
+        for completion in batch {
+            if !self.persist_with_retries(std::slice::from_ref(completion), 3).await {
+                tracing::error!(delivery = %completion.delivery_id, "cannot record an attempt's outcome; the delivery will be retried when its lease expires");
+                if let Ok(mut state) = self.in_flight.lock() {
+                    state.leases.remove(&completion.delivery_id);
+                }
+                self.room.notify_one();
+            }
+        }
+    }
+
+    async fn persist_with_retries(&self, completions: &[Completion], tries: u32) -> bool {
+        let mut pause = Duration::from_millis(50);
+        for attempt in 1..=tries {
+            match self.persist(completions).await {
+                Ok(()) => return true,
+                Err(error) => {
+                    tracing::error!(%error, attempt, "recording attempt outcomes failed");
+                    if attempt < tries {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_secs(8));
+                    }
+                }
+            }
+        }
+        false
     }
 
     /// Writes outcomes, then frees their leases.
@@ -320,11 +392,17 @@ impl Dispatcher {
     /// or still queued) to the queue, due at once, so the next start (or
     /// another node) sends them.
     async fn release_abandoned(&self) {
-        let leases: Vec<(DeliveryId, LeaseToken)> = match self.in_flight.lock() {
+        let leases: Vec<Release> = match self.in_flight.lock() {
             Ok(mut state) => {
                 state.waiting.clear();
                 state.requests.clear();
-                state.leases.drain().collect()
+                let held = state.leases.drain();
+                held.map(|(delivery_id, held)| Release {
+                    delivery_id,
+                    lease: held.lease,
+                    started: held.started,
+                })
+                .collect()
             }
             Err(_) => Vec::new(),
         };
@@ -340,6 +418,12 @@ impl Dispatcher {
 }
 
 impl InFlight {
+    fn mark_started(&mut self, delivery: DeliveryId) {
+        if let Some(held) = self.leases.get_mut(&delivery) {
+            held.started = true;
+        }
+    }
+
     fn cap(&self, webhook: WebhookId, max_cap: u32) -> u32 {
         self.caps.get(&webhook).copied().unwrap_or(max_cap)
     }

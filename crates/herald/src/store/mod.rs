@@ -89,9 +89,10 @@ pub trait DeliveryQueue: Send + Sync {
     async fn claim(&self, request: ClaimRequest) -> StoreResult<ClaimedBatch>;
     /// Applies attempt outcomes; one result per completion, in order.
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>>;
-    /// Returns leased deliveries whose attempt never started to the queue,
-    /// due at `now`, without counting an attempt (graceful shutdown).
-    async fn release(&self, leases: Vec<(crate::domain::DeliveryId, LeaseToken)>, now: Timestamp) -> StoreResult<()>;
+    /// Returns unfinished leased deliveries to the queue, due at `now`
+    /// (graceful shutdown). A release whose request had started logs an
+    /// `interrupted` attempt; one that never started logs nothing.
+    async fn release(&self, releases: Vec<Release>, now: Timestamp) -> StoreResult<()>;
     /// Ends every lease at once, logging their attempts as `interrupted`: for
     /// a backend owned by one process, called at start-up after a crash.
     async fn recover_all_leases(&self, now: Timestamp) -> StoreResult<u64>;

@@ -190,6 +190,16 @@ pub struct Completion {
     pub now: Timestamp,
 }
 
+/// A lease handed back unfinished (at shutdown).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release {
+    pub delivery_id: DeliveryId,
+    pub lease: LeaseToken,
+    /// The request was sent (or may have been): log an `interrupted`
+    /// attempt. A job still queued locally was never sent: no attempt.
+    pub started: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CompletionResult {
     Applied,

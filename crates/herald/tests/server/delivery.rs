@@ -159,7 +159,7 @@ async fn retry_after_is_honoured_on_429() {
 async fn timeouts_and_refused_connections_are_recorded_by_kind() {
     let app = TestApp::spawn_with(|config| {
         config.delivery.timeout = Duration::from_millis(300);
-        config.delivery.lease = Duration::from_secs(10);
+        config.delivery.lease = Some(Duration::from_secs(10));
     })
     .await;
     let slow = Receiver::start().await;
@@ -303,7 +303,7 @@ async fn a_success_whose_body_stalls_is_still_a_success() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let app = TestApp::spawn_with(|config| {
         config.delivery.timeout = Duration::from_millis(300);
-        config.delivery.lease = Duration::from_secs(10);
+        config.delivery.lease = Some(Duration::from_secs(10));
     })
     .await;
     // Answers 200 with 3 of the 10 body bytes it promised, then goes quiet.

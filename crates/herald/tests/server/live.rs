@@ -21,7 +21,7 @@ async fn a_stalled_endpoint_does_not_delay_a_healthy_one() {
     let app = live_app(|config| {
         config.delivery.max_in_flight_per_endpoint = 2;
         config.delivery.timeout = Duration::from_secs(20);
-        config.delivery.lease = Duration::from_secs(60);
+        config.delivery.lease = Some(Duration::from_secs(60));
         config.delivery.shutdown_grace = Duration::from_millis(50);
     })
     .await;
@@ -79,11 +79,15 @@ async fn shutdown_lets_in_flight_attempts_finish_or_returns_them() {
     let app = app.restart_with(|_| {}).await;
     receiver.always(Reply::status(200));
     let event = app.event(&project, &abandoned).await;
-    assert_eq!(event["deliveries"][0]["state"], "pending", "{event}");
+    let delivery = &event["deliveries"][0];
+    assert_eq!(delivery["state"], "pending", "{event}");
+    assert_eq!(delivery["attempt_count"], 1, "the cut-off attempt counts");
+    assert_eq!(delivery["last_attempt"]["error_kind"], "interrupted", "{event}");
     assert_eq!(app.deliver_due().await, 1, "released deliveries are due at once");
+    let delivery = &app.event(&project, &abandoned).await["deliveries"][0];
     assert_eq!(
-        app.event(&project, &abandoned).await["deliveries"][0]["state"],
-        "succeeded"
+        (delivery["state"].as_str(), delivery["attempt_count"].as_u64()),
+        (Some("succeeded"), Some(2))
     );
 }
 
@@ -96,7 +100,7 @@ async fn many_stalled_endpoints_with_backlogs_do_not_starve_a_healthy_one() {
         config.delivery.max_in_flight = 16;
         config.delivery.max_in_flight_per_endpoint = 4;
         config.delivery.timeout = Duration::from_millis(500);
-        config.delivery.lease = Duration::from_secs(30);
+        config.delivery.lease = Some(Duration::from_secs(30));
         config.delivery.shutdown_grace = Duration::from_millis(50);
     })
     .await;

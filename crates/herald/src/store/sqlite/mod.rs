@@ -32,11 +32,11 @@ use tokio::sync::Notify;
 
 use crate::domain::project::{ApiKey, Project};
 use crate::domain::webhook::Webhook;
-use crate::domain::{ApiKeyId, DeliveryId, EventId, ProjectId, Timestamp, WebhookId};
+use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryQueue, EventDetail, EventStore, LeaseToken,
-    NewWebhook, Page, PageRequest, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Store, StoreError,
-    StoreResult, WebhookPatch, WebhookStore,
+    NewWebhook, Page, PageRequest, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
+    StoreError, StoreResult, WebhookPatch, WebhookStore,
 };
 
 use readers::ReadPool;
@@ -323,7 +323,7 @@ impl DeliveryQueue for SqliteStore {
         Ok(results)
     }
 
-    async fn release(&self, leases: Vec<(DeliveryId, LeaseToken)>, now: Timestamp) -> StoreResult<()> {
+    async fn release(&self, leases: Vec<Release>, now: Timestamp) -> StoreResult<()> {
         let cost = leases.len();
         self.writer
             .write(Lane::Queue, cost, move |conn| queue::release(conn, &leases, now))

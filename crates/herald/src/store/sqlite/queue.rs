@@ -25,7 +25,7 @@ use crate::domain::{
 };
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
-    QueueStats, StoreResult, StoredSecret,
+    QueueStats, Release, StoreResult, StoredSecret,
 };
 
 /// Webhooks visited per claim at most.
@@ -255,22 +255,42 @@ pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreRe
     Ok(results)
 }
 
-pub(super) fn release(conn: &Connection, leases: &[(DeliveryId, LeaseToken)], now: Timestamp) -> StoreResult<()> {
+pub(super) fn release(conn: &Connection, releases: &[Release], now: Timestamp) -> StoreResult<()> {
     let mut webhooks = HashSet::new();
-    for (delivery, token) in leases {
-        let webhook: Option<String> = conn
+    for release in releases {
+        let released: Option<(String, u32)> = conn
             .prepare_cached(
-                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, lease_token = NULL
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' RETURNING webhook_id",
+                "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, lease_token = NULL,
+                        attempt_count = attempt_count + ?4
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' RETURNING webhook_id, attempt_count",
             )
             .and_then(|mut stmt| {
-                stmt.query_row(params![delivery.to_string(), token.0, now.as_millis()], |row| {
-                    row.get(0)
-                })
-                .optional()
+                let params = params![
+                    release.delivery_id.to_string(),
+                    release.lease.0,
+                    now.as_millis(),
+                    i64::from(release.started)
+                ];
+                stmt.query_row(params, |row| Ok((row.get(0)?, count(row, 1)?)))
+                    .optional()
             })
             .map_err(store_error)?;
-        webhooks.extend(webhook.and_then(|id| WebhookId::parse(&id)));
+        let Some((webhook, attempts)) = released else { continue };
+        if release.started {
+            let interrupted = AttemptRecord {
+                number: attempts,
+                start_time: now,
+                duration: Duration::ZERO,
+                status_code: None,
+                response_excerpt: None,
+                error_kind: Some(AttemptErrorKind::Interrupted),
+                error_message: Some(
+                    "Herald shut down before the endpoint answered; the request may have arrived".into(),
+                ),
+            };
+            insert_attempt(conn, release.delivery_id, &interrupted, "INSERT OR IGNORE")?;
+        }
+        webhooks.extend(WebhookId::parse(&webhook));
     }
     for webhook in webhooks {
         lower_due_hint(conn, webhook, now)?;

@@ -39,7 +39,7 @@ pub fn test_config(data_dir: &std::path::Path) -> Config {
     };
     config.security.allow_target_cidrs = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     config.delivery.timeout = Duration::from_secs(5);
-    config.delivery.lease = Duration::from_secs(30);
+    config.delivery.lease = Some(Duration::from_secs(30));
     config
 }
 
