@@ -1,5 +1,6 @@
 //! Housekeeping that runs beside the server: forgetting idempotency keys
-//! once their window has passed.
+//! once their window has passed, and failing deliveries a deleted webhook
+//! left unfinished (only after a crash in the middle of a delete).
 //!
 //! Policy: an `Idempotency-Key` protects a publish for 24 hours (the same
 //! window as the retry schedule); after that the key may be used again.
@@ -19,6 +20,7 @@ const INTERVAL: Duration = Duration::from_secs(600);
 
 /// One round of housekeeping; returns how many idempotency keys expired.
 pub async fn run_once(store: &dyn Store, clock: &SharedClock) -> StoreResult<u64> {
+    while store.fail_orphaned_deliveries(clock.now()).await? >= 10_000 {}
     let before = crate::domain::Timestamp::from_millis(
         clock.now().as_millis() - i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX),
     );

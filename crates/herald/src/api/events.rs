@@ -233,6 +233,9 @@ struct DeliveryStatus {
     next_attempt_time: Option<Timestamp>,
     #[serde(skip_serializing_if = "Option::is_none")]
     last_attempt: Option<AttemptView>,
+    /// Why the last attempt failed, or why the delivery was given up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -273,6 +276,7 @@ pub(super) async fn get(
             attempt_count: d.attempt_count,
             next_attempt_time: d.next_attempt_time,
             last_attempt: d.last_attempt.map(Into::into),
+            last_error: d.last_error,
         })
         .collect();
     Ok(Json(EventView {

@@ -144,12 +144,15 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             path.display()
         );
     }
+    // Handlers first: a SIGTERM arriving right after start-up must already
+    // mean "shut down gracefully", not the default "die".
+    let mut signals = ShutdownSignals::install()?;
     let running = app::start(&config, admin_key.key(), Dependencies::default()).await?;
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("herald listening on http://{}", running.addr);
     let token = running.shutdown_token();
     tokio::select! {
-        () = shutdown_signal() => tracing::info!("shutting down: finishing in-flight deliveries"),
+        () = signals.received() => tracing::info!("shutting down: finishing in-flight deliveries"),
         () = token.cancelled() => {}
     }
     running.shutdown().await?;
@@ -157,25 +160,35 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT, registered when made.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops Herald");
-                let _ = interrupt.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+    terminate: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                terminate: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Self {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+
+    async fn received(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

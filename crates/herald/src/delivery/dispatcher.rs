@@ -288,9 +288,16 @@ impl Dispatcher {
             Ok(state) => state.room(&windows),
             Err(_) => Vec::new(),
         };
+        // The retry policy never schedules past `max_age`; a lease's length
+        // more covers an attempt scheduled at the very end of the window.
+        let window = self.policy.max_age.saturating_add(self.config.lease);
         let request = ClaimRequest {
             now,
             lease_until: now.saturating_add(self.config.lease),
+            expire_before: Timestamp::from_millis(
+                now.as_millis()
+                    .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
+            ),
             limit,
             default_room: windows.of(windows.max_cap),
             room,

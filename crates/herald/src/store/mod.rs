@@ -72,7 +72,8 @@ pub trait WebhookStore: Send + Sync {
         now: Timestamp,
     ) -> StoreResult<Option<Webhook>>;
     /// Deletes the webhook; its unfinished deliveries fail with reason
-    /// `webhook_deleted`. Returns whether it existed.
+    /// `webhook_deleted` (in chunks that let other writes through). Returns
+    /// whether it existed.
     async fn delete_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool>;
 }
 
@@ -97,6 +98,9 @@ pub trait DeliveryQueue: Send + Sync {
     /// a backend owned by one process, called at start-up after a crash.
     async fn recover_all_leases(&self, now: Timestamp) -> StoreResult<u64>;
     async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats>;
+    /// Fails a chunk of unfinished deliveries left behind by deleted
+    /// webhooks (a crash in the middle of a delete); returns how many.
+    async fn fail_orphaned_deliveries(&self, now: Timestamp) -> StoreResult<u64>;
     /// Notified when deliveries may have become due without a claim noticing:
     /// after a publish commits, after a webhook is re-enabled (and, for a
     /// shared database, when another node publishes).

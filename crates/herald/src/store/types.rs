@@ -113,6 +113,9 @@ pub struct DeliveryView {
     pub attempt_count: u32,
     pub next_attempt_time: Option<Timestamp>,
     pub last_attempt: Option<AttemptRecord>,
+    /// Why the last attempt failed, or why the delivery was given up
+    /// (`webhook_deleted`, `expired`).
+    pub last_error: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -133,6 +136,10 @@ pub struct ClaimRequest {
     pub now: Timestamp,
     /// A claimed delivery becomes claimable again at this instant unless completed.
     pub lease_until: Timestamp,
+    /// A due delivery of an event older than this is failed as `expired`
+    /// instead of attempted: its retry window has closed (it was held while
+    /// its webhook was disabled, or lost its lease at the window's end).
+    pub expire_before: Timestamp,
     /// At most this many deliveries in all.
     pub limit: usize,
     /// At most this many for a webhook not listed in `room`.

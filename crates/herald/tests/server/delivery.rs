@@ -352,3 +352,39 @@ async fn a_short_retry_after_does_not_use_up_the_attempts() {
         "pending"
     );
 }
+
+#[tokio::test]
+async fn deliveries_held_past_the_retry_window_expire_instead_of_going_out() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let project = app.project("acme").await;
+    let webhook = app.webhook(&project, &receiver.url("/"), &["*"]).await;
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    let old = app.publish(&project, "batch.succeeded", json!({ "n": 1 })).await;
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&project.key),
+            Some(json!({ "state": "disabled" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.advance(Duration::from_secs(25 * 3600));
+    let (status, _) = app
+        .call(
+            reqwest::Method::PATCH,
+            &path,
+            Some(&project.key),
+            Some(json!({ "state": "enabled" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let fresh = app.publish(&project, "batch.succeeded", json!({ "n": 2 })).await;
+    assert_eq!(app.deliver_due().await, 1, "only the fresh event goes out");
+    assert_eq!(receiver.received()[0].header("webhook-id"), fresh);
+    let delivery = &app.event(&project, &old).await["deliveries"][0];
+    assert_eq!(delivery["state"], "failed", "{delivery}");
+    assert_eq!(delivery["last_error"], "expired");
+    assert_eq!(delivery["attempt_count"], 0);
+}

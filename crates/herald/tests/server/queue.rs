@@ -13,6 +13,7 @@ fn claim(now: Timestamp, limit: usize, per_endpoint: u32, room: Vec<(WebhookId, 
     ClaimRequest {
         now,
         lease_until: now.saturating_add(Duration::from_secs(30)),
+        expire_before: Timestamp::from_millis(0),
         limit,
         default_room: per_endpoint,
         room,
@@ -139,4 +140,68 @@ async fn leases_of_a_crashed_process_are_recovered_at_start() {
     let delivery = &event["deliveries"][0];
     assert_eq!(delivery["state"], "succeeded");
     assert_eq!(delivery["attempt_count"], 2, "the interrupted attempt is on the record");
+}
+
+#[tokio::test]
+async fn deleting_a_webhook_with_a_large_backlog_fails_it_in_chunks() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let project = app.project("acme").await;
+    let webhook = app.webhook(&project, &receiver.url("/"), &["*"]).await;
+    let events: Vec<_> = (0..1000)
+        .map(|n| json!({ "type": "batch.succeeded", "data": { "n": n } }))
+        .collect();
+    for _ in 0..11 {
+        let (status, _) = app
+            .call(
+                reqwest::Method::POST,
+                "/v1/events:batchCreate",
+                Some(&project.key),
+                Some(json!({ "events": events })),
+            )
+            .await;
+        assert_eq!(status, 202);
+    }
+    assert!(app.metrics().await.contains("herald_deliveries_pending 11000"));
+    let path = format!("/v1/webhooks/{}", webhook["id"].as_str().unwrap());
+    assert_eq!(
+        app.call(reqwest::Method::DELETE, &path, Some(&project.key), None)
+            .await
+            .0,
+        204
+    );
+    assert!(
+        app.metrics().await.contains("herald_deliveries_pending 0"),
+        "more than one chunk was failed"
+    );
+    assert_eq!(app.deliver_due().await, 0);
+}
+
+#[tokio::test]
+async fn housekeeping_finishes_a_delete_interrupted_by_a_crash() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    let project = app.project("acme").await;
+    let webhook = app.webhook(&project, &receiver.url("/"), &["*"]).await;
+    let event_id = app.publish(&project, "batch.succeeded", json!({})).await;
+    // As if Herald died between marking the webhook deleted and failing its deliveries.
+    let app = app
+        .restart_with_database(|conn| {
+            conn.execute(
+                "UPDATE webhooks SET delete_time = 1 WHERE id = ?1",
+                [webhook["id"].as_str().unwrap()],
+            )
+            .unwrap();
+        })
+        .await;
+    assert_eq!(app.deliver_due().await, 0, "a deleted webhook gets nothing");
+    let store = app.running().store.as_ref();
+    herald::maintenance::run_once(store, &(app.clock.clone() as herald::clock::SharedClock))
+        .await
+        .unwrap();
+    let delivery = &app.event(&project, &event_id).await["deliveries"][0];
+    assert_eq!(
+        (delivery["state"].as_str(), delivery["last_error"].as_str()),
+        (Some("failed"), Some("webhook_deleted"))
+    );
 }

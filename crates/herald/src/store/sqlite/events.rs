@@ -112,7 +112,8 @@ pub(super) fn get_event(conn: &Connection, project: ProjectId, id: EventId) -> S
 
     let mut deliveries = conn
         .prepare_cached(
-            "SELECT id, webhook_id, state, attempt_count, next_attempt_at FROM deliveries WHERE event_id = ?1 ORDER BY id",
+            "SELECT id, webhook_id, state, attempt_count, next_attempt_at, last_error FROM deliveries
+             WHERE event_id = ?1 ORDER BY id",
         )
         .map_err(store_error)?;
     let mut last_attempt = conn
@@ -138,6 +139,7 @@ pub(super) fn get_event(conn: &Connection, project: ProjectId, id: EventId) -> S
                 attempt_count: count(row, 3)?,
                 next_attempt_time,
                 last_attempt: None,
+                last_error: row.get(5)?,
             })
         })
         .and_then(Iterator::collect)

@@ -268,11 +268,25 @@ impl WebhookStore for SqliteStore {
     }
 
     async fn delete_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool> {
-        self.writer
+        let deleted = self
+            .writer
             .write(Lane::Api, 1, move |conn| {
                 webhooks::delete_webhook(conn, project, id, now)
             })
-            .await
+            .await?;
+        if deleted {
+            // One bounded job at a time, so a huge backlog never holds the writer.
+            let chunk = webhooks::FAIL_CHUNK;
+            while self
+                .writer
+                .write(Lane::Api, chunk, move |conn| {
+                    webhooks::fail_deliveries_of_deleted(conn, Some(id), now)
+                })
+                .await?
+                >= chunk as u64
+            {}
+        }
+        Ok(deleted)
     }
 }
 
@@ -338,6 +352,15 @@ impl DeliveryQueue for SqliteStore {
 
     async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats> {
         self.readers.read(move |conn| queue::stats(conn, now)).await
+    }
+
+    async fn fail_orphaned_deliveries(&self, now: Timestamp) -> StoreResult<u64> {
+        let chunk = webhooks::FAIL_CHUNK;
+        self.writer
+            .write(Lane::Api, chunk, move |conn| {
+                webhooks::fail_deliveries_of_deleted(conn, None, now)
+            })
+            .await
     }
 
     fn work_notifier(&self) -> Arc<Notify> {

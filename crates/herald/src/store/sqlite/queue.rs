@@ -87,6 +87,10 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
                 free.saturating_sub(u32::try_from(due.len()).unwrap_or(u32::MAX)),
             );
             for row in due {
+                if row.event_time < request.expire_before {
+                    expire(conn, &row, request.now)?;
+                    continue;
+                }
                 jobs.push(lease(conn, row, &endpoint, request, token)?);
             }
         }
@@ -139,6 +143,18 @@ fn due_deliveries(conn: &Connection, webhook: WebhookId, now: Timestamp, limit: 
         .collect()
     })
     .map_err(store_error)
+}
+
+/// Gives up a due delivery whose retry window has closed.
+fn expire(conn: &Connection, row: &DueRow, now: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_token = NULL,
+                last_error = 'expired', finish_time = ?2
+         WHERE id = ?1",
+    )
+    .and_then(|mut stmt| stmt.execute(params![row.id.to_string(), now.as_millis()]))
+    .map_err(store_error)?;
+    Ok(())
 }
 
 fn lease(

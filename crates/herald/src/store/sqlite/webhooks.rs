@@ -211,19 +211,46 @@ pub(super) fn delete_webhook(
         )
         .and_then(|mut stmt| stmt.execute(params![id.to_string(), project.to_string(), now.as_millis()]))
         .map_err(store_error)?;
-    if changed == 0 {
-        return Ok(false);
+    // Its unfinished deliveries are failed afterwards, in bounded chunks
+    // (`fail_deliveries_of_deleted`): claims already skip a deleted webhook.
+    Ok(changed > 0)
+}
+
+/// Rows failed per writer job when a deleted webhook's deliveries are cleared.
+pub(super) const FAIL_CHUNK: usize = 10_000;
+
+/// Fails up to `FAIL_CHUNK` unfinished deliveries of deleted webhooks (of
+/// `webhook` only, if given) with reason `webhook_deleted`; returns how
+/// many. A leased one's in-flight completion will find its lease gone.
+pub(super) fn fail_deliveries_of_deleted(
+    conn: &Connection,
+    webhook: Option<WebhookId>,
+    now: Timestamp,
+) -> StoreResult<u64> {
+    let webhooks: Vec<String> = match webhook {
+        Some(webhook) => vec![webhook.to_string()],
+        None => conn
+            .prepare_cached("SELECT id FROM webhooks WHERE delete_time IS NOT NULL")
+            .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+            .map_err(store_error)?,
+    };
+    let mut failed = 0;
+    for webhook in webhooks {
+        let left = FAIL_CHUNK - failed;
+        if left == 0 {
+            break;
+        }
+        let changed = conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_token = NULL,
+                        last_error = 'webhook_deleted', finish_time = ?2
+                 WHERE id IN (SELECT id FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL LIMIT ?3)",
+            )
+            .and_then(|mut stmt| stmt.execute(params![webhook, now.as_millis(), i64::try_from(left).unwrap_or(0)]))
+            .map_err(store_error)?;
+        failed += changed;
     }
-    // Unfinished deliveries can never be made now; fail them visibly. A
-    // leased one's in-flight completion will find its lease gone (stale).
-    conn.prepare_cached(
-        "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_token = NULL,
-                last_error = 'webhook_deleted', finish_time = ?2
-         WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL",
-    )
-    .and_then(|mut stmt| stmt.execute(params![id.to_string(), now.as_millis()]))
-    .map_err(store_error)?;
-    Ok(true)
+    Ok(u64::try_from(failed).unwrap_or(u64::MAX))
 }
 
 /// An enabled, undeleted webhook's subscription, as publish matches it.

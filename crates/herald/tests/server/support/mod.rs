@@ -91,6 +91,27 @@ impl TestApp {
         Self::start(config, Arc::clone(&self.data_dir), Arc::clone(&self.clock), false).await
     }
 
+    /// Stops this instance, lets `edit` change its database directly (to
+    /// stage states only a crash produces), and starts a new instance.
+    pub async fn restart_with_database(mut self, edit: impl FnOnce(&rusqlite::Connection)) -> Self {
+        self.running
+            .take()
+            .expect("running")
+            .shutdown()
+            .await
+            .expect("clean shutdown");
+        let conn = rusqlite::Connection::open(self.data_dir.path().join("herald.db")).expect("open the database");
+        edit(&conn);
+        drop(conn);
+        Self::start(
+            self.config.clone(),
+            Arc::clone(&self.data_dir),
+            Arc::clone(&self.clock),
+            false,
+        )
+        .await
+    }
+
     pub fn running(&self) -> &RunningApp {
         self.running.as_ref().expect("running")
     }
