@@ -13,10 +13,11 @@
 //! throughput does not wait for a store round trip per request. Leases are
 //! longer than this wait (the configuration requires lease > 2 × timeout).
 //!
-//! Adaptive caps: an endpoint that times out, refuses or resets
-//! connections, or answers 429/502/503/504 has its cap halved (down to 1)
-//! and gets no prefetch; each 2xx raises the cap by one, back to the
-//! configured maximum. No endpoint holds more than an eighth of
+//! Adaptive caps: an endpoint that times out, fails slowly (a failure
+//! taking a second or more), or answers 429/502/503/504 has its cap halved
+//! (down to 1) and gets no prefetch; each 2xx raises the cap by one, back
+//! to the configured maximum. Fast failures (a refused connection) hold a
+//! slot for microseconds and leave the cap alone. No endpoint holds more than an eighth of
 //! `max_in_flight`. So slow endpoints, even many with deep backlogs, settle
 //! at one request each within a timeout or two, and leave the rest of the
 //! budget to healthy ones.
@@ -532,19 +533,25 @@ impl Windows {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Health {
     Good,
-    /// Slow or refusing: timeouts, broken connections, throttling statuses.
+    /// Slow or throttling: timeouts, slow failures, 429/502/503/504.
     Overloaded,
     /// Says nothing about load (a 4xx, a fast 500, a signing problem).
     Neutral,
 }
 
 impl Health {
+    /// A failure that took this long held a request slot for it: a sign
+    /// the endpoint is slow, not merely refusing.
+    const SLOW_FAILURE: Duration = Duration::from_secs(1);
+
     fn of(completion: &Completion) -> Self {
         use crate::domain::AttemptErrorKind as Kind;
-        match (completion.attempt.status_code, completion.attempt.error_kind) {
+        let attempt = &completion.attempt;
+        match (attempt.status_code, attempt.error_kind) {
             (Some(200..=299), _) => Self::Good,
             (Some(429 | 502 | 503 | 504), _) => Self::Overloaded,
-            (None, Some(Kind::Timeout | Kind::Connect | Kind::Tls | Kind::Protocol)) => Self::Overloaded,
+            (None, Some(Kind::Timeout)) => Self::Overloaded,
+            (None, Some(_)) if attempt.duration >= Self::SLOW_FAILURE => Self::Overloaded,
             _ => Self::Neutral,
         }
     }
