@@ -377,6 +377,16 @@ pub enum JwtError {
         /// Leeway in seconds.
         leeway: u64,
     },
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("JWT not valid before {nbf}; now is {now} (leeway {leeway} s)")]
+    NotYetValid {
+        /// The token's `nbf`.
+        nbf: i64,
+        /// The verifier's current time.
+        now: i64,
+        /// Leeway in seconds.
+        leeway: u64,
+    },
     /// A required claim is absent.
     #[error("JWT has no {0} claim")]
     MissingClaim(&'static str),

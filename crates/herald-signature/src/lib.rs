@@ -94,6 +94,6 @@ pub use crate::message::{MAX_ID_LEN, MAX_TIMESTAMP_LEN, validate_id};
 pub use crate::replay::{InMemoryReplayGuard, ReplayGuard};
 pub use crate::sign::{SignedHeaders, Signer};
 pub use crate::verify::{
-    DEFAULT_TOLERANCE_SECONDS, MAX_SIGNATURE_ENTRIES, MAX_SIGNATURE_HEADER_LEN, MatchedSignature, SignatureScheme,
-    VerifiedWebhook, Verifier,
+    DEFAULT_TOLERANCE_SECONDS, MAX_SIGNATURE_ENTRIES, MAX_SIGNATURE_HEADER_LEN, MAX_V1A_ENTRIES_CHECKED,
+    MatchedSignature, SignatureScheme, VerifiedWebhook, Verifier,
 };

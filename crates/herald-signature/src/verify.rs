@@ -33,6 +33,12 @@ pub const MAX_SIGNATURE_HEADER_LEN: usize = 8192;
 /// Most entries accepted in one `webhook-signature` value.
 pub const MAX_SIGNATURE_ENTRIES: usize = 64;
 
+/// Well-formed `v1a` entries checked per Ed25519 key; later ones are
+/// skipped. A sender emits one entry per active key (two or three during a
+/// rotation), and each check costs an Ed25519 verification (~30 µs): this
+/// bounds what a forged header can cost to 8 × the trusted Ed25519 keys.
+pub const MAX_V1A_ENTRIES_CHECKED: usize = 8;
+
 /// Which signature scheme an entry used.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignatureScheme {
@@ -218,6 +224,7 @@ impl Verifier {
                     }
                 }
                 TrustedKey::Ed25519(key) => {
+                    let mut checked = 0;
                     for (entry_index, entry) in entries(signature).enumerate() {
                         let Some(candidate) = entry
                             .strip_prefix("v1a,")
@@ -225,6 +232,10 @@ impl Verifier {
                         else {
                             continue;
                         };
+                        if checked == MAX_V1A_ENTRIES_CHECKED {
+                            break;
+                        }
+                        checked += 1;
                         if key.verify_parts(parts, &candidate) {
                             return Some(MatchedSignature {
                                 scheme: SignatureScheme::V1a,
@@ -345,6 +356,31 @@ mod tests {
             (WEBHOOK_TIMESTAMP, timestamp.to_owned()),
             (WEBHOOK_SIGNATURE, signature.to_owned()),
         ]
+    }
+
+    #[test]
+    fn only_the_first_v1a_entries_are_checked() {
+        use crate::keys::Ed25519SecretKey;
+        use crate::keys::SigningKey;
+        use crate::sign::Signer;
+        let key = Ed25519SecretKey::from_seed(&[7; 32]);
+        let verifier = Verifier::new(vec![TrustedKey::Ed25519(key.public_key())]).with_clock(FixedClock(TIMESTAMP));
+        let signer = Signer::new(vec![SigningKey::Ed25519(key)]).unwrap_or_else(|e| panic!("{e}"));
+        let valid = signer.sign(ID, TIMESTAMP, BODY).unwrap_or_else(|e| panic!("{e}"));
+        let forged = format!("v1a,{}", "A".repeat(86) + "==");
+        let with_forgeries = |n: usize| {
+            let mut entries = vec![forged.as_str(); n];
+            entries.push(valid.as_str());
+            entries.join(" ")
+        };
+        let ts = TIMESTAMP.to_string();
+        let within = headers(&ts, &with_forgeries(MAX_V1A_ENTRIES_CHECKED - 1));
+        assert!(verifier.verify(&within[..], BODY).is_ok());
+        let beyond = headers(&ts, &with_forgeries(MAX_V1A_ENTRIES_CHECKED));
+        assert!(matches!(
+            verifier.verify(&beyond[..], BODY),
+            Err(VerifyError::NoMatchingSignature { .. })
+        ));
     }
 
     #[test]

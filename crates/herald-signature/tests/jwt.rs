@@ -309,11 +309,32 @@ fn every_check_has_its_own_error() {
                 matches!(e, JwtError::IdMismatch { .. })
             })
         },
+        refusal(
+            "not valid before a time beyond the leeway",
+            forge(&header(), &claims_with("nbf", json!(NOW + 61))),
+            |e| matches!(e, JwtError::NotYetValid { .. }),
+        ),
+        refusal(
+            "a lifetime over a day",
+            forge(&header(), &claims_with("exp", json!(NOW + 86_401))),
+            |e| matches!(e, JwtError::Malformed(_)),
+        ),
     ];
     let verifier = verifier();
     for case in &cases {
         check(&verifier, case);
     }
+    // nbf within the leeway, and a lifetime of exactly a day, are fine.
+    let nbf_soon = forge(&header(), &claims_with("nbf", json!(NOW + 60)));
+    assert!(verifier.verify_at(&nbf_soon, BODY, None, NOW).is_ok());
+    let a_day = forge(&header(), &claims_with("exp", json!(NOW + 86_400)));
+    assert!(verifier.verify_at(&a_day, BODY, None, NOW).is_ok());
+    // Verifying from headers needs webhook-id (Standard Webhooks always sends it).
+    let without_id = [(WEBHOOK_SIGNATURE, good.as_str())];
+    assert!(matches!(
+        verifier.verify_headers_at(&without_id[..], BODY, NOW),
+        Err(JwtError::MissingHeader { name }) if name == WEBHOOK_ID
+    ));
     // Leeway boundaries are inclusive.
     assert!(verifier.verify_at(&good, BODY, None, NOW + 300 + 60).is_ok());
     assert!(verifier.verify_at(&good, BODY, None, NOW - 60).is_ok());

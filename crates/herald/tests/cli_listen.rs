@@ -55,6 +55,21 @@ impl Listener {
 
     /// Sends a POST with `headers` and `body`; returns the status and the response body.
     fn post(&self, headers: &[(String, String)], body: &str) -> (u16, String) {
+        let response = self.post_raw(headers, body);
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.to_owned())
+            .unwrap_or_default();
+        (status, body)
+    }
+
+    /// Sends a POST and returns the whole response, head included.
+    fn post_raw(&self, headers: &[(String, String)], body: &str) -> String {
         let mut request = format!(
             "POST /hooks HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n",
             body.len()
@@ -75,16 +90,7 @@ impl Listener {
         stream
             .read_to_string(&mut response)
             .unwrap_or_else(|e| panic!("receive: {e}"));
-        let status = response
-            .split(' ')
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, body)| body.to_owned())
-            .unwrap_or_default();
-        (status, body)
+        response
     }
 
     /// Waits for an output line containing every one of `parts`.
@@ -192,6 +198,20 @@ fn status_flag_simulates_a_failing_receiver_and_retries_are_not_replays() {
     assert_eq!(listener.post(&headers, BODY).0, 503);
     // Invalid requests are still refused as invalid.
     assert_eq!(listener.post(&signed(&HmacKey::generate(), "msg_x", BODY), BODY).0, 401);
+}
+
+#[test]
+fn bodiless_statuses_are_sent_without_a_body() {
+    let key = HmacKey::generate();
+    let listener = Listener::start(&["--secret", &key.expose_secret(), "--status", "204"]);
+    let response = listener.post_raw(&signed(&key, "msg_204", BODY), BODY);
+    assert!(response.starts_with("HTTP/1.1 204"), "{response}");
+    let head = response.to_ascii_lowercase();
+    assert!(
+        !head.contains("content-length: 2"),
+        "a 204 announces no body: {response}"
+    );
+    assert!(response.ends_with("\r\n\r\n"), "{response:?}");
 }
 
 #[test]

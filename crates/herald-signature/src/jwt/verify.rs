@@ -5,8 +5,9 @@
 //! (`JWT`) and `kid`; `alg` is `EdDSA` or `RS256` (never `none`); `kid`
 //! selects a trusted key whose type matches `alg` (no algorithm
 //! confusion); the signature; only then the claims: types, `iss` (if
-//! configured), `aud`, `exp` and `iat` against the clock with leeway, `jti`
-//! against `webhook-id` when given, and the body hash.
+//! configured), `aud`, a lifetime (`exp − iat`) of at most a day, `exp`,
+//! `iat` and `nbf` (if present) against the clock with leeway, `jti`
+//! against `webhook-id` (required when verifying headers), and the body hash.
 
 use std::sync::Arc;
 
@@ -52,6 +53,8 @@ struct ReceivedClaims {
     aud: Option<String>,
     iat: Option<i64>,
     exp: Option<i64>,
+    /// Not emitted by Herald, but a registered claim: honoured if present.
+    nbf: Option<i64>,
     jti: Option<String>,
     body_sha256: Option<String>,
 }
@@ -91,8 +94,8 @@ impl JwtVerifier {
         self
     }
 
-    /// Verifies the JWT in `webhook-signature` against `body`; if a
-    /// `webhook-id` header is present, `jti` must equal it.
+    /// Verifies the JWT in `webhook-signature` against `body`; the
+    /// `webhook-id` header is required and `jti` must equal it.
     ///
     /// # Errors
     /// [`JwtError::MissingHeader`] or the first failed check.
@@ -118,12 +121,10 @@ impl JwtVerifier {
         let token = ascii(WEBHOOK_SIGNATURE).flatten().ok_or(JwtError::MissingHeader {
             name: WEBHOOK_SIGNATURE,
         })?;
-        let webhook_id = match ascii(WEBHOOK_ID) {
-            None => None,
-            Some(Some(id)) => Some(id),
-            Some(None) => return Err(JwtError::MissingHeader { name: WEBHOOK_ID }),
-        };
-        self.verify_at(token, body, webhook_id, now)
+        let webhook_id = ascii(WEBHOOK_ID)
+            .flatten()
+            .ok_or(JwtError::MissingHeader { name: WEBHOOK_ID })?;
+        self.verify_at(token, body, Some(webhook_id), now)
     }
 
     /// Verifies `token` against `body` at the clock's current time.
@@ -231,12 +232,20 @@ impl JwtVerifier {
         if exp < iat {
             return Err(malformed("exp is before iat"));
         }
+        if i128::from(exp) - i128::from(iat) > i128::from(super::MAX_JWT_TTL_SECONDS) {
+            return Err(malformed("the lifetime (exp - iat) is over 86400 s"));
+        }
         let leeway = self.leeway_seconds;
         if i128::from(now) > i128::from(exp) + i128::from(leeway) {
             return Err(JwtError::Expired { exp, now, leeway });
         }
         if i128::from(iat) > i128::from(now) + i128::from(leeway) {
             return Err(JwtError::IssuedInFuture { iat, now, leeway });
+        }
+        if let Some(nbf) = claims.nbf
+            && i128::from(nbf) > i128::from(now) + i128::from(leeway)
+        {
+            return Err(JwtError::NotYetValid { nbf, now, leeway });
         }
         if let Some(expected) = webhook_id
             && jti != expected

@@ -17,9 +17,8 @@ use herald_signature::{
     Clock, Ed25519SecretKey, HmacKey, KeyId, PublicKey, Signer, SigningKey, SystemClock, WEBHOOK_ID, WEBHOOK_SIGNATURE,
     WEBHOOK_TIMESTAMP,
 };
-use serde_json::json;
 
-use self::trust::{Trust, TrustArgs, looks_like_jwt};
+use self::trust::{Rejection, Trust, TrustArgs, looks_like_jwt};
 
 /// Exit code of `verify` for a signature that does not verify.
 const EXIT_INVALID: u8 = 1;
@@ -47,7 +46,7 @@ pub struct KeygenArgs {
     json: bool,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct SignArgs {
     /// Signing key: whsec_… (v1 entry) or whsk_… (v1a entry). Repeat or
     /// separate with commas for one entry per key, in order. Prefer the
@@ -72,7 +71,7 @@ pub struct SignArgs {
     body: String,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct VerifyArgs {
     #[command(flatten)]
     trust: TrustArgs,
@@ -126,7 +125,9 @@ fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {
             let key = HmacKey::try_generate()?;
             let secret = key.expose_secret();
             if args.json {
-                println!("{}", json!({"kind": "hmac", "secret": secret.as_str()}));
+                // Formatted directly (base64 needs no escaping) so that the
+                // secret is not copied into a JSON value nobody wipes.
+                println!("{{\"kind\":\"hmac\",\"secret\":\"{}\"}}", secret.as_str());
             } else {
                 println!(
                     "# HMAC-SHA256 signing secret (Standard Webhooks v1, {} bytes).",
@@ -146,13 +147,12 @@ fn run_keygen(args: &KeygenArgs) -> anyhow::Result<()> {
             };
             let jwk = public.to_jwk(&kid);
             if args.json {
-                let output = json!({
-                    "kind": "ed25519",
-                    "secret_key": secret.as_str(),
-                    "public_key": key.public_key().to_string(),
-                    "jwk": jwk,
-                });
-                println!("{output}");
+                println!(
+                    "{{\"kind\":\"ed25519\",\"secret_key\":\"{}\",\"public_key\":\"{}\",\"jwk\":{}}}",
+                    secret.as_str(),
+                    key.public_key(),
+                    jwk
+                );
             } else {
                 println!("# Ed25519 key pair (Standard Webhooks v1a).");
                 println!("# Secret key: keep it on the sender only.");
@@ -206,8 +206,14 @@ async fn run_verify(args: &VerifyArgs) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        // A JWT without the options to check it is a usage problem, not a verdict.
+        Err(rejection @ (Rejection::JwtWithoutJwks | Rejection::JwtWithoutAudience)) => {
+            eprintln!("herald verify: {rejection}");
+            Ok(ExitCode::from(EXIT_USAGE))
+        }
         Err(rejection) => {
-            println!("invalid: {rejection}");
+            // The reason may quote attacker-controlled text (a token's members).
+            println!("invalid: {}", super::listen::report::printable(&rejection.to_string()));
             Ok(ExitCode::from(EXIT_INVALID))
         }
     }

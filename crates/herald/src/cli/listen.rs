@@ -11,7 +11,7 @@
 //! answered 2xx is acknowledged again with 200 and marked `duplicate`
 //! without being printed twice. A full replay guard fails closed with 503.
 
-mod report;
+pub(super) mod report;
 mod shutdown;
 
 use std::net::{IpAddr, SocketAddr};
@@ -34,7 +34,7 @@ use super::keys::trust::{Trust, TrustArgs};
 /// default tolerance this holds a full window.
 const REPLAY_CAPACITY: usize = 100_000;
 
-#[derive(Debug, clap::Args)]
+#[derive(clap::Args)]
 pub struct ListenArgs {
     /// Port to listen on; 0 picks a free one (the address is printed).
     #[arg(long, default_value_t = 9000)]
@@ -170,6 +170,10 @@ async fn receive(State(receiver): State<Arc<Receiver>>, method: Method, headers:
 }
 
 fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    // These statuses carry no body (RFC 9110 §15.3.5, §15.3.6, §15.4.5).
+    if matches!(status.as_u16(), 204 | 205 | 304) {
+        return status.into_response();
+    }
     (status, axum::Json(body)).into_response()
 }
 

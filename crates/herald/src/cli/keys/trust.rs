@@ -18,7 +18,7 @@ use herald_signature::{
 use super::fetch;
 
 /// Flags naming the keys to trust, shared by `verify` and `listen`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Clone, clap::Args)]
 #[command(group(clap::ArgGroup::new("trusted_keys").required(true).multiple(true)))]
 pub struct TrustArgs {
     /// A whsec_ secret (v1) or a whsk_ secret key (v1a, its public key is

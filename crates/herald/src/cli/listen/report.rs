@@ -72,7 +72,8 @@ impl Delivery {
 
 /// Indents a valid JSON text by two spaces per level without reordering or
 /// re-encoding anything: only whitespace outside strings changes. JSON
-/// strings cannot hold raw control characters, so the output is safe to print.
+/// strings may hold raw DEL and C1 characters (U+009B starts a terminal
+/// escape sequence), so control characters inside strings are replaced.
 fn pretty_json(text: &str) -> String {
     let mut out = String::with_capacity(text.len() * 2);
     let mut depth = 0usize;
@@ -85,7 +86,7 @@ fn pretty_json(text: &str) -> String {
     };
     while let Some(c) = chars.next() {
         if in_string {
-            out.push(c);
+            out.push(if c.is_control() { '\u{fffd}' } else { c });
             match (escaped, c) {
                 (true, _) => escaped = false,
                 (false, '\\') => escaped = true,
@@ -130,6 +131,13 @@ fn pretty_json(text: &str) -> String {
     out
 }
 
+/// Replaces control characters (terminal escapes) with U+FFFD.
+pub(in crate::cli) fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect()
+}
+
 /// Replaces control characters and truncates to [`MAX_FIELD_CHARS`].
 fn sanitise(text: &str) -> String {
     let mut clean: String = text
@@ -171,5 +179,11 @@ mod tests {
         assert_eq!(sanitise("batch.succeeded"), "batch.succeeded");
         assert_eq!(sanitise("a\x1b[2Jb\n"), "a\u{fffd}[2Jb\u{fffd}");
         assert_eq!(sanitise(&"x".repeat(100)).chars().count(), 81);
+        let pretty = pretty_json("{\"a\":\"\u{9b}2J\u{7f}\"}");
+        assert!(
+            !pretty.chars().filter(|c| *c != '\n').any(char::is_control),
+            "{pretty:?}"
+        );
+        assert!(pretty.contains("\u{fffd}2J\u{fffd}"), "{pretty:?}");
     }
 }
