@@ -47,10 +47,6 @@ impl ManualClock {
         let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
         self.millis.fetch_add(by, Ordering::SeqCst);
     }
-
-    pub fn set(&self, to: Timestamp) {
-        self.millis.store(to.as_millis(), Ordering::SeqCst);
-    }
 }
 
 impl Clock for ManualClock {

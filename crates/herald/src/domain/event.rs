@@ -120,10 +120,6 @@ impl SubscribedEvents {
         self.0.iter().any(|pattern| pattern.matches(event_type))
     }
 
-    pub fn patterns(&self) -> &[EventPattern] {
-        &self.0
-    }
-
     /// The patterns as strings, the form kept in storage and on the wire.
     pub fn to_strings(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()

@@ -21,7 +21,7 @@ mod webhooks;
 mod writer;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -83,7 +83,6 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
-    path: PathBuf,
 }
 
 impl SqliteStore {
@@ -111,12 +110,7 @@ impl SqliteStore {
             closing,
             writer_thread: Mutex::new(Some(thread)),
             _lock: lock,
-            path,
         })
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 }
 
