@@ -29,13 +29,18 @@ impl AdminKey {
     }
 }
 
+/// `HERALD_ADMIN_KEY`, checked.
+pub fn from_environment(key: String) -> anyhow::Result<String> {
+    let key = key.trim().to_owned();
+    if key.len() < MIN_LEN {
+        bail!("HERALD_ADMIN_KEY must be at least {MIN_LEN} characters");
+    }
+    Ok(key)
+}
+
 pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Result<AdminKey> {
     if let Some(key) = from_env {
-        let key = key.trim().to_owned();
-        if key.len() < MIN_LEN {
-            bail!("HERALD_ADMIN_KEY must be at least {MIN_LEN} characters");
-        }
-        return Ok(AdminKey::FromEnvironment(key));
+        return Ok(AdminKey::FromEnvironment(from_environment(key)?));
     }
     let path = data_dir.join("admin.key");
     if path.exists() {
@@ -47,7 +52,7 @@ pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Resu
         return Ok(AdminKey::FromFile(key));
     }
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
-    let key = format!("hra_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()));
+    let key = generate();
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -58,4 +63,9 @@ pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Resu
     writeln!(file, "{key}").with_context(|| format!("writing {}", path.display()))?;
     file.sync_all().with_context(|| format!("syncing {}", path.display()))?;
     Ok(AdminKey::Generated { key, path })
+}
+
+/// A new random admin key (256 bits).
+pub fn generate() -> String {
+    format!("hra_{}", URL_SAFE_NO_PAD.encode(rand::random::<[u8; 32]>()))
 }

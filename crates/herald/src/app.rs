@@ -1,5 +1,6 @@
-//! Wiring: opens the store, recovers after a crash, starts the HTTP API and
-//! the dispatcher, and shuts them down in order.
+//! Wiring: opens the store (which recovers after a crash), starts the HTTP
+//! API and the dispatcher as the node's role says, and shuts them down in
+//! order. Nothing here names a storage backend: `store::open` chooses.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,10 +16,10 @@ use crate::delivery::client::{ClientConfig, DeliveryClient};
 use crate::delivery::{Dispatcher, DispatcherConfig, Jitter, RandomJitter};
 use crate::net::ssrf::AddressPolicy;
 use crate::store::Store;
-use crate::store::sqlite::{SqliteOptions, SqliteStore};
 
 /// What tests replace: time, randomness, and whether the dispatcher loop
-/// runs by itself (tests drive it with [`Dispatcher::run_once`]).
+/// runs by itself (tests drive it with [`Dispatcher::run_once`], one step
+/// of the same loop).
 pub struct Dependencies {
     pub clock: SharedClock,
     pub jitter: Arc<dyn Jitter>,
@@ -44,29 +45,15 @@ pub struct RunningApp {
     dispatcher_task: Option<JoinHandle<()>>,
 }
 
-pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyhow::Result<RunningApp> {
+/// Starts Herald. `admin_key`: the key to accept as admin; `None` uses the
+/// one whose hash the store holds, generating one (printed once to stderr)
+/// if it holds none.
+pub async fn start(config: &Config, admin_key: Option<&str>, deps: Dependencies) -> anyhow::Result<RunningApp> {
     config.validate()?;
-    let options = SqliteOptions {
-        durability: config.storage.durability,
-        read_connections: config.storage.read_connections,
-        ..SqliteOptions::default()
-    };
-    let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || SqliteStore::open(&data_dir, &options))
+    let store = crate::store::open(&config.storage_config(), Arc::clone(&deps.clock))
         .await
-        .context("opening the database")?
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
-    let store: Arc<dyn Store> = Arc::new(store);
-
-    // One process owns this database (the store holds the directory lock),
-    // so every lease in it belongs to a process that is gone.
-    let recovered = store.recover_all_leases(deps.clock.now()).await?;
-    if recovered > 0 {
-        tracing::warn!(
-            recovered,
-            "recovered deliveries that were in flight when Herald last stopped"
-        );
-    }
+        .context("opening the database")?;
+    let admin_key_hash = admin_key_hash(store.as_ref(), admin_key).await?;
 
     let policy = Arc::new(AddressPolicy::new(config.security.allow_target_cidrs.clone()));
     let client = DeliveryClient::new(
@@ -106,7 +93,7 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
     ));
     let state = AppState {
         store: Arc::clone(&store),
-        auth: Arc::new(Authenticator::new(admin_key)),
+        auth: Arc::new(Authenticator::from_hash(admin_key_hash)),
         clock: deps.clock,
         address_policy: policy,
         limits: config.limits.clone(),
@@ -116,18 +103,18 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
         .await
         .with_context(|| format!("listening on {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let role = config.node.role;
     let server = {
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            axum::serve(listener, api::router(state))
+            axum::serve(listener, api::router(state, role))
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
         })
     };
-    let dispatcher_task = deps
-        .run_dispatcher
+    let dispatcher_task = (deps.run_dispatcher && config.node.role.delivers())
         .then(|| tokio::spawn(Arc::clone(&dispatcher).run(shutdown.child_token())));
-    tracing::info!(%addr, "herald is listening");
+    tracing::info!(%addr, role = ?config.node.role, "herald is listening");
     Ok(RunningApp {
         addr,
         store,
@@ -136,6 +123,28 @@ pub async fn start(config: &Config, admin_key: &str, deps: Dependencies) -> anyh
         server,
         dispatcher_task,
     })
+}
+
+/// The admin key's hash: `given`'s, or the store's (generating and
+/// printing a key once if the store has none).
+async fn admin_key_hash(store: &dyn Store, given: Option<&str>) -> anyhow::Result<[u8; 32]> {
+    if let Some(key) = given {
+        return Ok(crate::api::auth::hash_key(key));
+    }
+    let candidate = crate::admin_key::generate();
+    let candidate_hash = crate::api::auth::hash_key(&candidate);
+    let in_force = store
+        .init_admin_key_hash(candidate_hash)
+        .await
+        .context("reading the admin key's hash")?;
+    if in_force == candidate_hash {
+        eprintln!(
+            "Generated the admin key (shown only now; every node sharing this database accepts it):\n\n    {candidate}\n"
+        );
+    } else {
+        tracing::info!("using the admin key stored in the database (set HERALD_ADMIN_KEY to override)");
+    }
+    Ok(in_force)
 }
 
 impl RunningApp {

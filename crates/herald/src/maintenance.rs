@@ -19,16 +19,17 @@ pub const IDEMPOTENCY_WINDOW: Duration = Duration::from_secs(24 * 3600);
 const INTERVAL: Duration = Duration::from_secs(600);
 
 /// One round of housekeeping; returns how many idempotency keys expired.
+/// Each store call does a bounded piece and says whether more is left.
 pub async fn run_once(store: &dyn Store, clock: &SharedClock) -> StoreResult<u64> {
-    while store.fail_orphaned_deliveries(clock.now()).await? >= 10_000 {}
+    while !store.fail_orphaned_deliveries(clock.now()).await?.is_done() {}
     let before = crate::domain::Timestamp::from_millis(
         clock.now().as_millis() - i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX),
     );
     let mut total = 0;
     loop {
-        let deleted = store.prune_idempotency_keys(before).await?;
-        total += deleted;
-        if deleted < 10_000 {
+        let progress = store.prune_idempotency_keys(before).await?;
+        total += progress.count();
+        if progress.is_done() {
             return Ok(total);
         }
     }

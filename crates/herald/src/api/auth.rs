@@ -70,8 +70,13 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new(admin_key: &str) -> Self {
+        Self::from_hash(hash_key(admin_key))
+    }
+
+    /// Accepts as admin the key whose SHA-256 is `admin_key_hash`.
+    pub fn from_hash(admin_key_hash: [u8; 32]) -> Self {
         Self {
-            admin_key_hash: hash_key(admin_key),
+            admin_key_hash,
             cache: Mutex::new(HashMap::new()),
         }
     }

@@ -39,12 +39,25 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
 }
 
-pub fn router(state: AppState) -> Router {
+/// The routes a node with `role` serves: a worker-only node answers the
+/// health and metrics endpoints and nothing else.
+pub fn router(state: AppState, role: crate::config::Role) -> Router {
     let body_limit = state.limits.max_request_bytes;
-    Router::new()
+    let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::metrics));
+    let routes = if role.serves_api() { probes.merge(api_routes()) } else { probes };
+    routes
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(deadline))
+        .with_state(state)
+}
+
+fn api_routes() -> Router<AppState> {
+    Router::new()
         .route("/v1/projects", post(projects::create).get(projects::list))
         .route("/v1/projects/{project_id}", get(projects::get))
         .route(
@@ -63,11 +76,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(deadline))
-        .with_state(state)
 }
 
 /// The longest a request may take, body upload included.

@@ -23,8 +23,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the Herald server (API and delivery engine) on the embedded database.
+    /// Run the Herald server (API and delivery engine) on the embedded
+    /// database, or on PostgreSQL with --database-url.
     Serve(serve::ServeArgs),
+    /// Apply pending schema migrations to the configured database and exit.
+    Migrate(serve::ServeArgs),
     /// Print the effective configuration (defaults, file, environment, flags).
     Config(serve::ServeArgs),
     /// Print a new signing key (secret and public form).
@@ -52,6 +55,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve::serve(&args).await,
             Command::Config(args) => serve::config(&args),
+            Command::Migrate(args) => serve::migrate(&args).await,
             Command::Keygen(args) => keys::keygen(args),
             Command::Sign(args) => keys::sign(args),
             Command::Verify(args) => keys::verify(args).await,

@@ -11,7 +11,7 @@ use ipnet::IpNet;
 
 use crate::admin_key::{self, AdminKey};
 use crate::app::{self, Dependencies};
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, Role};
 use crate::store::sqlite::Durability;
 
 #[derive(Debug, clap::Args)]
@@ -55,6 +55,19 @@ pub struct ServeArgs {
     /// Attempts in flight at once to one webhook.
     #[arg(long, env = "HERALD_MAX_IN_FLIGHT_PER_ENDPOINT")]
     max_in_flight_per_endpoint: Option<u32>,
+    /// PostgreSQL database to use instead of the embedded one, e.g.
+    /// postgres://herald@db.internal/herald (any number of nodes may share it).
+    #[arg(long, env = "HERALD_DATABASE_URL", value_name = "URL", hide_env_values = true)]
+    database_url: Option<String>,
+    /// What this node runs: api, worker or all.
+    #[arg(long, env = "HERALD_ROLE", value_parser = parse_role)]
+    role: Option<Role>,
+    /// This node's name among those sharing a database [default: <hostname>:<port>].
+    #[arg(long, env = "HERALD_NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// Do not apply pending migrations at start (run `herald migrate` instead).
+    #[arg(long)]
+    no_migrate: bool,
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_parser = parse_log_format)]
     log_format: Option<LogFormat>,
@@ -66,6 +79,10 @@ fn parse_durability(text: &str) -> Result<Durability, String> {
         "process" => Ok(Durability::Process),
         _ => Err("expected `full` or `process`".into()),
     }
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| "expected `api`, `worker` or `all`".into())
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {
@@ -121,6 +138,18 @@ impl ServeArgs {
         if let Some(format) = self.log_format {
             config.log.format = format;
         }
+        if let Some(url) = &self.database_url {
+            config.storage.database_url = Some(url.clone());
+        }
+        if let Some(role) = self.role {
+            config.node.role = role;
+        }
+        if let Some(name) = &self.node_name {
+            config.node.name = Some(name.clone());
+        }
+        if self.no_migrate {
+            config.storage.migrate_on_start = false;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -129,7 +158,16 @@ impl ServeArgs {
 /// `herald config`: prints the effective settings as TOML.
 pub fn config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.effective_config()?;
-    print!("{}", config.to_toml());
+    print!("{}", config.redacted().to_toml());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald migrate`: applies pending migrations and exits.
+pub async fn migrate(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.effective_config()?;
+    crate::telemetry::init_tracing(&config.log);
+    let applied = crate::store::migrate(&config.storage_config()).await?;
+    println!("schema is at version {applied}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -137,17 +175,27 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.effective_config()?;
     crate::telemetry::init_tracing(&config.log);
-    let admin_key = admin_key::load_or_create(&config.data_dir, std::env::var("HERALD_ADMIN_KEY").ok())?;
-    if let AdminKey::Generated { key, path } = &admin_key {
-        eprintln!(
-            "Generated the admin key (shown only now; also saved to {}):\n\n    {key}\n",
-            path.display()
-        );
-    }
+    let from_env = std::env::var("HERALD_ADMIN_KEY").ok();
+    // On SQLite the key lives in the data directory; on PostgreSQL its hash
+    // lives in the database, so every node accepts it (`app` reads it).
+    let admin_key = match (&config.storage.database_url, from_env) {
+        (Some(_), None) => None,
+        (Some(_), Some(key)) => Some(admin_key::from_environment(key)?),
+        (None, from_env) => {
+            let admin_key = admin_key::load_or_create(&config.data_dir, from_env)?;
+            if let AdminKey::Generated { key, path } = &admin_key {
+                eprintln!(
+                    "Generated the admin key (shown only now; also saved to {}):\n\n    {key}\n",
+                    path.display()
+                );
+            }
+            Some(admin_key.key().to_owned())
+        }
+    };
     // Handlers first: a SIGTERM arriving right after start-up must already
     // mean "shut down gracefully", not the default "die".
     let mut signals = ShutdownSignals::install()?;
-    let running = app::start(&config, admin_key.key(), Dependencies::default()).await?;
+    let running = app::start(&config, admin_key.as_deref(), Dependencies::default()).await?;
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("herald listening on http://{}", running.addr);
     let token = running.shutdown_token();

@@ -6,6 +6,9 @@
 //! validated once here; the rest of the program trusts them.
 
 mod durations;
+mod node;
+
+pub use node::{NodeConfig, Role};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +26,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded database and the generated admin key live.
     pub data_dir: PathBuf,
-    pub storage: StorageConfig,
+    pub storage: StorageSettings,
+    pub node: NodeConfig,
     pub delivery: DeliveryConfig,
     pub security: SecurityConfig,
     pub limits: LimitsConfig,
@@ -32,12 +36,22 @@ pub struct Config {
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
-pub struct StorageConfig {
-    /// `full`: an acknowledged event survives a power cut (fsync per commit,
-    /// grouped). `process`: it survives a process crash only.
+pub struct StorageSettings {
+    /// `postgres://…`: use this PostgreSQL database (any number of nodes may
+    /// share it). Unset: the embedded SQLite database in `data_dir`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// SQLite: `full`: an acknowledged event survives a power cut (fsync per
+    /// commit, grouped). `process`: it survives a process crash only.
+    /// (PostgreSQL always commits with `synchronous_commit = on`.)
     pub durability: Durability,
-    /// Read-only SQLite connections for queries.
+    /// SQLite: read-only connections for queries.
     pub read_connections: usize,
+    /// PostgreSQL: connections in this node's pool.
+    pub pool_size: usize,
+    /// PostgreSQL: apply pending migrations at start (under an advisory
+    /// lock). Off: run `herald migrate` first.
+    pub migrate_on_start: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,7 +133,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("./herald-data"),
-            storage: StorageConfig::default(),
+            storage: StorageSettings::default(),
+            node: NodeConfig::default(),
             delivery: DeliveryConfig::default(),
             security: SecurityConfig::default(),
             limits: LimitsConfig::default(),
@@ -128,11 +143,14 @@ impl Default for Config {
     }
 }
 
-impl Default for StorageConfig {
+impl Default for StorageSettings {
     fn default() -> Self {
         Self {
+            database_url: None,
             durability: Durability::Full,
             read_connections: 4,
+            pool_size: 16,
+            migrate_on_start: true,
         }
     }
 }
@@ -237,6 +255,15 @@ impl Config {
         if self.storage.read_connections == 0 {
             return fail("storage.read_connections", "must be at least 1");
         }
+        if self.storage.pool_size < 2 {
+            return fail("storage.pool_size", "must be at least 2");
+        }
+        if let Some(url) = &self.storage.database_url
+            && let Err(message) = crate::store::postgres::check_url(url)
+        {
+            return fail("storage.database_url", &message);
+        }
+        self.node.validate()?;
         let l = &self.limits;
         if l.max_payload_bytes < 1024 || l.max_batch_events == 0 || l.max_request_bytes < l.max_payload_bytes {
             return fail(
@@ -245,6 +272,48 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// The storage backend these settings select.
+    pub fn storage_config(&self) -> crate::store::StorageConfig {
+        use crate::store::{StorageConfig, postgres::PostgresOptions, sqlite::SqliteOptions};
+        match &self.storage.database_url {
+            Some(url) => StorageConfig::Postgres(PostgresOptions {
+                url: url.clone(),
+                pool_size: self.storage.pool_size,
+                migrate_on_start: self.storage.migrate_on_start,
+                node_name: self.node_name(),
+                heartbeat: self.node.heartbeat,
+                node_timeout: self.node.timeout,
+            }),
+            None => StorageConfig::Sqlite(SqliteOptions {
+                data_dir: self.data_dir.clone(),
+                durability: self.storage.durability,
+                read_connections: self.storage.read_connections,
+                ..SqliteOptions::default()
+            }),
+        }
+    }
+
+    /// This node's name: as configured, else `<hostname>:<port>`.
+    pub fn node_name(&self) -> String {
+        self.node.name.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "herald".into());
+            format!("{host}:{}", self.listen.port())
+        })
+    }
+
+    /// `herald config`'s view: the database password, if any, hidden.
+    pub fn redacted(&self) -> Self {
+        let mut shown = self.clone();
+        if let Some(url) = &shown.storage.database_url {
+            shown.storage.database_url = Some(crate::store::postgres::redact_url(url));
+        }
+        shown
     }
 
     /// The lease: as configured, else derived from the timeout.

@@ -80,6 +80,7 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
                 error_kind: (!success).then_some(AttemptErrorKind::HttpStatus),
                 error_message: (!success).then(|| format!("the endpoint answered {code}")),
             };
+            let retry_after = retry_after.map(|asked| asked.delay_from(now));
             (record, Outcome::Status { code, retry_after })
         }
         Response::Failed { kind, message } => {
@@ -106,12 +107,14 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
     if decision.next == crate::store::NextStep::Succeeded {
         metrics::histogram!("herald_delivery_latency_seconds").record(now.duration_since(job.event_time).as_secs_f64());
     }
+    let last_error = record.error_kind.map(|kind| kind.as_str().to_owned());
     Completion {
         delivery_id: job.delivery_id,
         webhook_id: job.endpoint.webhook_id,
         lease: job.lease,
-        attempt: record,
+        attempt: Some(record),
         next: decision.next,
+        last_error,
         disable_webhook: decision.disable_webhook,
         now,
     }

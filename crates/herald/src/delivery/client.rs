@@ -6,7 +6,7 @@
 //! non-2xx status, a failure.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -16,7 +16,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::domain::AttemptErrorKind;
+use crate::domain::{AttemptErrorKind, Timestamp};
 use crate::domain::webhook::EndpointUri;
 use crate::net::connector::{ConnectError, GuardedConnector};
 use crate::net::ssrf::AddressPolicy;
@@ -47,12 +47,30 @@ pub struct SignedRequest<'a> {
     pub body: Bytes,
 }
 
+/// A `Retry-After` header: a delay, or an instant (an HTTP date), which the
+/// caller turns into a delay with its injected clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryAfter {
+    Delay(Duration),
+    At(Timestamp),
+}
+
+impl RetryAfter {
+    /// The delay it asks for, seen from `now` (a date in the past: none).
+    pub fn delay_from(self, now: Timestamp) -> Duration {
+        match self {
+            Self::Delay(delay) => delay,
+            Self::At(at) => at.duration_since(now),
+        }
+    }
+}
+
 /// What came back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
     Status {
         code: u16,
-        retry_after: Option<Duration>,
+        retry_after: Option<RetryAfter>,
         excerpt: String,
     },
     Failed {
@@ -92,9 +110,11 @@ impl DeliveryClient {
     }
 
     /// Sends one request; every failure is an outcome, never an error.
+    /// The duration is measured on tokio's monotonic clock (paused in
+    /// tests), never the wall clock.
     pub async fn send(&self, request: SignedRequest<'_>) -> (Response, Duration) {
-        let started = Instant::now();
-        let deadline = tokio::time::Instant::from_std(started + self.config.timeout);
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.config.timeout;
         let response = self.exchange(request, deadline).await;
         (response, started.elapsed())
     }
@@ -207,13 +227,14 @@ fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStor
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date; unparseable is ignored.
-fn parse_retry_after(value: &HeaderValue) -> Option<Duration> {
+fn parse_retry_after(value: &HeaderValue) -> Option<RetryAfter> {
     let text = value.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+        return Some(RetryAfter::Delay(Duration::from_secs(seconds)));
     }
     let when = httpdate::parse_http_date(text).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    let millis = when.duration_since(UNIX_EPOCH).ok()?.as_millis();
+    Some(RetryAfter::At(Timestamp::from_millis(i64::try_from(millis).ok()?)))
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> Response {
@@ -265,12 +286,12 @@ mod tests {
     fn retry_after_forms() {
         assert_eq!(
             parse_retry_after(&HeaderValue::from_static("120")),
-            Some(Duration::from_secs(120))
+            Some(RetryAfter::Delay(Duration::from_secs(120)))
         );
-        assert_eq!(
-            parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")),
-            Some(Duration::ZERO)
-        );
+        let date = parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")).unwrap();
+        assert_eq!(date, RetryAfter::At(Timestamp::from_millis(1_445_412_480_000)));
+        assert_eq!(date.delay_from(Timestamp::from_millis(1_445_412_470_000)), Duration::from_secs(10));
+        assert_eq!(date.delay_from(Timestamp::from_millis(1_445_412_490_000)), Duration::ZERO);
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
         assert_eq!(parse_retry_after(&HeaderValue::from_static("-5")), None);
     }

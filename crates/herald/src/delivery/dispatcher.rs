@@ -31,7 +31,6 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::future::join_all;
 use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +39,9 @@ use super::attempt::{AttemptContext, EndpointSigner, attempt, signer_for};
 use super::client::DeliveryClient;
 use super::retry::{Jitter, RetryPolicy};
 use crate::clock::SharedClock;
-use crate::domain::{DeliveryId, Timestamp, WebhookId};
+use super::failure_log::FailureLog;
+use crate::domain::delivery::reason;
+use crate::domain::{AttemptRecord, DeliveryId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Release, Store, StoreResult,
 };
@@ -69,6 +70,8 @@ pub struct Dispatcher {
     work: Arc<Notify>,
     /// Notified when room frees up under either limit.
     room: Notify,
+    /// Failed attempts logged at `warn`, rate-limited per webhook.
+    failures: FailureLog,
 }
 
 /// What this dispatcher holds. Three views of the same deliveries:
@@ -88,7 +91,16 @@ struct InFlight {
 #[derive(Debug, Clone, Copy)]
 struct Held {
     lease: LeaseToken,
-    started: bool,
+    started: Option<Started>,
+}
+
+/// When an attempt's request went out: what a cut-off attempt records.
+#[derive(Debug, Clone, Copy)]
+struct Started {
+    number: u32,
+    at: Timestamp,
+    /// Monotonic, for the duration (tokio's clock: paused in tests).
+    since: tokio::time::Instant,
 }
 
 /// Where finished attempts go to be recorded.
@@ -114,35 +126,32 @@ impl Dispatcher {
             in_flight: Mutex::new(InFlight::default()),
             work,
             room: Notify::new(),
+            failures: FailureLog::default(),
         })
     }
 
-    /// Claims what is due now (no prefetch), attempts it all, records the
-    /// outcomes, and returns how many attempts were made. Tests call this
-    /// instead of running the loop, so they control every step.
-    pub async fn run_once(&self) -> StoreResult<usize> {
-        let (jobs, _) = self.claim(Prefetch::None).await?;
-        if let Ok(mut state) = self.in_flight.lock() {
-            for job in &jobs {
-                state.mark_started(job.delivery_id);
+    /// One step of the production loop, for tests: claims what is due now
+    /// (with the same prefetch, caps and expiry as [`Dispatcher::run`]),
+    /// attempts it all through the same tasks, records every outcome
+    /// through the same completion path (with its failure policy), and
+    /// returns how many attempts it made (expired deliveries make none).
+    pub async fn run_once(self: &Arc<Self>) -> StoreResult<usize> {
+        let (outcomes, finished) = mpsc::unbounded_channel();
+        let completer = tokio::spawn(Arc::clone(self).complete_loop(finished));
+        let mut tasks = JoinSet::new();
+        let claimed = self.claim().await;
+        let taken = match claimed {
+            Ok((jobs, _)) => {
+                let taken = jobs.len();
+                let expired = self.start(jobs, &mut tasks, &outcomes);
+                Ok(taken - expired)
             }
-        }
-        let signers = signers(&jobs);
-        let context = self.context();
-        let completions = join_all(
-            jobs.iter()
-                .map(|job| attempt(&context, job, &signers[&job.endpoint.webhook_id])),
-        )
-        .await;
-        if let Ok(mut state) = self.in_flight.lock() {
-            for (job, completion) in jobs.iter().zip(&completions) {
-                let webhook = job.endpoint.webhook_id;
-                state.adjust_cap(webhook, Health::of(completion), self.config.max_in_flight_per_endpoint);
-                state.request_done(webhook);
-            }
-        }
-        self.persist(&completions).await?;
-        Ok(completions.len())
+            Err(error) => Err(error),
+        };
+        while tasks.join_next().await.is_some() {}
+        drop(outcomes);
+        let _ = completer.await;
+        taken
     }
 
     /// Runs until `shutdown` is cancelled, then lets in-flight attempts
@@ -152,9 +161,9 @@ impl Dispatcher {
         let completer = tokio::spawn(Arc::clone(&self).complete_loop(finished));
         let mut tasks = JoinSet::new();
         while !shutdown.is_cancelled() {
-            let pause = match self.claim(Prefetch::Healthy).await {
+            let pause = match self.claim().await {
                 Ok((jobs, next_due)) => {
-                    self.start(jobs, &mut tasks, &outcomes);
+                    let _ = self.start(jobs, &mut tasks, &outcomes);
                     self.pause_until(next_due)
                 }
                 Err(error) => {
@@ -189,12 +198,22 @@ impl Dispatcher {
 
     /// Starts each job now if its endpoint has a free request slot, or
     /// queues it behind the cap.
-    fn start(self: &Arc<Self>, jobs: Vec<DeliveryJob>, tasks: &mut JoinSet<()>, outcomes: &Outcomes) {
+    /// Returns how many were failed as expired instead.
+    fn start(self: &Arc<Self>, jobs: Vec<DeliveryJob>, tasks: &mut JoinSet<()>, outcomes: &Outcomes) -> usize {
         let signers = signers(&jobs);
+        let now = self.clock.now();
+        let mut expired_jobs = 0;
         for job in jobs {
+            if self.window_closed(&job, now) {
+                let _ = outcomes.send(expired(&job, now));
+                expired_jobs += 1;
+                continue;
+            }
             let webhook = job.endpoint.webhook_id;
             let signer = Arc::clone(&signers[&webhook]);
-            let Ok(mut state) = self.in_flight.lock() else { return };
+            let Ok(mut state) = self.in_flight.lock() else {
+                return expired_jobs;
+            };
             let cap = state.cap(webhook, self.config.max_in_flight_per_endpoint);
             let open = state.requests.entry(webhook).or_default();
             if *open < cap {
@@ -205,6 +224,7 @@ impl Dispatcher {
                 state.waiting.entry(webhook).or_default().push_back((job, signer));
             }
         }
+        expired_jobs
     }
 
     /// Attempts `job`, then keeps taking its endpoint's queued jobs until
@@ -214,7 +234,7 @@ impl Dispatcher {
         loop {
             let webhook = job.endpoint.webhook_id;
             if let Ok(mut state) = self.in_flight.lock() {
-                state.mark_started(job.delivery_id);
+                state.mark_started(job.delivery_id, job.attempt_number, self.clock.now());
             }
             // A bug in one attempt must not leak its slot: the delivery is
             // dropped locally and its lease left to expire (then retried).
@@ -224,6 +244,7 @@ impl Dispatcher {
             let health = match attempted {
                 Ok(completion) => {
                     let health = Health::of(&completion);
+                    self.failures.note(&completion);
                     let _ = outcomes.send(completion);
                     health
                 }
@@ -272,36 +293,44 @@ impl Dispatcher {
         self.config.max_in_flight.saturating_sub(held)
     }
 
+    /// Whether `job`'s retry window has closed: the policy never schedules
+    /// past `max_age`, and a lease's length more covers an attempt
+    /// scheduled at the very end of the window. Only deliveries held while
+    /// their webhook was disabled, or that lost a lease at the window's
+    /// end, get here; they are failed as `expired` without an attempt.
+    fn window_closed(&self, job: &DeliveryJob, now: Timestamp) -> bool {
+        let window = self.policy.max_age.saturating_add(self.config.lease);
+        job.event_time.saturating_add(window) < now
+    }
+
     /// Claims as much as the limits allow (each webhook up to its window,
     /// counting what it has open or queued) and records it.
-    async fn claim(&self, prefetch: Prefetch) -> StoreResult<(Vec<DeliveryJob>, Option<Timestamp>)> {
+    async fn claim(&self) -> StoreResult<(Vec<DeliveryJob>, Option<Timestamp>)> {
         let limit = self.room_left();
         if limit == 0 {
             return Ok((Vec::new(), None));
         }
         let now = self.clock.now();
+        // Prefetch past the cap only when no other node's requests count
+        // against it: on a shared store the cap is held across nodes by
+        // counting leases, so a lease must mean a request slot.
+        let shared = self.store.is_shared();
         let windows = Windows {
             max_cap: self.config.max_in_flight_per_endpoint,
-            prefetch,
+            prefetch: !shared,
             ceiling: u32::try_from(self.config.max_in_flight / 8).unwrap_or(u32::MAX).max(1),
         };
         let room = match self.in_flight.lock() {
             Ok(state) => state.room(&windows),
             Err(_) => Vec::new(),
         };
-        // The retry policy never schedules past `max_age`; a lease's length
-        // more covers an attempt scheduled at the very end of the window.
-        let window = self.policy.max_age.saturating_add(self.config.lease);
         let request = ClaimRequest {
             now,
             lease_until: now.saturating_add(self.config.lease),
-            expire_before: Timestamp::from_millis(
-                now.as_millis()
-                    .saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX)),
-            ),
             limit,
             default_room: windows.of(windows.max_cap),
             room,
+            max_leased_per_webhook: windows.of(windows.max_cap),
         };
         let batch = self.store.claim(request).await?;
         if let Ok(mut state) = self.in_flight.lock() {
@@ -310,7 +339,7 @@ impl Dispatcher {
                     job.delivery_id,
                     Held {
                         lease: job.lease,
-                        started: false,
+                        started: None,
                     },
                 )
             }));
@@ -408,7 +437,9 @@ impl Dispatcher {
                 held.map(|(delivery_id, held)| Release {
                     delivery_id,
                     lease: held.lease,
-                    started: held.started,
+                    interrupted: held.started.map(|started| {
+                        AttemptRecord::cut_off_at_shutdown(started.number, started.at, started.since.elapsed())
+                    }),
                 })
                 .collect()
             }
@@ -426,9 +457,13 @@ impl Dispatcher {
 }
 
 impl InFlight {
-    fn mark_started(&mut self, delivery: DeliveryId) {
+    fn mark_started(&mut self, delivery: DeliveryId, number: u32, at: Timestamp) {
         if let Some(held) = self.leases.get_mut(&delivery) {
-            held.started = true;
+            held.started = Some(Started {
+                number,
+                at,
+                since: tokio::time::Instant::now(),
+            });
         }
     }
 
@@ -502,28 +537,22 @@ impl InFlight {
     }
 }
 
-/// Whether a claim may take more than a webhook's cap, to queue locally.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Prefetch {
-    /// No: every claimed job starts at once (single steps in tests).
-    None,
-    /// Up to twice the cap, for endpoints at their full cap.
-    Healthy,
-}
-
 /// How many deliveries a webhook may hold (open plus queued).
 struct Windows {
     max_cap: u32,
-    prefetch: Prefetch,
+    /// Whether a healthy endpoint (at its full cap) may hold twice its cap,
+    /// the rest queued locally.
+    prefetch: bool,
     /// No webhook holds more than this share of `max_in_flight`.
     ceiling: u32,
 }
 
 impl Windows {
     fn of(&self, cap: u32) -> u32 {
-        let window = match self.prefetch {
-            Prefetch::Healthy if cap >= self.max_cap => cap.saturating_mul(2),
-            _ => cap,
+        let window = if self.prefetch && cap >= self.max_cap {
+            cap.saturating_mul(2)
+        } else {
+            cap
         };
         window.min(self.ceiling).max(1)
     }
@@ -546,7 +575,9 @@ impl Health {
 
     fn of(completion: &Completion) -> Self {
         use crate::domain::AttemptErrorKind as Kind;
-        let attempt = &completion.attempt;
+        let Some(attempt) = &completion.attempt else {
+            return Self::Neutral;
+        };
         match (attempt.status_code, attempt.error_kind) {
             (Some(200..=299), _) => Self::Good,
             (Some(429 | 502 | 503 | 504), _) => Self::Overloaded,
@@ -566,4 +597,18 @@ fn signers(jobs: &[DeliveryJob]) -> HashMap<WebhookId, EndpointSigner> {
             .or_insert_with(|| signer_for(&job.endpoint));
     }
     signers
+}
+
+/// The outcome of a delivery whose window closed before it could be sent.
+fn expired(job: &DeliveryJob, now: Timestamp) -> Completion {
+    Completion {
+        delivery_id: job.delivery_id,
+        webhook_id: job.endpoint.webhook_id,
+        lease: job.lease,
+        attempt: None,
+        next: NextStep::Failed,
+        last_error: Some(reason::EXPIRED.into()),
+        disable_webhook: None,
+        now,
+    }
 }

@@ -15,6 +15,7 @@
 pub mod attempt;
 pub mod client;
 pub mod dispatcher;
+mod failure_log;
 pub mod retry;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig};

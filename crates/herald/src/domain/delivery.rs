@@ -95,3 +95,62 @@ pub struct AttemptRecord {
     pub error_kind: Option<AttemptErrorKind>,
     pub error_message: Option<String>,
 }
+
+impl AttemptRecord {
+    /// An attempt whose outcome was never recorded because its lease ended
+    /// first: the worker (or its node) stopped or stalled. When it started
+    /// and how long it ran are unknown; `now` is when the loss was noticed.
+    pub fn lease_lapsed(number: u32, now: Timestamp) -> Self {
+        Self {
+            number,
+            start_time: now,
+            duration: Duration::ZERO,
+            status_code: None,
+            response_excerpt: None,
+            error_kind: Some(AttemptErrorKind::Interrupted),
+            error_message: Some(
+                "the attempt's outcome was never recorded: its worker stopped or stalled past the lease".into(),
+            ),
+        }
+    }
+
+    /// An attempt cut off by a graceful shutdown: the request had been open
+    /// since `start_time` for `duration` and may have arrived.
+    pub fn cut_off_at_shutdown(number: u32, start_time: Timestamp, duration: Duration) -> Self {
+        Self {
+            number,
+            start_time,
+            duration,
+            status_code: None,
+            response_excerpt: None,
+            error_kind: Some(AttemptErrorKind::Interrupted),
+            error_message: Some("Herald shut down before the endpoint answered; the request may have arrived".into()),
+        }
+    }
+}
+
+/// Why a delivery ended or last failed, as its `last_error` shows it: the
+/// last attempt's error kind, or a reason no attempt carries.
+pub mod reason {
+    /// The retry window closed while the delivery was held (its webhook was
+    /// disabled) or lost its lease at the window's end.
+    pub const EXPIRED: &str = "expired";
+    /// The webhook was deleted with the delivery unfinished.
+    pub const WEBHOOK_DELETED: &str = "webhook_deleted";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interrupted_records_say_so_and_keep_their_timing() {
+        let now = Timestamp::from_millis(1_000);
+        let lapsed = AttemptRecord::lease_lapsed(3, now);
+        assert_eq!(lapsed.error_kind, Some(AttemptErrorKind::Interrupted));
+        assert_eq!((lapsed.number, lapsed.start_time), (3, now));
+        let cut = AttemptRecord::cut_off_at_shutdown(2, now, Duration::from_secs(14));
+        assert_eq!(cut.duration, Duration::from_secs(14));
+        assert_eq!(cut.error_kind.map(AttemptErrorKind::as_str), Some("interrupted"));
+    }
+}

@@ -8,6 +8,7 @@
 
 pub mod delivery;
 pub mod event;
+pub mod fanout;
 pub mod id;
 pub mod project;
 pub mod time;

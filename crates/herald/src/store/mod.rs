@@ -14,7 +14,19 @@
 //! - [`DeliveryQueue::complete`] is fenced by that token: a worker whose lease
 //!   was taken over records its attempt but cannot change the delivery.
 //! - No method holds a transaction open across a call out of the store.
+//! - Rules that are the same for every backend (which webhooks an event fans
+//!   out to, when a delivery's window has closed, what an interrupted
+//!   attempt records, what a `410` does) are decided in `domain` or
+//!   `delivery`; a backend persists the decision and never re-decides it.
+//! - Work that may touch many rows (failing a deleted webhook's deliveries,
+//!   pruning) is done in bounded pieces that answer [`Progress`]; the
+//!   backend picks the piece size.
+//!
+//! [`open`] is the only place that chooses a backend; nothing above this
+//! module names one.
 
+mod codec;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -26,7 +38,7 @@ use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use types::*;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A referenced row does not exist (or belongs to another project).
     #[error("not found")]
@@ -81,8 +93,8 @@ pub trait WebhookStore: Send + Sync {
 pub trait EventStore: Send + Sync {
     async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome>;
     async fn get_event(&self, project: ProjectId, id: EventId) -> StoreResult<Option<EventDetail>>;
-    /// Forgets idempotency keys recorded before `before`; returns how many.
-    async fn prune_idempotency_keys(&self, before: Timestamp) -> StoreResult<u64>;
+    /// Forgets (a bounded number of) idempotency keys recorded before `before`.
+    async fn prune_idempotency_keys(&self, before: Timestamp) -> StoreResult<Progress>;
 }
 
 #[async_trait]
@@ -91,16 +103,13 @@ pub trait DeliveryQueue: Send + Sync {
     /// Applies attempt outcomes; one result per completion, in order.
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>>;
     /// Returns unfinished leased deliveries to the queue, due at `now`
-    /// (graceful shutdown). A release whose request had started logs an
-    /// `interrupted` attempt; one that never started logs nothing.
+    /// (graceful shutdown). A release carrying an `interrupted` attempt logs
+    /// it (and counts it); one that never started logs nothing.
     async fn release(&self, releases: Vec<Release>, now: Timestamp) -> StoreResult<()>;
-    /// Ends every lease at once, logging their attempts as `interrupted`: for
-    /// a backend owned by one process, called at start-up after a crash.
-    async fn recover_all_leases(&self, now: Timestamp) -> StoreResult<u64>;
     async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats>;
-    /// Fails a chunk of unfinished deliveries left behind by deleted
-    /// webhooks (a crash in the middle of a delete); returns how many.
-    async fn fail_orphaned_deliveries(&self, now: Timestamp) -> StoreResult<u64>;
+    /// Fails a bounded piece of the unfinished deliveries left behind by
+    /// deleted webhooks (a crash in the middle of a delete).
+    async fn fail_orphaned_deliveries(&self, now: Timestamp) -> StoreResult<Progress>;
     /// Notified when deliveries may have become due without a claim noticing:
     /// after a publish commits, after a webhook is re-enabled (and, for a
     /// shared database, when another node publishes).
@@ -110,8 +119,54 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store: ProjectStore + WebhookStore + EventStore + DeliveryQueue + Send + Sync + 'static {
-    /// Checks that the database answers (readiness).
+    /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;
+    /// Whether other processes (nodes) claim from this store too. An
+    /// exclusive store's dispatcher may prefetch past the per-endpoint cap,
+    /// since no one else's requests count against it.
+    fn is_shared(&self) -> bool;
+    /// The admin key's SHA-256, shared by every node: stores `candidate` if
+    /// none is stored yet, and returns the one in force.
+    async fn init_admin_key_hash(&self, candidate: [u8; 32]) -> StoreResult<[u8; 32]>;
     /// Flushes and closes; later calls fail with `Unavailable`.
     async fn close(&self);
+}
+
+/// Which backend to open, and its settings.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// The embedded default: one process owns a data directory.
+    Sqlite(sqlite::SqliteOptions),
+    /// A shared PostgreSQL database: any number of nodes.
+    Postgres(postgres::PostgresOptions),
+}
+
+/// Opens the configured backend, applies its migrations, and makes it
+/// ready to claim: leases that a crashed predecessor held are ended (their
+/// attempts logged as `interrupted`).
+pub async fn open(config: &StorageConfig, clock: crate::clock::SharedClock) -> StoreResult<std::sync::Arc<dyn Store>> {
+    match config {
+        StorageConfig::Sqlite(options) => {
+            let options = options.clone();
+            let store = tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&options, clock.now()))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("opening the database: {e}")))??;
+            Ok(std::sync::Arc::new(store))
+        }
+        StorageConfig::Postgres(options) => Ok(postgres::PostgresStore::open(options, clock).await?),
+    }
+}
+
+/// Applies pending migrations to the configured database (creating it
+/// for SQLite) and returns the schema version now in force.
+pub async fn migrate(config: &StorageConfig) -> StoreResult<i64> {
+    match config {
+        StorageConfig::Sqlite(options) => {
+            let options = options.clone();
+            tokio::task::spawn_blocking(move || sqlite::migrate_only(&options))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("migrating the database: {e}")))?
+        }
+        StorageConfig::Postgres(options) => postgres::migrate_only(options).await,
+    }
 }

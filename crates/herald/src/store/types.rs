@@ -136,16 +136,16 @@ pub struct ClaimRequest {
     pub now: Timestamp,
     /// A claimed delivery becomes claimable again at this instant unless completed.
     pub lease_until: Timestamp,
-    /// A due delivery of an event older than this is failed as `expired`
-    /// instead of attempted: its retry window has closed (it was held while
-    /// its webhook was disabled, or lost its lease at the window's end).
-    pub expire_before: Timestamp,
     /// At most this many deliveries in all.
     pub limit: usize,
     /// At most this many for a webhook not listed in `room`.
     pub default_room: u32,
     /// At most this many for each listed webhook (0: skip it this time).
     pub room: Vec<(WebhookId, u32)>,
+    /// After the claim, no webhook has more unexpired leases than this in
+    /// the whole store, counting every dispatcher that shares it: the
+    /// per-endpoint concurrency cap, held across nodes.
+    pub max_leased_per_webhook: u32,
 }
 
 /// A webhook as the dispatcher needs it for one claim: where to send and
@@ -185,26 +185,32 @@ pub enum NextStep {
     Failed,
 }
 
+/// What becomes of a claimed delivery: decided by the engine, persisted
+/// by the store as given.
 #[derive(Debug, Clone)]
 pub struct Completion {
     pub delivery_id: DeliveryId,
     pub webhook_id: WebhookId,
     pub lease: LeaseToken,
-    pub attempt: AttemptRecord,
+    /// The attempt made, if one was (a delivery whose window had closed is
+    /// failed without one).
+    pub attempt: Option<AttemptRecord>,
     pub next: NextStep,
+    /// The delivery's `last_error` from now on (`None` after a success).
+    pub last_error: Option<String>,
     /// Disable the webhook (state `disabled`) with this reason, e.g. on `410 Gone`.
     pub disable_webhook: Option<String>,
     pub now: Timestamp,
 }
 
-/// A lease handed back unfinished (at shutdown).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A lease handed back unfinished (at shutdown), due again at once.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Release {
     pub delivery_id: DeliveryId,
     pub lease: LeaseToken,
-    /// The request was sent (or may have been): log an `interrupted`
-    /// attempt. A job still queued locally was never sent: no attempt.
-    pub started: bool,
+    /// The attempt that was cut off, if its request had been sent (it may
+    /// have arrived). A job still queued locally was never sent: `None`.
+    pub interrupted: Option<AttemptRecord>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,4 +231,27 @@ pub struct QueueStats {
     pub in_flight: u64,
     /// The oldest due time among waiting deliveries that are due now.
     pub oldest_due: Option<Timestamp>,
+}
+
+/// How far a bounded piece of background work got: each call does a
+/// bounded amount (so it never holds a writer for long) and says whether
+/// to call again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Did this many; there may be more.
+    More(u64),
+    /// Did this many; nothing is left.
+    Done(u64),
+}
+
+impl Progress {
+    pub fn count(self) -> u64 {
+        match self {
+            Self::More(n) | Self::Done(n) => n,
+        }
+    }
+
+    pub fn is_done(self) -> bool {
+        matches!(self, Self::Done(_))
+    }
 }

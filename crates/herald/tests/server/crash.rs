@@ -22,8 +22,12 @@ struct Server {
 }
 
 /// Starts `herald serve` on the data directory and waits for its address.
-fn start_server(data_dir: &Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_herald"))
+fn start_server(data_dir: &Path, database_url: Option<&str>) -> Server {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
+    if let Some(url) = database_url {
+        command.env("HERALD_DATABASE_URL", url).env("HERALD_NODE_NAME", "crash-test");
+    }
+    let mut child = command
         .arg("serve")
         .env("HERALD_DATA_DIR", data_dir)
         .env("HERALD_LISTEN", "127.0.0.1:0")
@@ -65,10 +69,14 @@ async fn call(http: &reqwest::Client, base: &str, path: &str, key: &str, body: V
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn acknowledged_events_survive_sigkill() {
     let data_dir = tempfile::tempdir().unwrap();
+    let database_url = match crate::support::backend::backend() {
+        crate::support::backend::Backend::Postgres => Some(crate::support::backend::fresh_database().await),
+        crate::support::backend::Backend::Sqlite => None,
+    };
     let receiver = Receiver::start().await;
     let http = reqwest::Client::new();
 
-    let mut server = tokio::task::block_in_place(|| start_server(data_dir.path()));
+    let mut server = tokio::task::block_in_place(|| start_server(data_dir.path(), database_url.as_deref()));
     let project = call(
         &http,
         &server.base,
@@ -88,7 +96,7 @@ async fn acknowledged_events_survive_sigkill() {
     let acknowledged: Arc<Mutex<Vec<String>>> = Arc::default();
     for round in 0..ROUNDS {
         if round > 0 {
-            server = tokio::task::block_in_place(|| start_server(data_dir.path()));
+            server = tokio::task::block_in_place(|| start_server(data_dir.path(), database_url.as_deref()));
         }
         let publishers: Vec<_> = (0..PUBLISHERS)
             .map(|publisher| {
@@ -144,7 +152,7 @@ async fn acknowledged_events_survive_sigkill() {
         "the stream ran: {} acknowledged",
         acknowledged.len()
     );
-    let mut server = tokio::task::block_in_place(|| start_server(data_dir.path()));
+    let mut server = tokio::task::block_in_place(|| start_server(data_dir.path(), database_url.as_deref()));
     let deadline = Instant::now() + Duration::from_secs(120);
     let missing = loop {
         let seen: HashSet<String> = receiver

@@ -1,11 +1,13 @@
 //! Integration tests of the Herald server: the real HTTP API and delivery
-//! engine on 127.0.0.1, the embedded SQLite store in a temporary
-//! directory, and scripted receivers on loopback. Time is a manual clock:
+//! engine on 127.0.0.1, on SQLite (a temporary directory; binary `server`)
+//! or PostgreSQL (a fresh database; binary `server_postgres`), and
+//! scripted receivers on loopback. Time is a manual clock:
 //! no test sleeps through a retry schedule.
 
 mod support;
 
 mod api;
+mod availability;
 mod crash;
 mod delivery;
 mod live;

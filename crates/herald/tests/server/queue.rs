@@ -13,10 +13,10 @@ fn claim(now: Timestamp, limit: usize, per_endpoint: u32, room: Vec<(WebhookId, 
     ClaimRequest {
         now,
         lease_until: now.saturating_add(Duration::from_secs(30)),
-        expire_before: Timestamp::from_millis(0),
         limit,
         default_room: per_endpoint,
         room,
+        max_leased_per_webhook: 1024,
     }
 }
 
@@ -25,7 +25,7 @@ fn completion(job: &DeliveryJob, status: u16, next: NextStep, now: Timestamp) ->
         delivery_id: job.delivery_id,
         webhook_id: job.endpoint.webhook_id,
         lease: job.lease,
-        attempt: AttemptRecord {
+        attempt: Some(AttemptRecord {
             number: job.attempt_number,
             start_time: now,
             duration: Duration::from_millis(3),
@@ -33,8 +33,9 @@ fn completion(job: &DeliveryJob, status: u16, next: NextStep, now: Timestamp) ->
             response_excerpt: None,
             error_kind: None,
             error_message: None,
-        },
+        }),
         next,
+        last_error: None,
         disable_webhook: None,
         now,
     }
@@ -185,14 +186,9 @@ async fn housekeeping_finishes_a_delete_interrupted_by_a_crash() {
     let webhook = app.webhook(&project, &receiver.url("/"), &["*"]).await;
     let event_id = app.publish(&project, "batch.succeeded", json!({})).await;
     // As if Herald died between marking the webhook deleted and failing its deliveries.
+    let id = webhook["id"].as_str().unwrap();
     let app = app
-        .restart_with_database(|conn| {
-            conn.execute(
-                "UPDATE webhooks SET delete_time = 1 WHERE id = ?1",
-                [webhook["id"].as_str().unwrap()],
-            )
-            .unwrap();
-        })
+        .restart_with_sql(&format!("UPDATE webhooks SET delete_time = 1 WHERE id = '{id}'"))
         .await;
     assert_eq!(app.deliver_due().await, 0, "a deleted webhook gets nothing");
     let store = app.running().store.as_ref();

@@ -8,8 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::queue::{attempt_from_row, lower_due_hint};
 use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
+use crate::domain::fanout;
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
-use crate::store::{DeliveryView, EventDetail, PublishOutcome, PublishRequest, StoreError, StoreResult};
+use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishRequest, StoreError, StoreResult};
 
 /// Commits the events, one pending delivery per matching enabled webhook
 /// (due now), and the idempotency record, all in the caller's transaction.
@@ -56,18 +57,18 @@ pub(super) fn publish(conn: &Connection, request: &PublishRequest) -> StoreResul
                 &event.payload[..]
             ])
             .map_err(store_error)?;
-        for subscriber in subscribers.iter().filter(|s| s.events.matches(&event.event_type)) {
+        for webhook in fanout::recipients(&event.event_type, &subscribers) {
             insert_delivery
                 .execute(params![
                     DeliveryId::generate().to_string(),
                     event_id,
-                    subscriber.id.to_string(),
+                    webhook.to_string(),
                     project,
                     event.timestamp.as_millis(),
                     now
                 ])
                 .map_err(store_error)?;
-            *fanned_out.entry(subscriber.id).or_default() += 1;
+            *fanned_out.entry(webhook).or_default() += 1;
             deliveries += 1;
         }
     }
@@ -154,15 +155,22 @@ pub(super) fn get_event(conn: &Connection, project: ProjectId, id: EventId) -> S
     Ok(Some(event))
 }
 
-/// Deletes idempotency records older than `before`, a bounded number per
-/// call so that one prune never holds the writer for long.
-pub(super) fn prune_idempotency_keys(conn: &Connection, before: Timestamp) -> StoreResult<u64> {
+/// Idempotency records deleted per call: one prune never holds the writer long.
+const PRUNE_CHUNK: i64 = 10_000;
+
+/// Deletes up to `PRUNE_CHUNK` idempotency records older than `before`.
+pub(super) fn prune_idempotency_keys(conn: &Connection, before: Timestamp) -> StoreResult<Progress> {
     let deleted = conn
         .prepare_cached(
             "DELETE FROM idempotency_keys WHERE (project_id, key) IN
-                (SELECT project_id, key FROM idempotency_keys WHERE create_time < ?1 LIMIT 10000)",
+                (SELECT project_id, key FROM idempotency_keys WHERE create_time < ?1 LIMIT ?2)",
         )
-        .and_then(|mut stmt| stmt.execute([before.as_millis()]))
+        .and_then(|mut stmt| stmt.execute(params![before.as_millis(), PRUNE_CHUNK]))
         .map_err(store_error)?;
-    Ok(u64::try_from(deleted).unwrap_or(u64::MAX))
+    let deleted = u64::try_from(deleted).unwrap_or(u64::MAX);
+    Ok(if deleted < PRUNE_CHUNK as u64 {
+        Progress::Done(deleted)
+    } else {
+        Progress::More(deleted)
+    })
 }

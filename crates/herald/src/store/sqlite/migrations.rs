@@ -7,9 +7,13 @@ use rusqlite::Connection;
 use crate::store::{StoreError, StoreResult};
 
 /// Every migration, in order; a migration's version is its index plus one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_shared_contract.sql"),
+];
 
-pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
+/// Applies pending migrations; returns the schema version now in force.
+pub(super) fn migrate(conn: &mut Connection) -> StoreResult<i64> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
     )
@@ -41,5 +45,5 @@ pub(super) fn migrate(conn: &mut Connection) -> StoreResult<()> {
         tx.commit().map_err(super::unavailable)?;
         tracing::info!(version, "applied schema migration");
     }
-    Ok(())
+    Ok(current.max(known))
 }

@@ -8,8 +8,12 @@
 //!
 //! One process owns a data directory: `herald.lock` is held with an
 //! exclusive file lock for the life of the store. That is what makes
-//! [`DeliveryQueue::recover_all_leases`] safe at start-up: every lease in the
-//! database belongs to a process that is gone.
+//! ending every lease at open safe: every lease in the database belongs to
+//! a process that is gone.
+//!
+//! Files: the data directory is created mode 0700 and the database (with
+//! its `-wal` and `-shm`, which SQLite creates with the database's mode)
+//! 0600: they hold signing secrets.
 
 mod events;
 mod migrations;
@@ -35,7 +39,7 @@ use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryQueue, EventDetail, EventStore, LeaseToken,
-    NewWebhook, Page, PageRequest, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
+    NewWebhook, Page, PageRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
     StoreError, StoreResult, WebhookPatch, WebhookStore,
 };
 
@@ -56,6 +60,8 @@ pub enum Durability {
 
 #[derive(Debug, Clone)]
 pub struct SqliteOptions {
+    /// Where `herald.db` and `herald.lock` live.
+    pub data_dir: std::path::PathBuf,
     pub durability: Durability,
     /// Read-only connections in the pool.
     pub read_connections: usize,
@@ -66,6 +72,7 @@ pub struct SqliteOptions {
 impl Default for SqliteOptions {
     fn default() -> Self {
         Self {
+            data_dir: std::path::PathBuf::from("./herald-data"),
             durability: Durability::Full,
             read_connections: 4,
             cache_kib: 32 * 1024,
@@ -86,17 +93,25 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database in `data_dir`, applies
-    /// migrations and starts the writer. Fails if another process holds the
-    /// directory.
-    pub fn open(data_dir: &Path, options: &SqliteOptions) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
-            StoreError::Unavailable(format!("cannot create data directory {}: {e}", data_dir.display()))
-        })?;
+    /// Opens (creating if needed) the database in `options.data_dir`,
+    /// applies migrations, ends the leases a crashed predecessor left
+    /// (logged `interrupted`, due at `now`) and starts the writer. Fails if
+    /// another process holds the directory.
+    pub fn open(options: &SqliteOptions, now: Timestamp) -> StoreResult<Self> {
+        let data_dir = options.data_dir.as_path();
+        create_private_dir(data_dir)?;
         let lock = lock_directory(data_dir)?;
         let path = data_dir.join("herald.db");
+        create_private_file(&path)?;
         let mut conn = open_connection(&path, options, false)?;
         migrations::migrate(&mut conn)?;
+        let recovered = queue::recover_all_leases(&conn, now)?;
+        if recovered > 0 {
+            tracing::warn!(
+                recovered,
+                "recovered deliveries that were in flight when Herald last stopped"
+            );
+        }
         let readers = (0..options.read_connections.max(1))
             .map(|_| open_connection(&path, options, true))
             .collect::<StoreResult<Vec<_>>>()?;
@@ -112,6 +127,42 @@ impl SqliteStore {
             _lock: lock,
         })
     }
+}
+
+/// Applies pending migrations (creating the database if needed) under the
+/// directory lock, and returns the schema version.
+pub(crate) fn migrate_only(options: &SqliteOptions) -> StoreResult<i64> {
+    create_private_dir(&options.data_dir)?;
+    let _lock = lock_directory(&options.data_dir)?;
+    let path = options.data_dir.join("herald.db");
+    create_private_file(&path)?;
+    let mut conn = open_connection(&path, options, false)?;
+    migrations::migrate(&mut conn)
+}
+
+/// Creates the data directory readable by its owner only (an existing
+/// directory keeps the mode its owner chose).
+fn create_private_dir(dir: &Path) -> StoreResult<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .map_err(|e| StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display())))
+}
+
+/// Creates the database file mode 0600 before SQLite opens it, so that it
+/// and the `-wal`/`-shm` files SQLite derives from it are private.
+fn create_private_file(path: &Path) -> StoreResult<()> {
+    let mut options = File::options();
+    options.create(true).truncate(false).write(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(path)
+        .map(drop)
+        .map_err(|e| StoreError::Unavailable(format!("cannot create {}: {e}", path.display())))
 }
 
 fn lock_directory(data_dir: &Path) -> StoreResult<File> {
@@ -270,14 +321,13 @@ impl WebhookStore for SqliteStore {
             .await?;
         if deleted {
             // One bounded job at a time, so a huge backlog never holds the writer.
-            let chunk = webhooks::FAIL_CHUNK;
-            while self
+            while !self
                 .writer
-                .write(Lane::Api, chunk, move |conn| {
+                .write(Lane::Api, webhooks::FAIL_CHUNK, move |conn| {
                     webhooks::fail_deliveries_of_deleted(conn, Some(id), now)
                 })
                 .await?
-                >= chunk as u64
+                .is_done()
             {}
         }
         Ok(deleted)
@@ -304,7 +354,7 @@ impl EventStore for SqliteStore {
             .await
     }
 
-    async fn prune_idempotency_keys(&self, before: Timestamp) -> StoreResult<u64> {
+    async fn prune_idempotency_keys(&self, before: Timestamp) -> StoreResult<Progress> {
         self.writer
             .write(Lane::Api, 1, move |conn| events::prune_idempotency_keys(conn, before))
             .await
@@ -338,20 +388,13 @@ impl DeliveryQueue for SqliteStore {
             .await
     }
 
-    async fn recover_all_leases(&self, now: Timestamp) -> StoreResult<u64> {
-        self.writer
-            .write(Lane::Queue, 1, move |conn| queue::recover_all_leases(conn, now))
-            .await
-    }
-
     async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats> {
         self.readers.read(move |conn| queue::stats(conn, now)).await
     }
 
-    async fn fail_orphaned_deliveries(&self, now: Timestamp) -> StoreResult<u64> {
-        let chunk = webhooks::FAIL_CHUNK;
+    async fn fail_orphaned_deliveries(&self, now: Timestamp) -> StoreResult<Progress> {
         self.writer
-            .write(Lane::Api, chunk, move |conn| {
+            .write(Lane::Api, webhooks::FAIL_CHUNK, move |conn| {
                 webhooks::fail_deliveries_of_deleted(conn, None, now)
             })
             .await
@@ -364,9 +407,29 @@ impl DeliveryQueue for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    /// A write that must commit: a full disk or a read-only file system
+    /// makes it fail, so readiness follows the store's ability to commit.
     async fn ping(&self) -> StoreResult<()> {
-        self.readers
-            .read(|conn| conn.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+        self.writer
+            .write(Lane::Api, 1, |conn| {
+                conn.prepare_cached(
+                    "INSERT INTO settings (name, value) VALUES ('readiness_probe', randomblob(8))
+                     ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                )
+                .and_then(|mut stmt| stmt.execute([]))
+                .map(drop)
+                .map_err(unavailable)
+            })
+            .await
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn init_admin_key_hash(&self, candidate: [u8; 32]) -> StoreResult<[u8; 32]> {
+        self.writer
+            .write(Lane::Api, 1, move |conn| projects::init_admin_key_hash(conn, &candidate))
             .await
     }
 

@@ -5,6 +5,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{parsed, store_error, timestamp};
 use crate::domain::project::{ApiKey, Name, Project};
 use crate::domain::{ApiKeyId, ProjectId, Timestamp};
+use crate::store::codec::page_of;
 use crate::store::{Page, PageRequest, StoreError, StoreResult};
 
 pub(super) fn insert_project(conn: &Connection, project: &Project) -> StoreResult<()> {
@@ -113,9 +114,16 @@ pub(super) fn find_api_key(conn: &Connection, key_hash: &[u8; 32]) -> StoreResul
         .map_err(store_error)
 }
 
-/// Wraps one page of a listing ordered by id; a full page may have a successor.
-pub(super) fn page_of<T>(items: Vec<T>, size: u32, id_of: impl Fn(&T) -> String) -> Page<T> {
-    let full = u32::try_from(items.len()).is_ok_and(|len| len >= size) && size > 0;
-    let next_after = if full { items.last().map(id_of) } else { None };
-    Page { items, next_after }
+/// Stores `candidate` as the admin key's hash unless one is stored; returns
+/// the hash in force.
+pub(super) fn init_admin_key_hash(conn: &Connection, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
+    conn.prepare_cached("INSERT INTO settings (name, value) VALUES ('admin_key_sha256', ?1) ON CONFLICT (name) DO NOTHING")
+        .and_then(|mut stmt| stmt.execute([&candidate[..]]))
+        .map_err(store_error)?;
+    let stored: Vec<u8> = conn
+        .prepare_cached("SELECT value FROM settings WHERE name = 'admin_key_sha256'")
+        .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))
+        .map_err(store_error)?;
+    <[u8; 32]>::try_from(stored.as_slice())
+        .map_err(|_| crate::store::StoreError::Corrupt("the stored admin key hash is not 32 bytes".into()))
 }

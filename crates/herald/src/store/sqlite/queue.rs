@@ -31,9 +31,6 @@ use crate::store::{
 /// Webhooks visited per claim at most.
 const ENDPOINTS_PER_CLAIM: i64 = 256;
 
-const INTERRUPTED_MESSAGE: &str =
-    "the attempt's outcome was never recorded: its worker stopped or stalled past the lease";
-
 pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken) -> StoreResult<ClaimedBatch> {
     let mut room: HashMap<WebhookId, u32> = request.room.iter().copied().collect();
     let saturated = |room: &HashMap<WebhookId, u32>| -> String {
@@ -70,7 +67,12 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
         if remaining == 0 {
             break;
         }
-        let free = room.get(&webhook).copied().unwrap_or(request.default_room);
+        let leased = leased_count(conn, webhook, request.now)?;
+        let free = room
+            .get(&webhook)
+            .copied()
+            .unwrap_or(request.default_room)
+            .min(request.max_leased_per_webhook.saturating_sub(leased));
         let take = usize::try_from(free).unwrap_or(0).min(remaining);
         if take == 0 {
             continue;
@@ -87,10 +89,6 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
                 free.saturating_sub(u32::try_from(due.len()).unwrap_or(u32::MAX)),
             );
             for row in due {
-                if row.event_time < request.expire_before {
-                    expire(conn, &row, request.now)?;
-                    continue;
-                }
                 jobs.push(lease(conn, row, &endpoint, request, token)?);
             }
         }
@@ -145,16 +143,14 @@ fn due_deliveries(conn: &Connection, webhook: WebhookId, now: Timestamp, limit: 
     .map_err(store_error)
 }
 
-/// Gives up a due delivery whose retry window has closed.
-fn expire(conn: &Connection, row: &DueRow, now: Timestamp) -> StoreResult<()> {
+/// Unexpired leases the webhook holds now, whoever holds them.
+fn leased_count(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResult<u32> {
     conn.prepare_cached(
-        "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_token = NULL,
-                last_error = 'expired', finish_time = ?2
-         WHERE id = ?1",
+        "SELECT COUNT(*) FROM deliveries INDEXED BY deliveries_leased
+         WHERE webhook_id = ?1 AND state = 'leased' AND next_attempt_at > ?2",
     )
-    .and_then(|mut stmt| stmt.execute(params![row.id.to_string(), now.as_millis()]))
-    .map_err(store_error)?;
-    Ok(())
+    .and_then(|mut stmt| stmt.query_row(params![webhook.to_string(), now.as_millis()], |row| count(row, 0)))
+    .map_err(store_error)
 }
 
 fn lease(
@@ -167,22 +163,22 @@ fn lease(
     let mut attempts = row.attempt_count;
     if row.leased {
         // The lease expired: whoever held it never reported back.
-        let interrupted = AttemptRecord {
-            number: attempts + 1,
-            start_time: request.now,
-            duration: Duration::ZERO,
-            status_code: None,
-            response_excerpt: None,
-            error_kind: Some(AttemptErrorKind::Interrupted),
-            error_message: Some(INTERRUPTED_MESSAGE.into()),
-        };
+        let interrupted = AttemptRecord::lease_lapsed(attempts + 1, request.now);
         insert_attempt(conn, row.id, &interrupted, "INSERT OR IGNORE")?;
         attempts += 1;
     }
     conn.prepare_cached(
-        "UPDATE deliveries SET state = 'leased', lease_token = ?2, next_attempt_at = ?3, attempt_count = ?4 WHERE id = ?1",
+        "UPDATE deliveries SET state = 'leased', lease_token = ?2, next_attempt_at = ?3, attempt_count = ?4,
+                last_error = CASE WHEN ?5 THEN 'interrupted' ELSE last_error END
+         WHERE id = ?1",
     )
-    .and_then(|mut stmt| stmt.execute(params![row.id.to_string(), token.0, request.lease_until.as_millis(), attempts]))
+    .and_then(|mut stmt| stmt.execute(params![
+            row.id.to_string(),
+            token.0,
+            request.lease_until.as_millis(),
+            attempts,
+            row.leased
+        ]))
     .map_err(store_error)?;
     let payload: Vec<u8> = conn
         .prepare_cached("SELECT payload FROM events WHERE id = ?1")
@@ -224,18 +220,20 @@ pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreRe
     for completion in completions {
         // The attempt happened whatever became of the lease: always log it
         // (replacing an `interrupted` placeholder for the same number).
-        insert_attempt(conn, completion.delivery_id, &completion.attempt, "INSERT OR REPLACE")?;
+        if let Some(attempt) = &completion.attempt {
+            insert_attempt(conn, completion.delivery_id, attempt, "INSERT OR REPLACE")?;
+        }
         let now = completion.now.as_millis();
         let (state, next_attempt_at, finish_time) = match completion.next {
             NextStep::Succeeded => ("succeeded", None, Some(now)),
             NextStep::RetryAt(at) => ("pending", Some(at.as_millis()), None),
             NextStep::Failed => ("failed", None, Some(now)),
         };
-        let last_error = completion.attempt.error_kind.map(AttemptErrorKind::as_str);
         let changed = conn
             .prepare_cached(
-                "UPDATE deliveries SET state = ?3, attempt_count = ?4, next_attempt_at = ?5, lease_token = NULL,
-                        last_status = ?6, last_error = ?7, finish_time = ?8
+                "UPDATE deliveries SET state = ?3, attempt_count = COALESCE(?4, attempt_count), next_attempt_at = ?5,
+                        lease_token = NULL, last_status = COALESCE(?6, CASE WHEN ?4 IS NULL THEN last_status END),
+                        last_error = ?7, finish_time = ?8
                  WHERE id = ?1 AND lease_token = ?2 AND state = 'leased'",
             )
             .and_then(|mut stmt| {
@@ -243,10 +241,10 @@ pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreRe
                     completion.delivery_id.to_string(),
                     completion.lease.0,
                     state,
-                    completion.attempt.number,
+                    completion.attempt.as_ref().map(|a| a.number),
                     next_attempt_at,
-                    completion.attempt.status_code,
-                    last_error,
+                    completion.attempt.as_ref().and_then(|a| a.status_code),
+                    completion.last_error,
                     finish_time,
                 ])
             })
@@ -274,37 +272,27 @@ pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreRe
 pub(super) fn release(conn: &Connection, releases: &[Release], now: Timestamp) -> StoreResult<()> {
     let mut webhooks = HashSet::new();
     for release in releases {
-        let released: Option<(String, u32)> = conn
+        let started = release.interrupted.is_some();
+        let released: Option<String> = conn
             .prepare_cached(
                 "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, lease_token = NULL,
-                        attempt_count = attempt_count + ?4
-                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' RETURNING webhook_id, attempt_count",
+                        attempt_count = attempt_count + ?4,
+                        last_error = CASE WHEN ?4 THEN 'interrupted' ELSE last_error END
+                 WHERE id = ?1 AND lease_token = ?2 AND state = 'leased' RETURNING webhook_id",
             )
             .and_then(|mut stmt| {
                 let params = params![
                     release.delivery_id.to_string(),
                     release.lease.0,
                     now.as_millis(),
-                    i64::from(release.started)
+                    i64::from(started)
                 ];
-                stmt.query_row(params, |row| Ok((row.get(0)?, count(row, 1)?)))
-                    .optional()
+                stmt.query_row(params, |row| row.get(0)).optional()
             })
             .map_err(store_error)?;
-        let Some((webhook, attempts)) = released else { continue };
-        if release.started {
-            let interrupted = AttemptRecord {
-                number: attempts,
-                start_time: now,
-                duration: Duration::ZERO,
-                status_code: None,
-                response_excerpt: None,
-                error_kind: Some(AttemptErrorKind::Interrupted),
-                error_message: Some(
-                    "Herald shut down before the endpoint answered; the request may have arrived".into(),
-                ),
-            };
-            insert_attempt(conn, release.delivery_id, &interrupted, "INSERT OR IGNORE")?;
+        let Some(webhook) = released else { continue };
+        if let Some(interrupted) = &release.interrupted {
+            insert_attempt(conn, release.delivery_id, interrupted, "INSERT OR IGNORE")?;
         }
         webhooks.extend(WebhookId::parse(&webhook));
     }
@@ -314,23 +302,22 @@ pub(super) fn release(conn: &Connection, releases: &[Release], now: Timestamp) -
     Ok(())
 }
 
+/// Ends every lease at once, logging each attempt as `interrupted`. Only
+/// at open: the directory lock makes every lease a dead process's.
 pub(super) fn recover_all_leases(conn: &Connection, now: Timestamp) -> StoreResult<u64> {
-    let now_ms = now.as_millis();
-    conn.execute(
-        "INSERT OR IGNORE INTO attempts (delivery_id, attempt_number, start_time, duration_ms, error_kind, error_message)
-         SELECT id, attempt_count + 1, ?1, 0, 'interrupted', ?2 FROM deliveries
-         WHERE next_attempt_at IS NOT NULL AND state = 'leased'",
-        params![now_ms, INTERRUPTED_MESSAGE],
-    )
-    .map_err(store_error)?;
-    let recovered = conn
-        .execute(
+    let leased: Vec<(String, u32)> = conn
+        .prepare(
             "UPDATE deliveries SET state = 'pending', attempt_count = attempt_count + 1, next_attempt_at = ?1,
-                    lease_token = NULL
-             WHERE next_attempt_at IS NOT NULL AND state = 'leased'",
-            [now_ms],
+                    lease_token = NULL, last_error = 'interrupted'
+             WHERE next_attempt_at IS NOT NULL AND state = 'leased' RETURNING id, attempt_count",
         )
+        .and_then(|mut stmt| stmt.query_map([now.as_millis()], |row| Ok((row.get(0)?, count(row, 1)?)))?.collect())
         .map_err(store_error)?;
+    for (id, number) in &leased {
+        if let Some(id) = DeliveryId::parse(id) {
+            insert_attempt(conn, id, &AttemptRecord::lease_lapsed(*number, now), "INSERT OR IGNORE")?;
+        }
+    }
     conn.execute(
         "UPDATE webhooks SET next_due_at = CASE WHEN state = 'enabled' AND delete_time IS NULL THEN
             (SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook_id = webhooks.id AND next_attempt_at IS NOT NULL)
@@ -338,7 +325,7 @@ pub(super) fn recover_all_leases(conn: &Connection, now: Timestamp) -> StoreResu
         [],
     )
     .map_err(store_error)?;
-    Ok(u64::try_from(recovered).unwrap_or(u64::MAX))
+    Ok(u64::try_from(leased.len()).unwrap_or(u64::MAX))
 }
 
 pub(super) fn stats(conn: &Connection, now: Timestamp) -> StoreResult<QueueStats> {

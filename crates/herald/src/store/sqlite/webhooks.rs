@@ -2,12 +2,14 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::projects::page_of;
+use crate::store::codec::{page_of, parse_patterns, patterns_json};
 use super::rows::{parsed, store_error, timestamp, timestamp_opt};
+use crate::domain::delivery::reason;
+use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
-use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
-use crate::store::{NewWebhook, Page, PageRequest, StoreError, StoreResult, WebhookPatch};
+use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp, WebhookId, WebhookState};
+use crate::store::{NewWebhook, Page, PageRequest, Progress, StoreError, StoreResult, WebhookPatch};
 
 const WEBHOOK_COLUMNS: &str =
     "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
@@ -58,16 +60,6 @@ pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreRe
     })
     .map_err(store_error)?;
     load_webhook(conn, webhook.project_id, webhook.id, webhook.now)?.ok_or(StoreError::NotFound)
-}
-
-fn patterns_json(events: &SubscribedEvents) -> StoreResult<String> {
-    serde_json::to_string(&events.to_strings()).map_err(|e| StoreError::Corrupt(e.to_string()))
-}
-
-/// Parses the stored JSON list of patterns.
-pub(super) fn parse_patterns(text: &str) -> Option<SubscribedEvents> {
-    let items: Vec<String> = serde_json::from_str(text).ok()?;
-    SubscribedEvents::parse(&items).ok()
 }
 
 fn webhook_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
@@ -211,6 +203,12 @@ pub(super) fn delete_webhook(
         )
         .and_then(|mut stmt| stmt.execute(params![id.to_string(), project.to_string(), now.as_millis()]))
         .map_err(store_error)?;
+    if changed > 0 {
+        // A deleted webhook's secrets must not outlive it in the database.
+        conn.prepare_cached("DELETE FROM webhook_secrets WHERE webhook_id = ?1")
+            .and_then(|mut stmt| stmt.execute([id.to_string()]))
+            .map_err(store_error)?;
+    }
     // Its unfinished deliveries are failed afterwards, in bounded chunks
     // (`fail_deliveries_of_deleted`): claims already skip a deleted webhook.
     Ok(changed > 0)
@@ -226,7 +224,7 @@ pub(super) fn fail_deliveries_of_deleted(
     conn: &Connection,
     webhook: Option<WebhookId>,
     now: Timestamp,
-) -> StoreResult<u64> {
+) -> StoreResult<Progress> {
     let webhooks: Vec<String> = match webhook {
         Some(webhook) => vec![webhook.to_string()],
         None => conn
@@ -243,20 +241,24 @@ pub(super) fn fail_deliveries_of_deleted(
         let changed = conn
             .prepare_cached(
                 "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_token = NULL,
-                        last_error = 'webhook_deleted', finish_time = ?2
+                        last_error = ?4, finish_time = ?2
                  WHERE id IN (SELECT id FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL LIMIT ?3)",
             )
-            .and_then(|mut stmt| stmt.execute(params![webhook, now.as_millis(), i64::try_from(left).unwrap_or(0)]))
+            .and_then(|mut stmt| stmt.execute(params![
+                    webhook,
+                    now.as_millis(),
+                    i64::try_from(left).unwrap_or(0),
+                    reason::WEBHOOK_DELETED
+                ]))
             .map_err(store_error)?;
         failed += changed;
     }
-    Ok(u64::try_from(failed).unwrap_or(u64::MAX))
-}
-
-/// An enabled, undeleted webhook's subscription, as publish matches it.
-pub(super) struct Subscriber {
-    pub id: WebhookId,
-    pub events: SubscribedEvents,
+    let count = u64::try_from(failed).unwrap_or(u64::MAX);
+    Ok(if failed < FAIL_CHUNK {
+        Progress::Done(count)
+    } else {
+        Progress::More(count)
+    })
 }
 
 pub(super) fn enabled_subscribers(conn: &Connection, project: ProjectId) -> StoreResult<Vec<Subscriber>> {

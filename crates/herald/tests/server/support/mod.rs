@@ -1,6 +1,7 @@
 //! `TestApp`: a real Herald on 127.0.0.1:0 with its own data directory, a
 //! manual clock, no jitter and a dispatcher that tests step by hand.
 
+pub mod backend;
 pub mod receiver;
 pub mod tls;
 
@@ -55,18 +56,26 @@ impl TestApp {
         Self::start(config, data_dir, Arc::new(ManualClock::new(START)), false).await
     }
 
+    /// Starts on this binary's backend: on PostgreSQL, a fresh database
+    /// unless `config` names one already (a restart keeps its database).
     pub async fn start(
-        config: Config,
+        mut config: Config,
         data_dir: Arc<tempfile::TempDir>,
         clock: Arc<ManualClock>,
         run_dispatcher: bool,
     ) -> Self {
+        if backend::backend() == backend::Backend::Postgres && config.storage.database_url.is_none() {
+            config.storage.database_url = Some(backend::fresh_database().await);
+            config.storage.pool_size = 6;
+        }
         let deps = Dependencies {
             clock: clock.clone(),
             jitter: Arc::new(FixedJitter(0.0)),
             run_dispatcher,
         };
-        let running = app::start(&config, ADMIN_KEY, deps).await.expect("herald starts");
+        let running = app::start(&config, Some(ADMIN_KEY), deps)
+            .await
+            .expect("herald starts");
         let base = format!("http://{}", running.addr);
         Self {
             running: Some(running),
@@ -91,18 +100,30 @@ impl TestApp {
         Self::start(config, Arc::clone(&self.data_dir), Arc::clone(&self.clock), false).await
     }
 
-    /// Stops this instance, lets `edit` change its database directly (to
-    /// stage states only a crash produces), and starts a new instance.
-    pub async fn restart_with_database(mut self, edit: impl FnOnce(&rusqlite::Connection)) -> Self {
+    /// Stops this instance, runs `sql` on its database directly (to stage
+    /// states only a crash produces; the same SQL on either backend), and
+    /// starts a new instance.
+    pub async fn restart_with_sql(mut self, sql: &str) -> Self {
         self.running
             .take()
             .expect("running")
             .shutdown()
             .await
             .expect("clean shutdown");
-        let conn = rusqlite::Connection::open(self.data_dir.path().join("herald.db")).expect("open the database");
-        edit(&conn);
-        drop(conn);
+        match &self.config.storage.database_url {
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test database");
+                tokio::spawn(connection);
+                client.batch_execute(sql).await.expect("staging SQL runs");
+            }
+            None => {
+                let conn =
+                    rusqlite::Connection::open(self.data_dir.path().join("herald.db")).expect("open the database");
+                conn.execute_batch(sql).expect("staging SQL runs");
+            }
+        }
         Self::start(
             self.config.clone(),
             Arc::clone(&self.data_dir),

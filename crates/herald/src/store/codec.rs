@@ -1,0 +1,23 @@
+//! Encodings every backend shares: how a subscription's patterns are kept
+//! as text, and how a listing page is cut.
+
+use super::{Page, StoreError, StoreResult};
+use crate::domain::SubscribedEvents;
+
+/// The patterns as a JSON array of strings, the stored form.
+pub(crate) fn patterns_json(events: &SubscribedEvents) -> StoreResult<String> {
+    serde_json::to_string(&events.to_strings()).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// Parses the stored JSON list of patterns.
+pub(crate) fn parse_patterns(text: &str) -> Option<SubscribedEvents> {
+    let items: Vec<String> = serde_json::from_str(text).ok()?;
+    SubscribedEvents::parse(&items).ok()
+}
+
+/// Wraps one page of a listing ordered by id; a full page may have a successor.
+pub(crate) fn page_of<T>(items: Vec<T>, size: u32, id_of: impl Fn(&T) -> String) -> Page<T> {
+    let full = u32::try_from(items.len()).is_ok_and(|len| len >= size) && size > 0;
+    let next_after = if full { items.last().map(id_of) } else { None };
+    Page { items, next_after }
+}

@@ -1,0 +1,343 @@
+//! The shared backend: PostgreSQL, for any number of Herald nodes on one
+//! database.
+//!
+//! Layout: [`connect`] (URLs, the pool, error classes), [`migrations`]
+//! (versioned, under an advisory lock), [`events`] (group-committed
+//! publishes), [`queue`] (claim with `FOR UPDATE SKIP LOCKED`, fenced
+//! completions), [`nodes`] (registration, heartbeats, failover),
+//! [`listener`] (`LISTEN/NOTIFY` wake-ups), and one SQL file per concept.
+//!
+//! Every write commits with `synchronous_commit = on` before its caller
+//! hears `Ok`. No transaction is held across a call out of the store.
+
+mod connect;
+mod events;
+mod listener;
+mod migrations;
+mod nodes;
+mod projects;
+mod queue;
+mod rows;
+mod webhooks;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::Pool;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use connect::{check_url, redact_url};
+
+use crate::clock::SharedClock;
+use crate::domain::project::{ApiKey, Project};
+use crate::domain::webhook::Webhook;
+use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
+use crate::store::{
+    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryQueue, EventDetail, EventStore, LeaseToken,
+    NewWebhook, Page, PageRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
+    StoreError, StoreResult, WebhookPatch, WebhookStore,
+};
+use connect::{pool_error, store_error};
+use nodes::Node;
+
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// `postgres://…` (secret: may hold a password; never logged whole).
+    pub url: String,
+    /// Connections in this node's pool.
+    pub pool_size: usize,
+    /// Apply pending migrations at open (else refuse an outdated schema).
+    pub migrate_on_start: bool,
+    /// This node's stable name.
+    pub node_name: String,
+    pub heartbeat: Duration,
+    pub node_timeout: Duration,
+}
+
+pub struct PostgresStore {
+    pool: Pool,
+    publisher: events::Publisher,
+    /// Notified by this node's publishes and by `LISTEN` (other nodes').
+    work: Arc<Notify>,
+    node: Node,
+    clock: SharedClock,
+    /// Stops the background tasks (listener, heartbeats).
+    stop: CancellationToken,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore").field("node", &self.node.name).finish_non_exhaustive()
+    }
+}
+
+impl PostgresStore {
+    /// Connects (waiting for a server that is not up yet, failing at once
+    /// on a configuration that can never work), migrates, registers this
+    /// node (ending its previous run's leases) and starts the listener and
+    /// heartbeats.
+    pub async fn open(options: &PostgresOptions, clock: SharedClock) -> StoreResult<Arc<Self>> {
+        let config = connect::parse(&options.url).map_err(StoreError::Unavailable)?;
+        let pool = connect::pool(config.clone(), options.pool_size, &options.node_name)?;
+        wait_for_server(&pool, &options.url, None).await?;
+        {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            if options.migrate_on_start {
+                migrations::migrate(&mut client).await?;
+            } else {
+                let current = migrations::current_version(&client).await?;
+                if current != migrations::known_version() {
+                    return Err(StoreError::Unavailable(format!(
+                        "the database schema is at version {current}, this Herald needs {}: run `herald migrate`",
+                        migrations::known_version()
+                    )));
+                }
+            }
+        }
+        let node = Node::new(options.node_name.clone());
+        let resumed = nodes::register(&pool, &node, &clock).await?;
+        if resumed > 0 {
+            tracing::warn!(resumed, node = %node.name, "resumed deliveries this node had in flight when it last stopped");
+        }
+        let work = Arc::new(Notify::new());
+        let stop = CancellationToken::new();
+        let tasks = vec![
+            tokio::spawn(listener::run(config, Arc::clone(&work), stop.child_token())),
+            tokio::spawn(nodes::run(
+                pool.clone(),
+                node.clone(),
+                options.heartbeat,
+                options.node_timeout,
+                Arc::clone(&clock),
+                stop.child_token(),
+            )),
+        ];
+        tracing::info!(url = %redact_url(&options.url), node = %node.name, "using PostgreSQL");
+        Ok(Arc::new(Self {
+            publisher: events::Publisher::spawn(pool.clone(), Arc::clone(&work)),
+            pool,
+            work,
+            node,
+            clock,
+            stop,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+
+    async fn client(&self) -> StoreResult<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(pool_error)
+    }
+}
+
+/// Waits until the server accepts a connection: retries with backoff
+/// (logging the URL without its password) while it is unreachable, fails
+/// at once when it refuses us for good (wrong password, unknown database).
+/// `tries`: give up after this many (`None`: never).
+async fn wait_for_server(pool: &Pool, url: &str, tries: Option<u32>) -> StoreResult<()> {
+    let mut backoff = Duration::from_millis(250);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let error = match pool.get().await {
+            Ok(_) => return Ok(()),
+            Err(deadpool_postgres::PoolError::Backend(error)) if connect::is_permanent(&error) => {
+                return Err(StoreError::Unavailable(format!(
+                    "PostgreSQL at {} refused the connection: {}",
+                    redact_url(url),
+                    store_error(error)
+                )));
+            }
+            Err(error) => pool_error(error),
+        };
+        if tries.is_some_and(|tries| attempt >= tries) {
+            return Err(StoreError::Unavailable(format!(
+                "cannot reach PostgreSQL at {}: {error}",
+                redact_url(url)
+            )));
+        }
+        tracing::warn!(url = %redact_url(url), %error, "cannot reach PostgreSQL; retrying in {backoff:?} (not ready meanwhile)");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// `herald migrate`: applies pending migrations and returns the version.
+pub(crate) async fn migrate_only(options: &PostgresOptions) -> StoreResult<i64> {
+    let config = connect::parse(&options.url).map_err(StoreError::Unavailable)?;
+    let pool = connect::pool(config, 2, &options.node_name)?;
+    wait_for_server(&pool, &options.url, Some(5)).await?;
+    let mut client = pool.get().await.map_err(pool_error)?;
+    migrations::migrate(&mut client).await
+}
+
+/// Runs `$body` with `$tx` a transaction on a pooled connection; commits
+/// if the body succeeds (an early `?` return rolls back).
+macro_rules! in_transaction {
+    ($self:ident, |$tx:ident| $body:expr) => {
+        async {
+            let mut client = $self.client().await?;
+            let $tx = client.transaction().await.map_err(store_error)?;
+            let out = $body;
+            $tx.commit().await.map_err(store_error)?;
+            Ok::<_, StoreError>(out)
+        }
+        .await
+    };
+}
+
+#[async_trait]
+impl ProjectStore for PostgresStore {
+    async fn create_project(&self, project: Project) -> StoreResult<()> {
+        projects::insert_project(&self.client().await?, &project).await
+    }
+
+    async fn list_projects(&self, page: PageRequest) -> StoreResult<Page<Project>> {
+        projects::list_projects(&self.client().await?, &page).await
+    }
+
+    async fn get_project(&self, id: ProjectId) -> StoreResult<Option<Project>> {
+        projects::get_project(&self.client().await?, id).await
+    }
+
+    async fn create_api_key(&self, key: ApiKey, key_hash: [u8; 32]) -> StoreResult<()> {
+        projects::insert_api_key(&self.client().await?, &key, &key_hash).await
+    }
+
+    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
+        projects::list_api_keys(&self.client().await?, project).await
+    }
+
+    async fn revoke_api_key(&self, project: ProjectId, id: ApiKeyId, now: Timestamp) -> StoreResult<bool> {
+        projects::revoke_api_key(&self.client().await?, project, id, now).await
+    }
+
+    async fn find_api_key(&self, key_hash: [u8; 32]) -> StoreResult<Option<(ApiKeyId, ProjectId)>> {
+        projects::find_api_key(&self.client().await?, &key_hash).await
+    }
+}
+
+#[async_trait]
+impl WebhookStore for PostgresStore {
+    async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook> {
+        in_transaction!(self, |tx| webhooks::insert_webhook(&tx, &webhook).await?)
+    }
+
+    async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp) -> StoreResult<Page<Webhook>> {
+        webhooks::list_webhooks(&self.client().await?, project, &page, now).await
+    }
+
+    async fn get_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
+        webhooks::get_webhook(&self.client().await?, project, id, now).await
+    }
+
+    async fn update_webhook(
+        &self,
+        project: ProjectId,
+        id: WebhookId,
+        patch: WebhookPatch,
+        now: Timestamp,
+    ) -> StoreResult<Option<Webhook>> {
+        let updated = in_transaction!(self, |tx| {
+            let updated = webhooks::update_webhook(&tx, project, id, &patch, now).await?;
+            // Re-enabling may make held deliveries due, on any node.
+            tx.execute("SELECT pg_notify('herald_work', '')", &[])
+                .await
+                .map_err(store_error)?;
+            updated
+        })?;
+        self.work.notify_one();
+        Ok(updated)
+    }
+
+    async fn delete_webhook(&self, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<bool> {
+        let deleted = in_transaction!(self, |tx| webhooks::delete_webhook(&tx, project, id, now).await?)?;
+        if deleted {
+            // Bounded transactions, so a huge backlog never holds locks long.
+            while !in_transaction!(self, |tx| webhooks::fail_deliveries_of_deleted(&tx, Some(id), now).await?)?
+                .is_done()
+            {}
+        }
+        Ok(deleted)
+    }
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome> {
+        self.publisher.publish(request).await
+    }
+
+    async fn get_event(&self, project: ProjectId, id: EventId) -> StoreResult<Option<EventDetail>> {
+        events::get_event(&self.client().await?, project, id).await
+    }
+
+    async fn prune_idempotency_keys(&self, before: Timestamp) -> StoreResult<Progress> {
+        events::prune_idempotency_keys(&self.client().await?, before).await
+    }
+}
+
+#[async_trait]
+impl DeliveryQueue for PostgresStore {
+    async fn claim(&self, request: ClaimRequest) -> StoreResult<ClaimedBatch> {
+        let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        in_transaction!(self, |tx| queue::claim(&tx, &request, token, &self.node.id).await?)
+    }
+
+    async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
+        in_transaction!(self, |tx| queue::complete(&tx, &completions).await?)
+    }
+
+    async fn release(&self, releases: Vec<Release>, now: Timestamp) -> StoreResult<()> {
+        in_transaction!(self, |tx| {
+            queue::release(&tx, &releases, now).await?;
+            tx.execute("SELECT pg_notify('herald_work', '')", &[])
+                .await
+                .map_err(store_error)?;
+        })
+    }
+
+    async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats> {
+        queue::stats(&self.client().await?, now).await
+    }
+
+    async fn fail_orphaned_deliveries(&self, now: Timestamp) -> StoreResult<Progress> {
+        in_transaction!(self, |tx| webhooks::fail_deliveries_of_deleted(&tx, None, now).await?)
+    }
+
+    fn work_notifier(&self) -> Arc<Notify> {
+        Arc::clone(&self.work)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    /// A write that must commit (this node's heartbeat): fails while the
+    /// server is down, read-only or out of disk.
+    async fn ping(&self) -> StoreResult<()> {
+        nodes::heartbeat(&self.client().await?, &self.node).await
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn init_admin_key_hash(&self, candidate: [u8; 32]) -> StoreResult<[u8; 32]> {
+        projects::init_admin_key_hash(&self.client().await?, &candidate).await
+    }
+
+    async fn close(&self) {
+        self.stop.cancel();
+        let tasks: Vec<JoinHandle<()>> = self.tasks.lock().map(|mut t| t.drain(..).collect()).unwrap_or_default();
+        for task in tasks {
+            let _ = task.await;
+        }
+        if let Err(error) = nodes::deregister(&self.pool, &self.node, &self.clock).await {
+            tracing::warn!(%error, "could not deregister this node; the others will notice it is gone");
+        }
+        self.pool.close();
+    }
+}

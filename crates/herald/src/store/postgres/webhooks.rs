@@ -1,0 +1,329 @@
+//! SQL for webhooks and their signing secrets.
+
+use deadpool_postgres::GenericClient;
+
+use super::connect::store_error;
+use super::rows::{get, parsed, timestamp, timestamp_opt};
+use crate::domain::delivery::reason;
+use crate::domain::fanout::Subscriber;
+use crate::domain::project::Name;
+use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
+use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp, WebhookId, WebhookState};
+use crate::store::codec::{page_of, parse_patterns, patterns_json};
+use crate::store::{NewWebhook, Page, PageRequest, Progress, StoreError, StoreResult, WebhookPatch};
+
+const WEBHOOK_COLUMNS: &str =
+    "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
+
+/// Rows failed per transaction when a deleted webhook's deliveries are cleared.
+const FAIL_CHUNK: i64 = 10_000;
+
+pub(super) async fn insert_webhook(client: &impl GenericClient, webhook: &NewWebhook) -> StoreResult<Webhook> {
+    let exists = client
+        .query_opt("SELECT 1 FROM projects WHERE id = $1", &[&webhook.project_id.to_string()])
+        .await
+        .map_err(store_error)?;
+    if exists.is_none() {
+        return Err(StoreError::NotFound);
+    }
+    let patterns = patterns_json(&webhook.subscribed_events)?;
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time)
+             VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $7, $7)",
+        )
+        .await
+        .map_err(store_error)?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &webhook.id.to_string(),
+                &webhook.project_id.to_string(),
+                &webhook.name.as_str(),
+                &webhook.uri.as_str(),
+                &patterns,
+                &webhook.signing.as_str(),
+                &webhook.now.as_millis(),
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+    let secret = &webhook.secret;
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO webhook_secrets (id, webhook_id, kind, secret, public_key, display, create_time)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .await
+        .map_err(store_error)?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &secret.id.to_string(),
+                &webhook.id.to_string(),
+                &secret.kind.as_str(),
+                &secret.secret.as_str(),
+                &secret.public_key,
+                &secret.display,
+                &webhook.now.as_millis(),
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+    load_webhook(client, webhook.project_id, webhook.id, webhook.now)
+        .await?
+        .ok_or(StoreError::NotFound)
+}
+
+fn webhook_from_row(row: &tokio_postgres::Row) -> StoreResult<Webhook> {
+    Ok(Webhook {
+        id: parsed(row, 0, "webhook id", WebhookId::parse)?,
+        project_id: parsed(row, 1, "project id", ProjectId::parse)?,
+        name: Name::from_trusted(get(row, 2)?),
+        uri: parsed(row, 3, "uri", |s| EndpointUri::parse(s).ok())?,
+        subscribed_events: parsed(row, 4, "subscribed events", parse_patterns)?,
+        state: parsed(row, 5, "webhook state", WebhookState::parse)?,
+        state_reason: get(row, 6)?,
+        signing: parsed(row, 7, "signing kind", SigningKind::parse)?,
+        signing_secrets: Vec::new(),
+        create_time: timestamp(row, 8)?,
+        update_time: timestamp(row, 9)?,
+    })
+}
+
+/// The secrets of a webhook that still sign at `now`, newest first.
+async fn load_secrets(
+    client: &impl GenericClient,
+    webhook: WebhookId,
+    now: Timestamp,
+) -> StoreResult<Vec<SigningSecretInfo>> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT id, display, public_key, create_time, expire_time FROM webhook_secrets
+             WHERE webhook_id = $1 AND (expire_time IS NULL OR expire_time > $2) ORDER BY id DESC",
+        )
+        .await
+        .map_err(store_error)?;
+    let rows = client
+        .query(&stmt, &[&webhook.to_string(), &now.as_millis()])
+        .await
+        .map_err(store_error)?;
+    rows.iter()
+        .map(|row| {
+            Ok(SigningSecretInfo {
+                id: parsed(row, 0, "secret id", SecretId::parse)?,
+                display: get(row, 1)?,
+                public_key: get(row, 2)?,
+                create_time: timestamp(row, 3)?,
+                expire_time: timestamp_opt(row, 4)?,
+            })
+        })
+        .collect()
+}
+
+async fn load_webhook(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: WebhookId,
+    now: Timestamp,
+) -> StoreResult<Option<Webhook>> {
+    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL");
+    let stmt = client.prepare_cached(&sql).await.map_err(store_error)?;
+    let row = client
+        .query_opt(&stmt, &[&id.to_string(), &project.to_string()])
+        .await
+        .map_err(store_error)?;
+    let Some(row) = row else { return Ok(None) };
+    let mut webhook = webhook_from_row(&row)?;
+    webhook.signing_secrets = load_secrets(client, webhook.id, now).await?;
+    Ok(Some(webhook))
+}
+
+pub(super) async fn get_webhook(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: WebhookId,
+    now: Timestamp,
+) -> StoreResult<Option<Webhook>> {
+    load_webhook(client, project, id, now).await
+}
+
+pub(super) async fn list_webhooks(
+    client: &impl GenericClient,
+    project: ProjectId,
+    page: &PageRequest,
+    now: Timestamp,
+) -> StoreResult<Page<Webhook>> {
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = $1 AND delete_time IS NULL AND id > $2 ORDER BY id LIMIT $3"
+    );
+    let stmt = client.prepare_cached(&sql).await.map_err(store_error)?;
+    let rows = client
+        .query(
+            &stmt,
+            &[&project.to_string(), &page.after.as_deref().unwrap_or(""), &i64::from(page.size)],
+        )
+        .await
+        .map_err(store_error)?;
+    let mut items = rows.iter().map(webhook_from_row).collect::<StoreResult<Vec<_>>>()?;
+    for webhook in &mut items {
+        webhook.signing_secrets = load_secrets(client, webhook.id, now).await?;
+    }
+    Ok(page_of(items, page.size, |w| w.id.to_string()))
+}
+
+/// Runs in a transaction: reads the row FOR UPDATE so concurrent patches
+/// on other nodes apply one after the other.
+pub(super) async fn update_webhook(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: WebhookId,
+    patch: &WebhookPatch,
+    now: Timestamp,
+) -> StoreResult<Option<Webhook>> {
+    let locked = client
+        .query_opt(
+            "SELECT 1 FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL FOR UPDATE",
+            &[&id.to_string(), &project.to_string()],
+        )
+        .await
+        .map_err(store_error)?;
+    if locked.is_none() {
+        return Ok(None);
+    }
+    let Some(current) = load_webhook(client, project, id, now).await? else {
+        return Ok(None);
+    };
+    let name = patch.name.as_ref().unwrap_or(&current.name);
+    let uri = patch.uri.as_ref().unwrap_or(&current.uri);
+    let events = patch.subscribed_events.as_ref().unwrap_or(&current.subscribed_events);
+    let state = patch.state.unwrap_or(current.state);
+    // A user's explicit state change clears the reason Herald recorded.
+    let reason = if patch.state.is_some() {
+        None
+    } else {
+        current.state_reason.clone()
+    };
+    client
+        .execute(
+            "UPDATE webhooks SET name = $2, uri = $3, subscribed_events = $4, state = $5, state_reason = $6,
+                    update_time = $7
+             WHERE id = $1",
+            &[
+                &id.to_string(),
+                &name.as_str(),
+                &uri.as_str(),
+                &patterns_json(events)?,
+                &state.as_str(),
+                &reason,
+                &now.as_millis(),
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+    if state != current.state {
+        refresh_due_hint(client, id).await?;
+    }
+    load_webhook(client, project, id, now).await
+}
+
+/// Recomputes the webhook's hint exactly; `NULL` unless it is enabled and
+/// has unfinished deliveries.
+pub(super) async fn refresh_due_hint(client: &impl GenericClient, webhook: WebhookId) -> StoreResult<()> {
+    client
+        .execute(
+            "UPDATE webhooks SET next_due_at = CASE WHEN state = 'enabled' AND delete_time IS NULL THEN
+                (SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook_id = $1 AND next_attempt_at IS NOT NULL)
+             END
+             WHERE id = $1",
+            &[&webhook.to_string()],
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(())
+}
+
+/// Marks the webhook deleted and deletes its secrets (they must not
+/// outlive it); its deliveries are failed afterwards, in chunks.
+pub(super) async fn delete_webhook(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: WebhookId,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    let changed = client
+        .execute(
+            "UPDATE webhooks SET delete_time = $3, update_time = $3, next_due_at = NULL
+             WHERE id = $1 AND project_id = $2 AND delete_time IS NULL",
+            &[&id.to_string(), &project.to_string(), &now.as_millis()],
+        )
+        .await
+        .map_err(store_error)?;
+    if changed > 0 {
+        client
+            .execute("DELETE FROM webhook_secrets WHERE webhook_id = $1", &[&id.to_string()])
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(changed > 0)
+}
+
+/// Fails up to `FAIL_CHUNK` unfinished deliveries of deleted webhooks (of
+/// `webhook` only, if given) with reason `webhook_deleted`. A leased one's
+/// in-flight completion will find its lease gone.
+pub(super) async fn fail_deliveries_of_deleted(
+    client: &impl GenericClient,
+    webhook: Option<WebhookId>,
+    now: Timestamp,
+) -> StoreResult<Progress> {
+    let changed = client
+        .execute(
+            "UPDATE deliveries SET state = 'failed', next_attempt_at = NULL, lease_token = NULL, lease_node = NULL,
+                    last_error = $4, finish_time = $2
+             WHERE id IN (
+                SELECT d.id FROM deliveries d JOIN webhooks w ON w.id = d.webhook_id
+                WHERE w.delete_time IS NOT NULL AND ($1::text IS NULL OR w.id = $1) AND d.next_attempt_at IS NOT NULL
+                LIMIT $3 FOR UPDATE OF d SKIP LOCKED)",
+            &[
+                &webhook.map(|w| w.to_string()),
+                &now.as_millis(),
+                &FAIL_CHUNK,
+                &reason::WEBHOOK_DELETED,
+            ],
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(if changed < FAIL_CHUNK.unsigned_abs() {
+        Progress::Done(changed)
+    } else {
+        Progress::More(changed)
+    })
+}
+
+/// The enabled, undeleted webhooks of `projects`, as publishing matches them.
+pub(super) async fn enabled_subscribers(
+    client: &impl GenericClient,
+    projects: &[String],
+) -> StoreResult<Vec<(ProjectId, Subscriber)>> {
+    let stmt = client
+        .prepare_cached(
+            "SELECT project_id, id, subscribed_events FROM webhooks
+             WHERE project_id = ANY($1) AND state = 'enabled' AND delete_time IS NULL",
+        )
+        .await
+        .map_err(store_error)?;
+    let rows = client.query(&stmt, &[&projects]).await.map_err(store_error)?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                parsed(row, 0, "project id", ProjectId::parse)?,
+                Subscriber {
+                    id: parsed(row, 1, "webhook id", WebhookId::parse)?,
+                    events: parsed(row, 2, "subscribed events", parse_patterns)?,
+                },
+            ))
+        })
+        .collect()
+}
