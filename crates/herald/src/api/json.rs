@@ -5,7 +5,7 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
@@ -40,9 +40,20 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
-/// The body bytes, if the content type (when given) is JSON and the size is
-/// within the router's limit.
+/// The body bytes, if the content type (when given) is JSON, no content
+/// encoding is applied, the size is within the router's limit and the body
+/// does not stall (the server's body timeout: 408).
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    // Herald does not decompress: an encoded body would otherwise be
+    // misreported as invalid JSON.
+    if let Some(encoding) = request.headers().get(CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {} is not supported: send the body uncompressed",
+            super::error::echo(&String::from_utf8_lossy(encoding.as_bytes()))
+        )));
+    }
     if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
         let is_json = content_type
             .to_str()
@@ -61,10 +72,25 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
     Bytes::from_request(request, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge("the request body is larger than limits.max_request_bytes".into())
+        } else if caused_by::<tower_http::timeout::TimeoutError>(&rejection) {
+            // The body never arrived, so the request cannot take effect.
+            ApiError::RequestTimeout("the request body stopped arriving (http.request_body_timeout)".into())
         } else {
             ApiError::InvalidJson(format!("cannot read the request body: {rejection}"))
         }
     })
+}
+
+/// Whether an `E` is somewhere in `error`'s chain of causes.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<E>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Parses `raw` as `T`; a type or shape error names its JSON path.

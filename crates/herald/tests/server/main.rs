@@ -6,9 +6,13 @@
 mod support;
 
 mod api;
+mod connections;
 mod crash;
 mod delivery;
+mod hostile;
+mod limits;
 mod live;
+mod operators;
 mod process;
 mod queue;
 mod tls;
