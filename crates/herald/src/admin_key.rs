@@ -77,7 +77,10 @@ pub fn load_or_create(data_dir: &Path, from_env: Option<String>) -> anyhow::Resu
         } else {
             None
         };
-        return Ok(AdminKey::FromEnvironment { key, removed_stale_file });
+        return Ok(AdminKey::FromEnvironment {
+            key,
+            removed_stale_file,
+        });
     }
     let path = data_dir.join("admin.key");
     if path.exists() {
@@ -114,7 +117,13 @@ mod tests {
         assert!(path.exists());
 
         let same = load_or_create(dir.path(), Some(generated.key().to_owned())).expect("same key");
-        assert!(matches!(same, AdminKey::FromEnvironment { removed_stale_file: None, .. }));
+        assert!(matches!(
+            same,
+            AdminKey::FromEnvironment {
+                removed_stale_file: None,
+                ..
+            }
+        ));
         assert!(path.exists(), "a file holding the key in force is not stale");
 
         let other = "env-admin-key-0123456789".to_owned();

@@ -47,18 +47,24 @@ pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
     // One HTTP attempt: milliseconds to the 5-minute timeout ceiling.
     (
         "herald_delivery_attempt_duration_seconds",
-        &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 300.0],
+        &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 300.0,
+        ],
     ),
     // Publish to success: immediate, or hours later through the retry
     // schedule (up to max_age, a day by default).
     (
         "herald_delivery_latency_seconds",
-        &[0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 7200.0, 18000.0, 36000.0, 86400.0],
+        &[
+            0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 7200.0, 18000.0, 36000.0, 86400.0,
+        ],
     ),
     // A count of writes per group commit, not a time.
     (
         "herald_store_commit_batch_size",
-        &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0],
+        &[
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+        ],
     ),
 ];
 

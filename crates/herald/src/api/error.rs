@@ -99,11 +99,7 @@ impl ApiError {
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
             Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", None),
             Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long", None),
-            Self::HeadersTooLarge(_) => (
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                "headers_too_large",
-                None,
-            ),
+            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None),
             Self::MalformedRequest(_) => (StatusCode::BAD_REQUEST, "malformed_request", None),
             Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),

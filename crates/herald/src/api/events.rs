@@ -8,9 +8,9 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::{Extension, Json};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -19,9 +19,9 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::auth::Principal;
 use super::error::ApiError;
-use super::path::ApiPath;
 use super::json::JsonBody;
 use super::json_check;
+use super::path::ApiPath;
 use super::rate_limit::{PublishLimiter, Refusal};
 use crate::domain::{AttemptRecord, EventId, EventType, ProjectId, Timestamp};
 use crate::store::{IdempotencyRecord, NewEvent, PublishOutcome, PublishRequest};

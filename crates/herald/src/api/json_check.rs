@@ -149,7 +149,10 @@ mod tests {
 
     #[test]
     fn unicode_escapes_must_be_characters() {
-        assert_eq!(field_of(r#"{"ok":"\ud83d\ude00 \u00e9 \\udc00 \"\udc00"}"#).as_deref(), Some("data.ok"));
+        assert_eq!(
+            field_of(r#"{"ok":"\ud83d\ude00 \u00e9 \\udc00 \"\udc00"}"#).as_deref(),
+            Some("data.ok")
+        );
         assert_eq!(field_of(r#"{"ok":"\ud83d\ude00 \u00e9 \\udc00"}"#), None);
         assert_eq!(field_of(r#"{"a":[1,{"b":"\udc00"}]}"#).as_deref(), Some("data.a[1].b"));
         assert_eq!(field_of(r#"{"a":"\ud800"}"#).as_deref(), Some("data.a"));

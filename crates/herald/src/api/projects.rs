@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::auth::{Principal, generate_api_key};
 use super::error::ApiError;
-use super::path::ApiPath;
 use super::json::{JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request};
+use super::path::ApiPath;
 use crate::domain::project::{ApiKey, Name, Project};
 use crate::domain::{ApiKeyId, ProjectId, Timestamp};
 

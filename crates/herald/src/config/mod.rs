@@ -295,15 +295,23 @@ impl Config {
             );
         }
         if !l.publish_rate_per_project.is_finite() || l.publish_rate_per_project < 0.0 {
-            return fail("limits.publish_rate_per_project", "must be 0 (off) or a positive number");
+            return fail(
+                "limits.publish_rate_per_project",
+                "must be 0 (off) or a positive number",
+            );
         }
         if l.publish_rate_per_project > 0.0 && l.publish_burst_per_project == 0 {
             return fail("limits.publish_burst_per_project", "must be at least 1");
         }
         let h = &self.http;
-        if [h.header_read_timeout, h.idle_timeout, h.request_body_timeout, h.request_timeout]
-            .iter()
-            .any(Duration::is_zero)
+        if [
+            h.header_read_timeout,
+            h.idle_timeout,
+            h.request_body_timeout,
+            h.request_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero)
         {
             return fail("http", "timeouts must be positive");
         }

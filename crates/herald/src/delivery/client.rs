@@ -281,7 +281,10 @@ mod tests {
 
     #[test]
     fn connect_errors_say_their_cause_once() {
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
         let error = Outer(ConnectError::Tcp {
             address: "127.0.0.1:9".parse().unwrap(),
             source: refused,

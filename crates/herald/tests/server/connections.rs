@@ -115,7 +115,10 @@ async fn idle_keep_alive_connections_are_closed() {
         .expect("write");
     let (status, _) = read_response(&mut stream).await;
     assert_eq!(status, 200);
-    assert!(closed_by_server(&mut stream).await, "an idle kept-alive connection is closed");
+    assert!(
+        closed_by_server(&mut stream).await,
+        "an idle kept-alive connection is closed"
+    );
 }
 
 #[tokio::test]

@@ -18,10 +18,7 @@ enum Key {
 enum Body {
     None,
     Json(Value),
-    Raw {
-        content_type: &'static str,
-        bytes: Vec<u8>,
-    },
+    Raw { content_type: &'static str, bytes: Vec<u8> },
 }
 
 struct Case {
@@ -86,28 +83,33 @@ fn cases() -> Vec<Case> {
     let huge_key = format!(r#"{{"type":"job.done","data":{{}},"{}":1}}"#, "k".repeat(1_000_000));
     vec![
         // Routing and the HTTP layer.
-        case("undecodable path", Method::GET, "/v1/webhooks/%ff%fe", Project, Body::None).expect(
-            400,
-            "invalid_argument",
-            Some("path"),
-        ),
+        case(
+            "undecodable path",
+            Method::GET,
+            "/v1/webhooks/%ff%fe",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("path")),
         case("unknown endpoint", Method::GET, "/v1/nope", Project, Body::None).expect(404, "not_found", None),
-        case("wrong method", Method::DELETE, "/v1/events", Project, Body::None).expect(
-            405,
-            "method_not_allowed",
-            None,
-        ),
+        case("wrong method", Method::DELETE, "/v1/events", Project, Body::None).expect(405, "method_not_allowed", None),
         case("no key", Method::GET, "/v1/webhooks", Key::None, Body::None).expect(401, "unauthenticated", None),
-        case("admin key on a project endpoint", Method::GET, "/v1/webhooks", Admin, Body::None).expect(
-            403,
-            "permission_denied",
-            None,
-        ),
-        case("project key on an admin endpoint", Method::GET, "/v1/projects", Project, Body::None).expect(
-            403,
-            "permission_denied",
-            None,
-        ),
+        case(
+            "admin key on a project endpoint",
+            Method::GET,
+            "/v1/webhooks",
+            Admin,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
+        case(
+            "project key on an admin endpoint",
+            Method::GET,
+            "/v1/projects",
+            Project,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
         // Bodies.
         case("gzip body", Method::POST, "/v1/events", Project, event("{}"))
             .header("content-encoding", "gzip")
@@ -165,24 +167,38 @@ fn cases() -> Vec<Case> {
         )
         .expect(413, "payload_too_large", None),
         // Event data.
-        case("data nested 128 deep is fine", Method::POST, "/v1/events", Project, event(&nested(128))).expect(
-            202, "", None,
-        ),
-        case("data nested 129 deep", Method::POST, "/v1/events", Project, event(&nested(129))).expect(
-            400,
-            "invalid_argument",
-            None,
-        ),
-        case("data nested 100,000 deep", Method::POST, "/v1/events", Project, event(&nested(100_000))).expect(
-            400,
-            "invalid_argument",
-            None,
-        ),
-        case("lone surrogate", Method::POST, "/v1/events", Project, event(r#"{"x":["\udc00"]}"#)).expect(
-            400,
-            "invalid_argument",
-            Some("data.x[0]"),
-        ),
+        case(
+            "data nested 128 deep is fine",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(&nested(128)),
+        )
+        .expect(202, "", None),
+        case(
+            "data nested 129 deep",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(&nested(129)),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "data nested 100,000 deep",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(&nested(100_000)),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "lone surrogate",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(r#"{"x":["\udc00"]}"#),
+        )
+        .expect(400, "invalid_argument", Some("data.x[0]")),
         case("data not an object", Method::POST, "/v1/events", Project, event("[1]")).expect(
             400,
             "invalid_argument",
@@ -199,11 +215,7 @@ fn cases() -> Vec<Case> {
         case("bad idempotency key", Method::POST, "/v1/events", Project, event("{}"))
             .header("idempotency-key", "has space")
             .expect(400, "invalid_argument", Some("Idempotency-Key")),
-        case("unknown event", Method::GET, "/v1/events/evt_nope", Project, Body::None).expect(
-            404,
-            "not_found",
-            None,
-        ),
+        case("unknown event", Method::GET, "/v1/events/evt_nope", Project, Body::None).expect(404, "not_found", None),
         // Webhook URIs.
         case(
             "CR LF in a URI",
@@ -311,16 +323,22 @@ fn cases() -> Vec<Case> {
             Body::None,
         )
         .expect(400, "invalid_argument", Some("page_size")),
-        case("webhooks: bad page token", Method::GET, "/v1/webhooks?page_token=%%%", Project, Body::None).expect(
-            400,
-            "invalid_argument",
-            Some("page_token"),
-        ),
-        case("projects: unknown parameter", Method::GET, "/v1/projects?filter=x", Admin, Body::None).expect(
-            400,
-            "invalid_argument",
-            Some("filter"),
-        ),
+        case(
+            "webhooks: bad page token",
+            Method::GET,
+            "/v1/webhooks?page_token=%%%",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("page_token")),
+        case(
+            "projects: unknown parameter",
+            Method::GET,
+            "/v1/projects?filter=x",
+            Admin,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("filter")),
     ]
 }
 
@@ -376,7 +394,12 @@ async fn hostile_requests_get_clear_json_errors() {
         check(&app, case, &project.key, &project.id, &webhook_id).await;
     }
     let (status, unchanged) = app
-        .call(Method::GET, &format!("/v1/webhooks/{webhook_id}"), Some(&project.key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/webhooks/{webhook_id}"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(unchanged["name"], webhook["name"], "no refused PATCH changed anything");

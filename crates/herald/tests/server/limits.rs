@@ -39,7 +39,11 @@ async fn a_project_over_its_publish_rate_gets_429_with_retry_after() {
     );
     let body: serde_json::Value = refused.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
-    assert_eq!(publish(quiet.key.clone()).await.status(), 202, "other projects are unaffected");
+    assert_eq!(
+        publish(quiet.key.clone()).await.status(),
+        202,
+        "other projects are unaffected"
+    );
 
     let (status, body) = app
         .call(
@@ -61,7 +65,9 @@ async fn the_api_key_list_pages_like_the_other_lists() {
     let project = app.project("acme").await;
     let keys_path = format!("/v1/projects/{}/api_keys", project.id);
     for _ in 0..2 {
-        let (status, _) = app.call(Method::POST, &keys_path, Some(ADMIN_KEY), Some(json!({}))).await;
+        let (status, _) = app
+            .call(Method::POST, &keys_path, Some(ADMIN_KEY), Some(json!({})))
+            .await;
         assert_eq!(status, 201);
     }
     let (status, first) = app
@@ -93,10 +99,7 @@ async fn histograms_have_buckets_that_fit_their_unit() {
         .lines()
         .filter(|line| line.starts_with("herald_store_commit_batch_size_bucket"))
         .collect();
-    assert!(
-        batch_buckets.iter().any(|line| line.contains(r#"le="1""#)),
-        "{metrics}"
-    );
+    assert!(batch_buckets.iter().any(|line| line.contains(r#"le="1""#)), "{metrics}");
     assert!(
         !batch_buckets.iter().any(|line| line.contains(r#"le="0.001""#)),
         "a count has no sub-second buckets: {batch_buckets:?}"

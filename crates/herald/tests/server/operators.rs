@@ -31,14 +31,23 @@ fn a_port_in_use_fails_before_anything_is_created() {
 fn allowing_every_address_is_warned_about_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = herald()
-        .args(["serve", "--listen", "127.0.0.1:0", "--allow-target-cidr", "0.0.0.0/0", "--data-dir"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--allow-target-cidr",
+            "0.0.0.0/0",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert!(line.starts_with("herald listening on"), "{line}");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -55,7 +64,10 @@ fn cidr_and_schedule_flags_accept_or_explain() {
         .unwrap();
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("127.0.0.1/32") && stdout.contains("::1/128"), "{stdout}");
+    assert!(
+        stdout.contains("127.0.0.1/32") && stdout.contains("::1/128"),
+        "{stdout}"
+    );
 
     let output = herald().args(["config", "--retry-schedule", "bogus"]).output().unwrap();
     assert!(!output.status.success());

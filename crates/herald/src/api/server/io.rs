@@ -175,7 +175,9 @@ fn json_error_for_automatic_response(buf: &[u8]) -> Option<Vec<u8>> {
         return None;
     }
     let error = match status {
-        "400" => ApiError::MalformedRequest("the request is not valid HTTP/1.1 (method, URI, header or version)".into()),
+        "400" => {
+            ApiError::MalformedRequest("the request is not valid HTTP/1.1 (method, URI, header or version)".into())
+        }
         "414" => ApiError::UriTooLong("the request URI is too long".into()),
         "431" => ApiError::HeadersTooLarge("the request headers are too large or too many".into()),
         _ => return None,
