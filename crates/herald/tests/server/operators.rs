@@ -77,3 +77,51 @@ fn cidr_and_schedule_flags_accept_or_explain() {
         "{stderr}"
     );
 }
+
+/// The README's configuration table shows every setting `herald config`
+/// prints, with the default written exactly as printed.
+#[test]
+fn the_readme_configuration_table_matches_herald_config() {
+    let output = herald().arg("config").output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let printed: toml::Table = toml::from_str(&String::from_utf8(output.stdout).unwrap()).unwrap();
+    let mut settings = Vec::new();
+    for (name, value) in &printed {
+        match value {
+            toml::Value::Table(section) => {
+                for (key, value) in section {
+                    settings.push((format!("{name}.{key}"), value.clone()));
+                }
+            }
+            value => settings.push((name.clone(), value.clone())),
+        }
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("a Configuration section");
+    let rows: Vec<(String, String)> = section
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let default = cells.get(3)?.strip_prefix('`')?.strip_suffix('`')?;
+            Some((name.to_owned(), default.to_owned()))
+        })
+        .collect();
+    for (name, value) in &settings {
+        let Some((_, default)) = rows.iter().find(|(row, _)| row == name) else {
+            panic!("the README's configuration table has no row for {name}");
+        };
+        let shown: toml::Table = toml::from_str(&format!("v = {default}"))
+            .unwrap_or_else(|e| panic!("{name}: the README's default {default} is not a TOML value: {e}"));
+        assert_eq!(&shown["v"], value, "{name}: the README says {default}");
+    }
+    assert_eq!(
+        rows.len(),
+        settings.len(),
+        "the README lists settings herald config does not print"
+    );
+}
