@@ -115,9 +115,13 @@ async fn request_deadline(
 async fn serve_connection(mut stream: TcpStream, app: Router, config: &HttpConfig, shutdown: CancellationToken) {
     // hyper-util reads the first bytes to choose HTTP/1.1 or HTTP/2 with no
     // time limit of its own: bound that wait by the header timeout.
-    let prefix = match tokio::time::timeout(config.header_read_timeout, io::read_protocol_prefix(&mut stream)).await {
-        Ok(Ok(prefix)) if !prefix.is_empty() => prefix,
-        _ => return,
+    let first_bytes = tokio::time::timeout(config.header_read_timeout, io::read_protocol_prefix(&mut stream));
+    let prefix = tokio::select! {
+        () = shutdown.cancelled() => return,
+        read = first_bytes => match read {
+            Ok(Ok(prefix)) if !prefix.is_empty() => prefix,
+            _ => return,
+        },
     };
     let io = TokioIo::new(ConnectionIo::new(stream, prefix, config.idle_timeout));
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
