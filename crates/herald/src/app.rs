@@ -49,6 +49,26 @@ pub struct RunningApp {
 /// one whose hash the store holds, generating one (printed once to stderr)
 /// if it holds none.
 pub async fn start(config: &Config, admin_key: Option<&str>, deps: Dependencies) -> anyhow::Result<RunningApp> {
+    start_on(bind(config.listen)?, config, admin_key, deps).await
+}
+
+/// Binds the API's port. Done before anything is created on disk, so that
+/// a port in use is the first and only error.
+pub fn bind(addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| {
+        format!("cannot listen on {addr} (is another Herald or program using it? choose another with --listen)")
+    })?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// [`start`] on a listener bound by [`bind`] (`config.listen` is ignored).
+pub async fn start_on(
+    listener: std::net::TcpListener,
+    config: &Config,
+    admin_key: Option<&str>,
+    deps: Dependencies,
+) -> anyhow::Result<RunningApp> {
     config.validate()?;
     let store = crate::store::open(&config.storage_config(), Arc::clone(&deps.clock))
         .await
@@ -99,19 +119,14 @@ pub async fn start(config: &Config, admin_key: Option<&str>, deps: Dependencies)
         limits: config.limits.clone(),
         metrics,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("listening on {}", config.listen))?;
+    let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
-    let role = config.node.role;
-    let server = {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            axum::serve(listener, api::router(state, role))
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        })
-    };
+    let server = tokio::spawn(api::server::serve(
+        listener,
+        api::router(state, config.node.role),
+        config.http.clone(),
+        shutdown.clone(),
+    ));
     let dispatcher_task = (deps.run_dispatcher && config.node.role.delivers())
         .then(|| tokio::spawn(Arc::clone(&dispatcher).run(shutdown.child_token())));
     tracing::info!(%addr, role = ?config.node.role, "herald is listening");

@@ -2,7 +2,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogConfig, LogFormat};
@@ -28,19 +28,45 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
-            let buckets = [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ];
-            let recorder = PrometheusBuilder::new()
-                .set_buckets(&buckets)
-                .ok()?
-                .install_recorder()
-                .ok()?;
+            let mut builder = PrometheusBuilder::new();
+            for (name, buckets) in HISTOGRAM_BUCKETS {
+                builder = builder
+                    .set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)
+                    .ok()?;
+            }
+            let recorder = builder.install_recorder().ok()?;
             describe();
             Some(recorder)
         })
         .clone()
 }
+
+/// Buckets per histogram, fitted to its unit and range. A histogram not
+/// listed here is rendered as a summary, so each new one belongs here.
+pub const HISTOGRAM_BUCKETS: &[(&str, &[f64])] = &[
+    // One HTTP attempt: milliseconds to the 5-minute timeout ceiling.
+    (
+        "herald_delivery_attempt_duration_seconds",
+        &[
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0, 30.0, 60.0, 300.0,
+        ],
+    ),
+    // Publish to success: immediate, or hours later through the retry
+    // schedule (up to max_age, a day by default).
+    (
+        "herald_delivery_latency_seconds",
+        &[
+            0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 7200.0, 18000.0, 36000.0, 86400.0,
+        ],
+    ),
+    // A count of writes per group commit, not a time.
+    (
+        "herald_store_commit_batch_size",
+        &[
+            1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0, 4096.0,
+        ],
+    ),
+];
 
 /// Histograms buffer raw samples until rendered: fold them in every few
 /// seconds even when nobody scrapes, so memory stays flat.

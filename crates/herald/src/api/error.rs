@@ -4,9 +4,12 @@
 //! mistakes are 4xx and name the offending field where there is one; a
 //! database that cannot be used is 503 (retry later); 500 is reserved for
 //! stored data that breaks an invariant, which is a bug.
+//!
+//! Echoed client input is cut to [`MAX_ECHO_CHARS`] (and whole messages and
+//! field names to a bound), so a huge unknown key or path cannot make the
+//! error larger than a few kilobytes.
 
-use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -34,6 +37,18 @@ pub enum ApiError {
     #[error("{0}")]
     UnsupportedMediaType(String),
     #[error("{0}")]
+    RequestTimeout(String),
+    #[error("{0}")]
+    UriTooLong(String),
+    #[error("{0}")]
+    HeadersTooLarge(String),
+    /// A request the HTTP layer could not parse (bad method, header, version).
+    #[error("{0}")]
+    MalformedRequest(String),
+    /// Over a rate limit; retry after the given whole seconds.
+    #[error("{message}")]
+    TooManyRequests { message: String, retry_after_secs: u64 },
+    #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
     Internal(String),
@@ -54,7 +69,21 @@ impl ApiError {
     }
 
     pub fn not_found(what: &str, id: &str) -> Self {
-        Self::NotFound(format!("{what} {id:?} does not exist"))
+        Self::NotFound(format!("{what} {} does not exist", echo(id)))
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The JSON error body, `{"error": {code, message, field?}}`.
+    pub fn body(&self) -> Vec<u8> {
+        let (_, code, field) = self.parts();
+        let mut error = json!({ "code": code, "message": truncate(&self.to_string(), MAX_MESSAGE_CHARS) });
+        if let Some(field) = field {
+            error["field"] = json!(truncate(field, MAX_ECHO_CHARS));
+        }
+        serde_json::to_vec(&json!({ "error": error })).unwrap_or_default()
     }
 
     fn parts(&self) -> (StatusCode, &'static str, Option<&str>) {
@@ -68,6 +97,11 @@ impl ApiError {
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", None),
+            Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long", None),
+            Self::HeadersTooLarge(_) => (StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", None),
+            Self::MalformedRequest(_) => (StatusCode::BAD_REQUEST, "malformed_request", None),
+            Self::TooManyRequests { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
         }
@@ -95,11 +129,50 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, code, field) = self.parts();
-        let mut error = json!({ "code": code, "message": self.to_string() });
-        if let Some(field) = field {
-            error["field"] = json!(field);
+        let mut response = (
+            self.status(),
+            [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            self.body(),
+        )
+            .into_response();
+        if let Self::TooManyRequests { retry_after_secs, .. } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
         }
-        (status, Json(json!({ "error": error }))).into_response()
+        response
+    }
+}
+
+/// Most characters of client input repeated in an error.
+pub const MAX_ECHO_CHARS: usize = 128;
+/// Most characters of a whole error message.
+const MAX_MESSAGE_CHARS: usize = 1024;
+
+/// `text` cut to `max` characters, marked with `…` when cut.
+pub fn truncate(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        None => text.to_owned(),
+        Some((end, _)) => format!("{}…", &text[..end]),
+    }
+}
+
+/// Client input to repeat in a message: cut to [`MAX_ECHO_CHARS`] and quoted.
+pub fn echo(text: &str) -> String {
+    format!("{:?}", truncate(text, MAX_ECHO_CHARS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn echoed_input_is_bounded() {
+        assert_eq!(truncate("short", 128), "short");
+        assert_eq!(truncate("ééé", 2), "éé…");
+        let huge = "k".repeat(1_000_000);
+        let body = ApiError::invalid(huge.clone(), format!("unknown field `{huge}`")).body();
+        assert!(body.len() < 2048, "{} bytes", body.len());
+        assert_eq!(echo(&huge).chars().count(), MAX_ECHO_CHARS + 3);
     }
 }

@@ -5,10 +5,12 @@
 //! event with one delivery per matching enabled webhook. The payload is
 //! serialised here, once; `data` keeps the exact bytes the producer sent.
 
-use axum::Json;
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
@@ -18,6 +20,9 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::ApiError;
 use super::json::JsonBody;
+use super::json_check;
+use super::path::ApiPath;
+use super::rate_limit::{PublishLimiter, Refusal};
 use crate::domain::{AttemptRecord, EventId, EventType, ProjectId, Timestamp};
 use crate::store::{IdempotencyRecord, NewEvent, PublishOutcome, PublishRequest};
 
@@ -48,11 +53,13 @@ struct Accepted<'a> {
 
 pub(super) async fn publish(
     State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<PublishLimiter>>,
     principal: Principal,
     headers: HeaderMap,
     JsonBody { value, raw }: JsonBody<PublishEvent>,
 ) -> Result<Response, ApiError> {
     let project = principal.require_project()?;
+    within_rate(&limiter, project, 1)?;
     let event = new_event(&state, &value, "")?;
     let response = serde_json::to_vec(&accepted(&event)).map_err(|e| ApiError::Internal(e.to_string()))?;
     commit(&state, project, vec![event], &headers, &raw, response).await
@@ -60,6 +67,7 @@ pub(super) async fn publish(
 
 pub(super) async fn batch_create(
     State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<PublishLimiter>>,
     principal: Principal,
     headers: HeaderMap,
     JsonBody { value, raw }: JsonBody<BatchCreate>,
@@ -69,6 +77,7 @@ pub(super) async fn batch_create(
     if value.events.is_empty() || value.events.len() > max {
         return Err(ApiError::invalid("events", format!("send 1 to {max} events per batch")));
     }
+    within_rate(&limiter, project, value.events.len())?;
     let events = value
         .events
         .iter()
@@ -84,6 +93,21 @@ pub(super) async fn batch_create(
     };
     let response = serde_json::to_vec(&body).map_err(|e| ApiError::Internal(e.to_string()))?;
     commit(&state, project, events, &headers, &raw, response).await
+}
+
+/// Refuses a publish over the project's rate (429 with `Retry-After`).
+fn within_rate(limiter: &PublishLimiter, project: ProjectId, events: usize) -> Result<(), ApiError> {
+    match limiter.acquire(project, events) {
+        Ok(()) => Ok(()),
+        Err(Refusal::RetryAfter(wait)) => Err(ApiError::TooManyRequests {
+            message: "this project publishes faster than limits.publish_rate_per_project allows; retry after the Retry-After seconds".into(),
+            retry_after_secs: wait.as_secs_f64().ceil() as u64,
+        }),
+        Err(Refusal::LargerThanBurst { burst }) => Err(ApiError::invalid(
+            "events",
+            format!("{events} events in one request exceed limits.publish_burst_per_project ({burst}); send smaller batches"),
+        )),
+    }
 }
 
 fn accepted(event: &NewEvent) -> Accepted<'_> {
@@ -105,6 +129,7 @@ fn new_event(state: &AppState, event: &PublishEvent, field_prefix: &str) -> Resu
             "data must be a JSON object",
         ));
     }
+    json_check::check_data(data.as_bytes(), &format!("{field_prefix}data"))?;
     let id = EventId::generate();
     let timestamp = state.clock.now();
     // Every part but `data` is made of characters that need no JSON escaping
@@ -251,7 +276,7 @@ pub(super) struct EventView {
 pub(super) async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventView>, ApiError> {
     let project = principal.require_project()?;
     let event_id = EventId::parse(&id).ok_or_else(|| ApiError::not_found("event", &id))?;

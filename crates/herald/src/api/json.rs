@@ -5,10 +5,10 @@
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use serde::de::DeserializeOwned;
 
-use super::error::ApiError;
+use super::error::{ApiError, MAX_ECHO_CHARS, truncate};
 
 pub struct JsonBody<T> {
     pub value: T,
@@ -40,9 +40,20 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
     }
 }
 
-/// The body bytes, if the content type (when given) is JSON and the size is
-/// within the router's limit.
+/// The body bytes, if the content type (when given) is JSON, no content
+/// encoding is applied, the size is within the router's limit and the body
+/// does not stall (the server's body timeout: 408).
 async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+    // Herald does not decompress: an encoded body would otherwise be
+    // misreported as invalid JSON.
+    if let Some(encoding) = request.headers().get(CONTENT_ENCODING)
+        && !encoding.as_bytes().eq_ignore_ascii_case(b"identity")
+    {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "Content-Encoding {} is not supported: send the body uncompressed",
+            super::error::echo(&String::from_utf8_lossy(encoding.as_bytes()))
+        )));
+    }
     if let Some(content_type) = request.headers().get(CONTENT_TYPE) {
         let is_json = content_type
             .to_str()
@@ -61,34 +72,66 @@ async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes,
     Bytes::from_request(request, state).await.map_err(|rejection| {
         if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge("the request body is larger than limits.max_request_bytes".into())
+        } else if caused_by::<tower_http::timeout::TimeoutError>(&rejection) {
+            // The body never arrived, so the request cannot take effect.
+            ApiError::RequestTimeout("the request body stopped arriving (http.request_body_timeout)".into())
         } else {
             ApiError::InvalidJson(format!("cannot read the request body: {rejection}"))
         }
     })
 }
 
+/// Whether an `E` is somewhere in `error`'s chain of causes.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if error.is::<E>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
+}
+
 /// Parses `raw` as `T`; a type or shape error names its JSON path.
 pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(raw);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
+        let path = truncate(&error.path().to_string(), MAX_ECHO_CHARS);
         let inner = error.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             ApiError::InvalidJson(format!("the body is not valid JSON: {inner}"))
         } else if path == "." {
-            let message = inner.to_string();
+            let message = shorten_quoted(&inner.to_string());
             ApiError::InvalidArgument {
                 field: missing_field(&message),
                 message,
             }
         } else {
-            ApiError::invalid(path, inner.to_string())
+            ApiError::invalid(path, shorten_quoted(&inner.to_string()))
         }
     })?;
     deserializer
         .end()
         .map_err(|e| ApiError::InvalidJson(format!("unexpected data after the JSON value: {e}")))?;
     Ok(value)
+}
+
+/// serde quotes the client's keys and values in backticks: cut each to
+/// [`MAX_ECHO_CHARS`] so that the rest of the message survives.
+fn shorten_quoted(message: &str) -> String {
+    let mut shortened = String::with_capacity(message.len().min(1024));
+    for (index, part) in message.split('`').enumerate() {
+        if index > 0 {
+            shortened.push('`');
+        }
+        if index % 2 == 1 {
+            shortened.push_str(&truncate(part, MAX_ECHO_CHARS));
+        } else {
+            shortened.push_str(part);
+        }
+    }
+    shortened
 }
 
 /// serde names the field in "missing field `name`" and "duplicate field `name`".
@@ -135,5 +178,16 @@ mod tests {
             field_of(r#"{"name":"x","items":[],"extra":1}"#).as_deref(),
             Some("extra")
         );
+    }
+
+    #[test]
+    fn a_huge_unknown_key_is_cut_and_the_expected_fields_still_named() {
+        let raw = format!(r#"{{"name":"x","items":[],"{}":1}}"#, "k".repeat(1_000_000));
+        let Err(ApiError::InvalidArgument { field, message }) = parse::<Sample>(raw.as_bytes()) else {
+            panic!("expected an invalid argument");
+        };
+        assert!(field.is_some_and(|f| f.chars().count() <= MAX_ECHO_CHARS + 1));
+        assert!(message.len() < 512, "{message}");
+        assert!(message.contains("expected `name` or `items`"), "{message}");
     }
 }

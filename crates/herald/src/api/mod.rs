@@ -9,8 +9,12 @@ pub mod error;
 mod events;
 mod health;
 mod json;
+mod json_check;
 mod pagination;
+mod path;
 mod projects;
+pub mod rate_limit;
+pub mod server;
 mod webhooks;
 
 use std::sync::Arc;
@@ -40,9 +44,14 @@ pub struct AppState {
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the
-/// health and metrics endpoints and nothing else.
+/// health and metrics endpoints and nothing else. Connection and
+/// request-time limits are added by [`server::serve`].
 pub fn router(state: AppState, role: crate::config::Role) -> Router {
     let body_limit = state.limits.max_request_bytes;
+    let publish_limiter = std::sync::Arc::new(rate_limit::PublishLimiter::new(
+        &state.limits,
+        std::sync::Arc::clone(&state.clock),
+    ));
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -52,7 +61,7 @@ pub fn router(state: AppState, role: crate::config::Role) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(deadline))
+        .layer(axum::Extension(publish_limiter))
         .with_state(state)
 }
 
@@ -78,28 +87,14 @@ fn api_routes() -> Router<AppState> {
         .route("/v1/events/{event_id}", get(events::get))
 }
 
-/// The longest a request may take, body upload included.
-const REQUEST_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Bounds every request, so a stalled client or an overloaded store cannot
-/// hold a handler forever. A publish cut off here may still commit (its
-/// write is already queued): retrying with the same `Idempotency-Key` is safe.
-async fn deadline(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match tokio::time::timeout(REQUEST_DEADLINE, next.run(request)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::Unavailable(format!(
-            "the request did not complete within {}s; it may still take effect: retry with the same Idempotency-Key",
-            REQUEST_DEADLINE.as_secs()
-        ))
-        .into_response(),
-    }
-}
-
 async fn not_found(uri: axum::http::Uri) -> ApiError {
-    ApiError::NotFound(format!("no such endpoint: {}", uri.path()))
+    ApiError::NotFound(format!("no such endpoint: {}", error::echo(uri.path())))
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::MethodNotAllowed(format!("{method} is not allowed on {}", uri.path()))
+    ApiError::MethodNotAllowed(format!(
+        "{} is not allowed on {}",
+        error::echo(method.as_str()),
+        error::echo(uri.path())
+    ))
 }

@@ -7,7 +7,7 @@ use axum::extract::RawQuery;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::error::ApiError;
+use super::error::{ApiError, MAX_ECHO_CHARS, truncate};
 use crate::store::{Page, PageRequest};
 
 const DEFAULT_PAGE_SIZE: u32 = 50;
@@ -44,7 +44,7 @@ pub fn page_request(query: &RawQuery) -> Result<PageRequest, ApiError> {
             }
             other => {
                 return Err(ApiError::invalid(
-                    other,
+                    truncate(other, MAX_ECHO_CHARS),
                     "unknown query parameter (expected page_size, page_token)",
                 ));
             }

@@ -1,7 +1,7 @@
 //! `/v1/projects` and their API keys (admin only).
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +10,7 @@ use super::auth::{Principal, generate_api_key};
 use super::error::ApiError;
 use super::json::{JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request};
+use super::path::ApiPath;
 use crate::domain::project::{ApiKey, Name, Project};
 use crate::domain::{ApiKeyId, ProjectId, Timestamp};
 
@@ -80,7 +81,7 @@ fn project_id(text: &str) -> Result<ProjectId, ApiError> {
 pub(super) async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<ProjectView>, ApiError> {
     principal.require_admin()?;
     let project = state
@@ -127,7 +128,7 @@ impl From<ApiKey> for KeyView {
 pub(super) async fn create_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     OptionalJsonBody(body): OptionalJsonBody<CreateKey>,
 ) -> Result<(StatusCode, Json<KeyView>), ApiError> {
     principal.require_admin()?;
@@ -162,28 +163,34 @@ pub(super) async fn create_key(
 #[derive(Serialize)]
 pub(super) struct KeyList {
     api_keys: Vec<KeyView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
 }
 
 pub(super) async fn list_keys(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
+    query: RawQuery,
 ) -> Result<Json<KeyList>, ApiError> {
     principal.require_admin()?;
     let project = project_id(&id)?;
+    let page_request = page_request(&query)?;
     if state.store.get_project(project).await?.is_none() {
         return Err(ApiError::not_found("project", &id));
     }
-    let keys = state.store.list_api_keys(project).await?;
+    let page = state.store.list_api_keys(project, page_request).await?;
+    let next_page_token = next_page_token(&page);
     Ok(Json(KeyList {
-        api_keys: keys.into_iter().map(Into::into).collect(),
+        api_keys: page.items.into_iter().map(Into::into).collect(),
+        next_page_token,
     }))
 }
 
 pub(super) async fn revoke_key(
     State(state): State<AppState>,
     principal: Principal,
-    Path((id, key_id)): Path<(String, String)>,
+    ApiPath((id, key_id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.require_admin()?;
     let project = project_id(&id)?;

@@ -1,7 +1,7 @@
 //! `/v1/webhooks`: a project's endpoint subscriptions.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use herald_signature::{Ed25519SecretKey, HmacKey};
 use serde::{Deserialize, Serialize};
@@ -9,9 +9,10 @@ use zeroize::Zeroizing;
 
 use super::AppState;
 use super::auth::Principal;
-use super::error::ApiError;
+use super::error::{ApiError, MAX_ECHO_CHARS, echo, truncate};
 use super::json::JsonBody;
 use super::pagination::{next_page_token, page_request};
+use super::path::ApiPath;
 use crate::domain::project::Name;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
@@ -26,13 +27,55 @@ pub(super) struct CreateWebhook {
     signing: Option<String>,
 }
 
+/// A PATCH body: a field that is absent stays as it is; `null` is refused
+/// (no field can be cleared), so `Some(None)` below means "sent as null".
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateWebhook {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    uri: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    subscribed_events: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    state: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The fields a PATCH changes, each given a value.
+struct WebhookUpdate {
     name: Option<String>,
     uri: Option<String>,
     subscribed_events: Option<Vec<String>>,
     state: Option<String>,
+}
+
+impl UpdateWebhook {
+    fn into_update(self) -> Result<WebhookUpdate, ApiError> {
+        fn value<T>(field: &str, sent: Option<Option<T>>) -> Result<Option<T>, ApiError> {
+            match sent {
+                Some(None) => Err(ApiError::invalid(
+                    field,
+                    "must not be null: omit the field to leave it unchanged",
+                )),
+                Some(Some(value)) => Ok(Some(value)),
+                None => Ok(None),
+            }
+        }
+        Ok(WebhookUpdate {
+            name: value("name", self.name)?,
+            uri: value("uri", self.uri)?,
+            subscribed_events: value("subscribed_events", self.subscribed_events)?,
+            state: value("state", self.state)?,
+        })
+    }
 }
 
 #[derive(Serialize)]
@@ -242,7 +285,7 @@ async fn load(state: &AppState, project: ProjectId, id: &str) -> Result<Webhook,
 pub(super) async fn get(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let project = principal.require_project()?;
     Ok(Json(WebhookView::new(load(&state, project, &id).await?)))
@@ -251,12 +294,18 @@ pub(super) async fn get(
 pub(super) async fn update(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     query: RawQuery,
     JsonBody { value, .. }: JsonBody<UpdateWebhook>,
 ) -> Result<Json<WebhookView>, ApiError> {
     let project = principal.require_project()?;
-    let value = apply_update_mask(value, &query)?;
+    let value = apply_update_mask(value.into_update()?, &query)?;
+    if value.name.is_none() && value.uri.is_none() && value.subscribed_events.is_none() && value.state.is_none() {
+        return Err(ApiError::invalid(
+            "update_mask",
+            "nothing to update: send at least one of name, uri, subscribed_events, state",
+        ));
+    }
     let patch = WebhookPatch {
         name: value
             .name
@@ -285,7 +334,7 @@ pub(super) async fn update(
 
 /// With `?update_mask=a,b`, only the named fields change (each must be in
 /// the body); without it, every field present in the body changes.
-fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<UpdateWebhook, ApiError> {
+fn apply_update_mask(mut value: WebhookUpdate, query: &RawQuery) -> Result<WebhookUpdate, ApiError> {
     let Some(raw) = query.0.as_deref() else {
         return Ok(value);
     };
@@ -295,7 +344,7 @@ fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<Updat
             "update_mask" => mask = Some(text.into_owned()),
             other => {
                 return Err(ApiError::invalid(
-                    other,
+                    truncate(other, MAX_ECHO_CHARS),
                     "unknown query parameter (expected update_mask)",
                 ));
             }
@@ -303,6 +352,12 @@ fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<Updat
     }
     let Some(mask) = mask else { return Ok(value) };
     let fields: Vec<&str> = mask.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
+    if fields.is_empty() {
+        return Err(ApiError::invalid(
+            "update_mask",
+            "names no field: list the fields to change, e.g. update_mask=name,uri",
+        ));
+    }
     for field in &fields {
         let present = match *field {
             "name" => value.name.is_some(),
@@ -312,7 +367,10 @@ fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<Updat
             other => {
                 return Err(ApiError::invalid(
                     "update_mask",
-                    format!("{other:?} is not an updatable field"),
+                    format!(
+                        "{} is not an updatable field (expected name, uri, subscribed_events, state)",
+                        echo(other)
+                    ),
                 ));
             }
         };
@@ -342,7 +400,7 @@ fn apply_update_mask(mut value: UpdateWebhook, query: &RawQuery) -> Result<Updat
 pub(super) async fn delete(
     State(state): State<AppState>,
     principal: Principal,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let project = principal.require_project()?;
     if !state

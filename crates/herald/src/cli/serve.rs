@@ -27,11 +27,13 @@ pub struct ServeArgs {
     listen: Option<SocketAddr>,
     /// Allow deliveries to this non-public range, e.g. 127.0.0.0/8 (repeatable;
     /// added to the config file's list).
+    /// A bare address means that address alone (/32 or /128).
     #[arg(
         long = "allow-target-cidr",
         env = "HERALD_ALLOW_TARGET_CIDRS",
         value_delimiter = ',',
-        value_name = "CIDR"
+        value_name = "CIDR",
+        value_parser = parse_cidr
     )]
     allow_target_cidrs: Vec<IpNet>,
     /// `full` (survives power loss) or `process` (survives a crash only).
@@ -41,7 +43,7 @@ pub struct ServeArgs {
     #[arg(long, env = "HERALD_DELIVERY_TIMEOUT", value_parser = humantime::parse_duration)]
     delivery_timeout: Option<Duration>,
     /// Delays before each retry, e.g. "5s,5m,30m,2h,5h,10h".
-    #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_delimiter = ',', value_parser = humantime::parse_duration)]
+    #[arg(long, env = "HERALD_RETRY_SCHEDULE", value_delimiter = ',', value_parser = parse_retry_delay)]
     retry_schedule: Option<Vec<Duration>>,
     /// How long a claimed delivery stays leased, e.g. 2m [default: 2 × timeout + 30s, at least 60s].
     #[arg(long, env = "HERALD_LEASE", value_parser = humantime::parse_duration)]
@@ -71,6 +73,37 @@ pub struct ServeArgs {
     /// Log format: text or json.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_parser = parse_log_format)]
     log_format: Option<LogFormat>,
+}
+
+/// A range (`10.0.0.0/8`) or a single address (`10.1.2.3` = `/32`).
+fn parse_cidr(text: &str) -> Result<IpNet, String> {
+    let text = text.trim();
+    if let Ok(net) = text.parse::<IpNet>() {
+        return Ok(net);
+    }
+    text.parse::<std::net::IpAddr>().map(IpNet::from).map_err(|_| {
+        format!(
+            "invalid range {text:?}: expected an address range like 10.0.0.0/8 or fd00::/8, or a single address like 127.0.0.1"
+        )
+    })
+}
+
+fn parse_retry_delay(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim())
+        .map_err(|_| format!("invalid duration {text:?} in --retry-schedule: expected e.g. 5s,5m,30m"))
+}
+
+/// Configured ranges that switch SSRF protection off entirely: they let
+/// Herald call any address, the cloud metadata service and localhost
+/// included.
+fn ranges_disabling_ssrf_protection(config: &Config) -> Vec<IpNet> {
+    config
+        .security
+        .allow_target_cidrs
+        .iter()
+        .filter(|net| net.prefix_len() == 0)
+        .copied()
+        .collect()
 }
 
 fn parse_durability(text: &str) -> Result<Durability, String> {
@@ -157,7 +190,9 @@ impl ServeArgs {
 
 /// `herald config`: prints the effective settings as TOML.
 pub fn config(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = args.effective_config()?;
+    let mut config = args.effective_config()?;
+    // Show the lease in force even when it is derived from the timeout.
+    config.delivery.lease = Some(config.lease());
     print!("{}", config.redacted().to_toml());
     Ok(ExitCode::SUCCESS)
 }
@@ -175,12 +210,24 @@ pub async fn migrate(args: &ServeArgs) -> anyhow::Result<ExitCode> {
 pub async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = args.effective_config()?;
     crate::telemetry::init_tracing(&config.log);
+    // The port first: if it is taken, fail before anything is created on disk.
+    let listener = app::bind(config.listen)?;
+    for range in ranges_disabling_ssrf_protection(&config) {
+        tracing::warn!(
+            %range,
+            "SSRF PROTECTION IS OFF: allow_target_cidrs includes {range}, so webhooks may make Herald call any address, \
+             including localhost, private networks and cloud metadata services; allow only the ranges you need"
+        );
+    }
     let from_env = std::env::var("HERALD_ADMIN_KEY").ok();
     // On SQLite the key lives in the data directory; on PostgreSQL its hash
     // lives in the database, so every node accepts it (`app` reads it).
     let admin_key = match (&config.storage.database_url, from_env) {
         (Some(_), None) => None,
-        (Some(_), Some(key)) => Some(admin_key::from_environment(key)?),
+        (Some(_), Some(key)) => {
+            tracing::info!("admin key: HERALD_ADMIN_KEY (overrides the one stored in the database)");
+            Some(admin_key::from_environment(key)?)
+        }
         (None, from_env) => {
             let admin_key = admin_key::load_or_create(&config.data_dir, from_env)?;
             if let AdminKey::Generated { key, path } = &admin_key {
@@ -189,13 +236,20 @@ pub async fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                     path.display()
                 );
             }
+            match &admin_key {
+                AdminKey::FromEnvironment {
+                    removed_stale_file: Some(_),
+                    ..
+                } => tracing::warn!("{}", admin_key.describe()),
+                _ => tracing::info!("{}", admin_key.describe()),
+            }
             Some(admin_key.key().to_owned())
         }
     };
     // Handlers first: a SIGTERM arriving right after start-up must already
     // mean "shut down gracefully", not the default "die".
     let mut signals = ShutdownSignals::install()?;
-    let running = app::start(&config, admin_key.as_deref(), Dependencies::default()).await?;
+    let running = app::start_on(listener, &config, admin_key.as_deref(), Dependencies::default()).await?;
     // Scripts and tests read this line to learn the port when listening on :0.
     println!("herald listening on http://{}", running.addr);
     let token = running.shutdown_token();
@@ -238,5 +292,38 @@ impl ShutdownSignals {
         }
         #[cfg(not(unix))]
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_address_is_a_single_address_range() {
+        assert_eq!(parse_cidr("127.0.0.1"), Ok("127.0.0.1/32".parse().unwrap()));
+        assert_eq!(parse_cidr("::1"), Ok("::1/128".parse().unwrap()));
+        assert_eq!(parse_cidr("10.0.0.0/8"), Ok("10.0.0.0/8".parse().unwrap()));
+        let error = parse_cidr("localhost").unwrap_err();
+        assert!(error.contains("expected an address range like 10.0.0.0/8"), "{error}");
+    }
+
+    #[test]
+    fn a_bad_retry_delay_says_what_was_expected() {
+        assert_eq!(parse_retry_delay("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(
+            parse_retry_delay("bogus").unwrap_err(),
+            r#"invalid duration "bogus" in --retry-schedule: expected e.g. 5s,5m,30m"#
+        );
+    }
+
+    #[test]
+    fn ranges_that_contain_everything_are_found() {
+        let mut config = Config::default();
+        config.security.allow_target_cidrs = vec!["127.0.0.0/8".parse().unwrap()];
+        assert!(ranges_disabling_ssrf_protection(&config).is_empty());
+        config.security.allow_target_cidrs.push("0.0.0.0/0".parse().unwrap());
+        config.security.allow_target_cidrs.push("::/0".parse().unwrap());
+        assert_eq!(ranges_disabling_ssrf_protection(&config).len(), 2);
     }
 }

@@ -31,6 +31,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub security: SecurityConfig,
     pub limits: LimitsConfig,
+    pub http: HttpConfig,
     pub log: LogConfig,
 }
 
@@ -111,6 +112,40 @@ pub struct LimitsConfig {
     pub max_batch_events: usize,
     /// Largest request body, in bytes.
     pub max_request_bytes: usize,
+    /// Events per second one project may publish (a batch counts each
+    /// event), enforced per node: with several nodes a project may publish
+    /// this much on each. `0` turns the limit off.
+    pub publish_rate_per_project: f64,
+    /// Events a project may publish at once above its rate (the token
+    /// bucket's size). Only used when the rate is set.
+    pub publish_burst_per_project: u32,
+}
+
+/// How the HTTP server treats connections: slow, idle and silent clients
+/// are cut off so that they cannot hold descriptors.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Time a client has to send a complete request head. On HTTP/1.1 this
+    /// also bounds how long a kept-alive connection may wait for its next
+    /// request.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// A connection on which no byte moves either way for this long is
+    /// closed (HTTP/1.1 and HTTP/2). Longer than `request_timeout`, so a
+    /// slow handler is never cut off by it.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Longest wait for the next piece of a request body: a body that stops
+    /// arriving is answered `408`.
+    #[serde(with = "humantime_serde")]
+    pub request_body_timeout: Duration,
+    /// The longest a request may take, body upload included (then `503`).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Connections open at once; more wait in the kernel's accept queue
+    /// without holding a descriptor in Herald.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -138,6 +173,7 @@ impl Default for Config {
             delivery: DeliveryConfig::default(),
             security: SecurityConfig::default(),
             limits: LimitsConfig::default(),
+            http: HttpConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -181,6 +217,20 @@ impl Default for LimitsConfig {
             max_payload_bytes: 256 * 1024,
             max_batch_events: 1000,
             max_request_bytes: 16 * 1024 * 1024,
+            publish_rate_per_project: 0.0,
+            publish_burst_per_project: 100,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_body_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            max_connections: 1024,
         }
     }
 }
@@ -270,6 +320,42 @@ impl Config {
                 "limits",
                 "max_payload_bytes >= 1024, max_batch_events >= 1, max_request_bytes >= max_payload_bytes",
             );
+        }
+        if !l.publish_rate_per_project.is_finite() || l.publish_rate_per_project < 0.0 {
+            return fail(
+                "limits.publish_rate_per_project",
+                "must be 0 (off) or a positive number",
+            );
+        }
+        if l.publish_rate_per_project > 0.0 && l.publish_burst_per_project == 0 {
+            return fail("limits.publish_burst_per_project", "must be at least 1");
+        }
+        let h = &self.http;
+        if [
+            h.header_read_timeout,
+            h.idle_timeout,
+            h.request_body_timeout,
+            h.request_timeout,
+        ]
+        .iter()
+        .any(Duration::is_zero)
+        {
+            return fail("http", "timeouts must be positive");
+        }
+        if h.request_body_timeout > h.request_timeout {
+            return fail(
+                "http.request_body_timeout",
+                "must not exceed http.request_timeout, or a stalled body would get 503 instead of 408",
+            );
+        }
+        if h.idle_timeout <= h.request_timeout {
+            return fail(
+                "http.idle_timeout",
+                "must exceed http.request_timeout, or a slow request's connection would be cut",
+            );
+        }
+        if h.max_connections == 0 {
+            return fail("http.max_connections", "must be at least 1");
         }
         Ok(())
     }

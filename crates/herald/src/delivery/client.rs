@@ -238,12 +238,10 @@ fn parse_retry_after(value: &HeaderValue) -> Option<RetryAfter> {
 }
 
 fn classify(error: &hyper_util::client::legacy::Error) -> Response {
-    let mut message = error.to_string();
+    let message = chain_message(error);
     let mut kind = None;
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(error);
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
         if kind.is_none() {
             kind = kind_of(cause);
         }
@@ -255,6 +253,22 @@ fn classify(error: &hyper_util::client::legacy::Error) -> Response {
         AttemptErrorKind::Protocol
     });
     Response::Failed { kind, message }
+}
+
+/// An error and its causes, each said once: many errors (`ConnectError`,
+/// `io::Error`) already print their cause in their own message.
+fn chain_message(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }
 
 fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<AttemptErrorKind> {
@@ -281,6 +295,27 @@ fn kind_of(cause: &(dyn std::error::Error + 'static)) -> Option<AttemptErrorKind
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("client error (Connect)")]
+    struct Outer(#[source] ConnectError);
+
+    #[test]
+    fn connect_errors_say_their_cause_once() {
+        let refused = std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "Connection refused (os error 111)",
+        );
+        let error = Outer(ConnectError::Tcp {
+            address: "127.0.0.1:9".parse().unwrap(),
+            source: refused,
+        });
+        let message = chain_message(&error);
+        assert_eq!(
+            message,
+            "client error (Connect): cannot connect to 127.0.0.1:9: Connection refused (os error 111)"
+        );
+    }
 
     #[test]
     fn retry_after_forms() {

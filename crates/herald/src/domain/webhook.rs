@@ -22,6 +22,15 @@ impl EndpointUri {
         if text.len() > MAX_URI_LEN {
             return Err(Invalid::new(format!("a URI must be at most {MAX_URI_LEN} bytes")));
         }
+        // The WHATWG parser silently drops or re-encodes these (a CR LF
+        // becomes part of the path, a trailing NUL disappears): refuse what
+        // was sent rather than store something else.
+        if let Some(bad) = text.chars().find(|c| c.is_control()) {
+            return Err(Invalid::new(format!(
+                "the URI must not contain control characters (found U+{:04X})",
+                u32::from(bad)
+            )));
+        }
         let url = url::Url::parse(text).map_err(|e| Invalid::new(format!("not a valid absolute URI: {e}")))?;
         if url.scheme() != "http" && url.scheme() != "https" {
             return Err(Invalid::new(format!(
@@ -29,8 +38,10 @@ impl EndpointUri {
                 url.scheme()
             )));
         }
-        if url.host().is_none() {
-            return Err(Invalid::new("the URI must have a host"));
+        match url.host() {
+            None => return Err(Invalid::new("the URI must have a host")),
+            Some(url::Host::Domain(name)) => check_host_name(name)?,
+            Some(_) => {}
         }
         if !url.username().is_empty() || url.password().is_some() {
             return Err(Invalid::new(
@@ -59,6 +70,28 @@ impl EndpointUri {
     pub fn host(&self) -> Option<url::Host<&str>> {
         self.0.host()
     }
+}
+
+const MAX_HOST_LEN: usize = 253;
+const MAX_LABEL_LEN: usize = 63;
+
+/// DNS limits (RFC 1035): a name of at most 253 characters (without the
+/// root's trailing dot), each label at most 63. Checked on the parsed,
+/// punycode form, which is what is resolved.
+fn check_host_name(name: &str) -> Result<(), Invalid> {
+    let name = name.strip_suffix('.').unwrap_or(name);
+    if name.len() > MAX_HOST_LEN {
+        return Err(Invalid::new(format!(
+            "the host name is {} characters long; DNS allows at most {MAX_HOST_LEN}",
+            name.len()
+        )));
+    }
+    if name.split('.').any(|label| label.len() > MAX_LABEL_LEN) {
+        return Err(Invalid::new(format!(
+            "a label of the host name is longer than the {MAX_LABEL_LEN} characters DNS allows"
+        )));
+    }
+    Ok(())
 }
 
 impl fmt::Display for EndpointUri {
@@ -183,5 +216,26 @@ mod tests {
         assert!(encoded.len() <= 2048);
         assert!(EndpointUri::parse(&encoded).is_err());
         assert!(EndpointUri::parse("http://example.com:0/").is_err());
+    }
+
+    #[test]
+    fn control_characters_and_over_long_hosts_are_refused_not_rewritten() {
+        for bad in [
+            "http://127.0.0.1:19100/\r\nX-Injected: 1",
+            "http://127.0.0.1:19100/\0",
+            "http://example.com/a\tb",
+            "http://example.com/\u{7f}",
+            "http://example.com/\u{85}",
+        ] {
+            let error = EndpointUri::parse(bad).expect_err(bad);
+            assert!(error.message.contains("control characters"), "{}", error.message);
+        }
+        let label = "a".repeat(63);
+        let longest = format!("http://{label}.{label}.{label}.{}/", "b".repeat(61));
+        assert!(EndpointUri::parse(&longest).is_ok(), "253 characters are allowed");
+        let too_long = format!("http://{label}.{label}.{label}.{}/", "b".repeat(62));
+        assert!(EndpointUri::parse(&too_long).is_err());
+        assert!(EndpointUri::parse(&format!("http://{}.example.com/", "a".repeat(64))).is_err());
+        assert!(EndpointUri::parse(&format!("http://{}/", "a.".repeat(200))).is_err());
     }
 }

@@ -63,7 +63,8 @@ pub trait ProjectStore: Send + Sync {
     async fn get_project(&self, id: ProjectId) -> StoreResult<Option<Project>>;
     /// Fails with [`StoreError::NotFound`] if the project does not exist.
     async fn create_api_key(&self, key: ApiKey, key_hash: [u8; 32]) -> StoreResult<()>;
-    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKey>>;
+    /// Unrevoked keys, ordered by id, one page at a time.
+    async fn list_api_keys(&self, project: ProjectId, page: PageRequest) -> StoreResult<Page<ApiKey>>;
     /// Returns whether an unrevoked key was revoked.
     async fn revoke_api_key(&self, project: ProjectId, id: ApiKeyId, now: Timestamp) -> StoreResult<bool>;
     /// The project an unrevoked key belongs to.

@@ -8,9 +8,15 @@ mod support;
 
 mod api;
 mod availability;
+mod connections;
 mod crash;
 mod delivery;
+mod hostile;
+mod limits;
 mod live;
+mod multinode;
+mod operators;
+mod pg_restart;
 mod process;
 mod queue;
 mod tls;

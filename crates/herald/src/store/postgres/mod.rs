@@ -207,8 +207,8 @@ impl ProjectStore for PostgresStore {
         projects::insert_api_key(&self.client().await?, &key, &key_hash).await
     }
 
-    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
-        projects::list_api_keys(&self.client().await?, project).await
+    async fn list_api_keys(&self, project: ProjectId, page: PageRequest) -> StoreResult<Page<ApiKey>> {
+        projects::list_api_keys(&self.client().await?, project, &page).await
     }
 
     async fn revoke_api_key(&self, project: ProjectId, id: ApiKeyId, now: Timestamp) -> StoreResult<bool> {

@@ -81,16 +81,27 @@ pub(super) async fn insert_api_key(client: &impl GenericClient, key: &ApiKey, ke
     Ok(())
 }
 
-pub(super) async fn list_api_keys(client: &impl GenericClient, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
+pub(super) async fn list_api_keys(
+    client: &impl GenericClient,
+    project: ProjectId,
+    page: &PageRequest,
+) -> StoreResult<Page<ApiKey>> {
     let stmt = client
         .prepare_cached(
             "SELECT id, project_id, name, key_prefix, create_time FROM api_keys
-             WHERE project_id = $1 AND revoke_time IS NULL ORDER BY id",
+             WHERE project_id = $1 AND revoke_time IS NULL AND id > $2 ORDER BY id LIMIT $3",
         )
         .await
         .map_err(store_error)?;
-    let rows = client.query(&stmt, &[&project.to_string()]).await.map_err(store_error)?;
-    rows.iter()
+    let rows = client
+        .query(
+            &stmt,
+            &[&project.to_string(), &page.after.as_deref().unwrap_or(""), &i64::from(page.size)],
+        )
+        .await
+        .map_err(store_error)?;
+    let items = rows
+        .iter()
         .map(|row| {
             Ok(ApiKey {
                 id: parsed(row, 0, "api key id", ApiKeyId::parse)?,
@@ -100,7 +111,8 @@ pub(super) async fn list_api_keys(client: &impl GenericClient, project: ProjectI
                 create_time: timestamp(row, 4)?,
             })
         })
-        .collect()
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(page_of(items, page.size, |key| key.id.to_string()))
 }
 
 pub(super) async fn revoke_api_key(

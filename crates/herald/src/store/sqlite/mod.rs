@@ -253,9 +253,9 @@ impl ProjectStore for SqliteStore {
             .await
     }
 
-    async fn list_api_keys(&self, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
+    async fn list_api_keys(&self, project: ProjectId, page: PageRequest) -> StoreResult<Page<ApiKey>> {
         self.readers
-            .read(move |conn| projects::list_api_keys(conn, project))
+            .read(move |conn| projects::list_api_keys(conn, project, &page))
             .await
     }
 

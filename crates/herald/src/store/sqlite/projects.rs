@@ -70,24 +70,29 @@ pub(super) fn insert_api_key(conn: &Connection, key: &ApiKey, key_hash: &[u8; 32
     Ok(())
 }
 
-pub(super) fn list_api_keys(conn: &Connection, project: ProjectId) -> StoreResult<Vec<ApiKey>> {
+pub(super) fn list_api_keys(conn: &Connection, project: ProjectId, page: &PageRequest) -> StoreResult<Page<ApiKey>> {
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, project_id, name, key_prefix, create_time FROM api_keys
-             WHERE project_id = ?1 AND revoke_time IS NULL ORDER BY id",
+             WHERE project_id = ?1 AND revoke_time IS NULL AND id > ?2 ORDER BY id LIMIT ?3",
         )
         .map_err(store_error)?;
-    stmt.query_map([project.to_string()], |row| {
-        Ok(ApiKey {
-            id: parsed(row, 0, "api key id", ApiKeyId::parse)?,
-            project_id: parsed(row, 1, "project id", ProjectId::parse)?,
-            name: row.get::<_, Option<String>>(2)?.map(Name::from_trusted),
-            key_prefix: row.get(3)?,
-            create_time: timestamp(row, 4)?,
-        })
-    })
-    .and_then(Iterator::collect)
-    .map_err(store_error)
+    let items = stmt
+        .query_map(
+            params![project.to_string(), page.after.as_deref().unwrap_or(""), page.size],
+            |row| {
+                Ok(ApiKey {
+                    id: parsed(row, 0, "api key id", ApiKeyId::parse)?,
+                    project_id: parsed(row, 1, "project id", ProjectId::parse)?,
+                    name: row.get::<_, Option<String>>(2)?.map(Name::from_trusted),
+                    key_prefix: row.get(3)?,
+                    create_time: timestamp(row, 4)?,
+                })
+            },
+        )
+        .and_then(Iterator::collect::<rusqlite::Result<Vec<_>>>)
+        .map_err(store_error)?;
+    Ok(page_of(items, page.size, |key| key.id.to_string()))
 }
 
 pub(super) fn revoke_api_key(conn: &Connection, project: ProjectId, id: ApiKeyId, now: Timestamp) -> StoreResult<bool> {

@@ -1,0 +1,406 @@
+//! Hostile input, table-driven: each case is a request and the status and
+//! error code it must get. Every error answer must be the JSON error body,
+//! small whatever was sent. A new endpoint gets the same treatment by
+//! adding rows to `cases`.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{ADMIN_KEY, TestApp};
+
+#[derive(Clone, Copy)]
+enum Key {
+    None,
+    Admin,
+    Project,
+}
+
+enum Body {
+    None,
+    Json(Value),
+    Raw { content_type: &'static str, bytes: Vec<u8> },
+}
+
+struct Case {
+    name: &'static str,
+    method: Method,
+    /// `{project}` and `{webhook}` are replaced by real ids.
+    path: String,
+    key: Key,
+    headers: Vec<(&'static str, &'static str)>,
+    body: Body,
+    status: u16,
+    code: &'static str,
+    /// The field the error must name, when it names one.
+    field: Option<&'static str>,
+}
+
+fn case(name: &'static str, method: Method, path: impl Into<String>, key: Key, body: Body) -> Case {
+    Case {
+        name,
+        method,
+        path: path.into(),
+        key,
+        headers: Vec::new(),
+        body,
+        status: 0,
+        code: "",
+        field: None,
+    }
+}
+
+impl Case {
+    fn expect(mut self, status: u16, code: &'static str, field: Option<&'static str>) -> Self {
+        self.status = status;
+        self.code = code;
+        self.field = field;
+        self
+    }
+
+    fn header(mut self, name: &'static str, value: &'static str) -> Self {
+        self.headers.push((name, value));
+        self
+    }
+}
+
+fn event(data: &str) -> Body {
+    Body::Raw {
+        content_type: "application/json",
+        bytes: format!(r#"{{"type":"job.done","data":{data}}}"#).into_bytes(),
+    }
+}
+
+fn webhook_to(uri: &str) -> Body {
+    Body::Json(json!({ "uri": uri, "subscribed_events": ["*"] }))
+}
+
+fn nested(depth: usize) -> String {
+    format!("{{\"a\":{}1{}}}", "[".repeat(depth - 1), "]".repeat(depth - 1))
+}
+
+fn cases() -> Vec<Case> {
+    use Key::{Admin, Project};
+    let huge_key = format!(r#"{{"type":"job.done","data":{{}},"{}":1}}"#, "k".repeat(1_000_000));
+    vec![
+        // Routing and the HTTP layer.
+        case(
+            "undecodable path",
+            Method::GET,
+            "/v1/webhooks/%ff%fe",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("path")),
+        case("unknown endpoint", Method::GET, "/v1/nope", Project, Body::None).expect(404, "not_found", None),
+        case("wrong method", Method::DELETE, "/v1/events", Project, Body::None).expect(405, "method_not_allowed", None),
+        case("no key", Method::GET, "/v1/webhooks", Key::None, Body::None).expect(401, "unauthenticated", None),
+        case(
+            "admin key on a project endpoint",
+            Method::GET,
+            "/v1/webhooks",
+            Admin,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
+        case(
+            "project key on an admin endpoint",
+            Method::GET,
+            "/v1/projects",
+            Project,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
+        // Bodies.
+        case("gzip body", Method::POST, "/v1/events", Project, event("{}"))
+            .header("content-encoding", "gzip")
+            .expect(415, "unsupported_media_type", None),
+        case(
+            "text body",
+            Method::POST,
+            "/v1/events",
+            Project,
+            Body::Raw {
+                content_type: "text/plain",
+                bytes: b"{}".to_vec(),
+            },
+        )
+        .expect(415, "unsupported_media_type", None),
+        case(
+            "not JSON",
+            Method::POST,
+            "/v1/events",
+            Project,
+            Body::Raw {
+                content_type: "application/json",
+                bytes: b"{not json".to_vec(),
+            },
+        )
+        .expect(400, "invalid_json", None),
+        case(
+            "empty body",
+            Method::POST,
+            "/v1/events",
+            Project,
+            Body::Raw {
+                content_type: "application/json",
+                bytes: Vec::new(),
+            },
+        )
+        .expect(400, "invalid_json", None),
+        case(
+            "a 1 MB unknown key is not echoed",
+            Method::POST,
+            "/v1/events",
+            Project,
+            Body::Raw {
+                content_type: "application/json",
+                bytes: huge_key.into_bytes(),
+            },
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "body over limits.max_request_bytes",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(&format!(r#"{{"x":"{}"}}"#, "a".repeat(3_000_000))),
+        )
+        .expect(413, "payload_too_large", None),
+        // Event data.
+        case(
+            "data nested 128 deep is fine",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(&nested(128)),
+        )
+        .expect(202, "", None),
+        case(
+            "data nested 129 deep",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(&nested(129)),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "data nested 100,000 deep",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(&nested(100_000)),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "lone surrogate",
+            Method::POST,
+            "/v1/events",
+            Project,
+            event(r#"{"x":["\udc00"]}"#),
+        )
+        .expect(400, "invalid_argument", Some("data.x[0]")),
+        case("data not an object", Method::POST, "/v1/events", Project, event("[1]")).expect(
+            400,
+            "invalid_argument",
+            Some("data"),
+        ),
+        case(
+            "empty batch",
+            Method::POST,
+            "/v1/events:batchCreate",
+            Project,
+            Body::Json(json!({ "events": [] })),
+        )
+        .expect(400, "invalid_argument", Some("events")),
+        case("bad idempotency key", Method::POST, "/v1/events", Project, event("{}"))
+            .header("idempotency-key", "has space")
+            .expect(400, "invalid_argument", Some("Idempotency-Key")),
+        case("unknown event", Method::GET, "/v1/events/evt_nope", Project, Body::None).expect(404, "not_found", None),
+        // Webhook URIs.
+        case(
+            "CR LF in a URI",
+            Method::POST,
+            "/v1/webhooks",
+            Project,
+            webhook_to("http://127.0.0.1:19100/\r\nX-Injected: 1"),
+        )
+        .expect(400, "invalid_argument", Some("uri")),
+        case(
+            "NUL in a URI",
+            Method::POST,
+            "/v1/webhooks",
+            Project,
+            webhook_to("http://127.0.0.1:19100/\0"),
+        )
+        .expect(400, "invalid_argument", Some("uri")),
+        case(
+            "400-character host",
+            Method::POST,
+            "/v1/webhooks",
+            Project,
+            webhook_to(&format!("http://{}example.com/", "abcdefgh.".repeat(44))),
+        )
+        .expect(400, "invalid_argument", Some("uri")),
+        case(
+            "64-character label",
+            Method::POST,
+            "/v1/webhooks",
+            Project,
+            webhook_to(&format!("http://{}.example.com/", "a".repeat(64))),
+        )
+        .expect(400, "invalid_argument", Some("uri")),
+        case(
+            "private address",
+            Method::POST,
+            "/v1/webhooks",
+            Project,
+            webhook_to("http://10.0.0.1/"),
+        )
+        .expect(400, "invalid_argument", Some("uri")),
+        // PATCH.
+        case(
+            "PATCH name null",
+            Method::PATCH,
+            "/v1/webhooks/{webhook}",
+            Project,
+            Body::Json(json!({ "name": null })),
+        )
+        .expect(400, "invalid_argument", Some("name")),
+        case(
+            "PATCH empty update_mask",
+            Method::PATCH,
+            "/v1/webhooks/{webhook}?update_mask=",
+            Project,
+            Body::Json(json!({ "name": "x" })),
+        )
+        .expect(400, "invalid_argument", Some("update_mask")),
+        case(
+            "PATCH unknown update_mask",
+            Method::PATCH,
+            "/v1/webhooks/{webhook}?update_mask=secret",
+            Project,
+            Body::Json(json!({ "name": "x" })),
+        )
+        .expect(400, "invalid_argument", Some("update_mask")),
+        case(
+            "PATCH nothing",
+            Method::PATCH,
+            "/v1/webhooks/{webhook}",
+            Project,
+            Body::Json(json!({})),
+        )
+        .expect(400, "invalid_argument", Some("update_mask")),
+        case(
+            "PATCH unknown query parameter",
+            Method::PATCH,
+            "/v1/webhooks/{webhook}?mask=name",
+            Project,
+            Body::Json(json!({ "name": "x" })),
+        )
+        .expect(400, "invalid_argument", Some("mask")),
+        // Listings.
+        case(
+            "api keys: unknown parameter",
+            Method::GET,
+            "/v1/projects/{project}/api_keys?bogus=1",
+            Admin,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("bogus")),
+        case(
+            "api keys: page_size 0",
+            Method::GET,
+            "/v1/projects/{project}/api_keys?page_size=0",
+            Admin,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("page_size")),
+        case(
+            "webhooks: page_size too large",
+            Method::GET,
+            "/v1/webhooks?page_size=1000",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("page_size")),
+        case(
+            "webhooks: bad page token",
+            Method::GET,
+            "/v1/webhooks?page_token=%%%",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("page_token")),
+        case(
+            "projects: unknown parameter",
+            Method::GET,
+            "/v1/projects?filter=x",
+            Admin,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("filter")),
+    ]
+}
+
+/// Sends one case and checks the answer.
+async fn check(app: &TestApp, case: Case, project_key: &str, project_id: &str, webhook_id: &str) {
+    let path = case
+        .path
+        .replace("{project}", project_id)
+        .replace("{webhook}", webhook_id);
+    let mut request = app.http.request(case.method.clone(), format!("{}{path}", app.base));
+    match case.key {
+        Key::None => {}
+        Key::Admin => request = request.bearer_auth(ADMIN_KEY),
+        Key::Project => request = request.bearer_auth(project_key),
+    }
+    for (name, value) in &case.headers {
+        request = request.header(*name, *value);
+    }
+    request = match case.body {
+        Body::None => request,
+        Body::Json(value) => request.json(&value),
+        Body::Raw { content_type, bytes } => request.header("content-type", content_type).body(bytes),
+    };
+    let response = request.send().await.expect("request sent");
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.expect("body read");
+    let name = case.name;
+    assert_eq!(status, case.status, "{name}: {}", String::from_utf8_lossy(&bytes));
+    if case.code.is_empty() {
+        return;
+    }
+    assert!(bytes.len() < 2048, "{name}: the error body is {} bytes", bytes.len());
+    let body: Value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| panic!("{name}: not JSON: {}", String::from_utf8_lossy(&bytes)));
+    assert_eq!(body["error"]["code"], case.code, "{name}: {body}");
+    assert!(body["error"]["message"].is_string(), "{name}: {body}");
+    if let Some(field) = case.field {
+        assert_eq!(body["error"]["field"], field, "{name}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn hostile_requests_get_clear_json_errors() {
+    let app = TestApp::spawn_with(|config| {
+        config.limits.max_request_bytes = 2 * 1024 * 1024;
+        config.limits.max_payload_bytes = 64 * 1024;
+    })
+    .await;
+    let project = app.project("acme").await;
+    let webhook = app.webhook(&project, "http://127.0.0.1:9/hook", &["*"]).await;
+    let webhook_id = webhook["id"].as_str().expect("id").to_owned();
+    for case in cases() {
+        check(&app, case, &project.key, &project.id, &webhook_id).await;
+    }
+    let (status, unchanged) = app
+        .call(
+            Method::GET,
+            &format!("/v1/webhooks/{webhook_id}"),
+            Some(&project.key),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(unchanged["name"], webhook["name"], "no refused PATCH changed anything");
+}

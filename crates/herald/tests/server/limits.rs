@@ -1,0 +1,107 @@
+//! Per-project publish rate limit, consistent listings and metric buckets.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::support::{ADMIN_KEY, TestApp};
+
+#[tokio::test]
+async fn a_project_over_its_publish_rate_gets_429_with_retry_after() {
+    let app = TestApp::spawn_with(|config| {
+        config.limits.publish_rate_per_project = 1.0;
+        config.limits.publish_burst_per_project = 2;
+    })
+    .await;
+    let noisy = app.project("noisy").await;
+    let quiet = app.project("quiet").await;
+    let publish = |key: String| {
+        let http = app.http.clone();
+        let url = format!("{}/v1/events", app.base);
+        async move {
+            http.post(url)
+                .bearer_auth(key)
+                .json(&json!({ "type": "job.done", "data": {} }))
+                .send()
+                .await
+                .expect("sent")
+        }
+    };
+    for _ in 0..2 {
+        assert_eq!(publish(noisy.key.clone()).await.status(), 202, "within the burst");
+    }
+    let refused = publish(noisy.key.clone()).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(
+        refused.headers().get("retry-after").and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: serde_json::Value = refused.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    assert_eq!(
+        publish(quiet.key.clone()).await.status(),
+        202,
+        "other projects are unaffected"
+    );
+
+    let (status, body) = app
+        .call(
+            Method::POST,
+            "/v1/events:batchCreate",
+            Some(&noisy.key),
+            Some(json!({ "events": [{ "type": "a.b", "data": {} }, { "type": "a.b", "data": {} }, { "type": "a.b", "data": {} }] })),
+        )
+        .await;
+    assert_eq!(status, 400, "a batch larger than the burst can never pass: {body}");
+
+    app.advance(Duration::from_secs(1));
+    assert_eq!(publish(noisy.key.clone()).await.status(), 202, "refilled by the clock");
+}
+
+#[tokio::test]
+async fn the_api_key_list_pages_like_the_other_lists() {
+    let app = TestApp::spawn().await;
+    let project = app.project("acme").await;
+    let keys_path = format!("/v1/projects/{}/api_keys", project.id);
+    for _ in 0..2 {
+        let (status, _) = app
+            .call(Method::POST, &keys_path, Some(ADMIN_KEY), Some(json!({})))
+            .await;
+        assert_eq!(status, 201);
+    }
+    let (status, first) = app
+        .call(Method::GET, &format!("{keys_path}?page_size=2"), Some(ADMIN_KEY), None)
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["api_keys"].as_array().map(Vec::len), Some(2), "{first}");
+    let token = first["next_page_token"].as_str().expect("a next page");
+    let (status, second) = app
+        .call(
+            Method::GET,
+            &format!("{keys_path}?page_size=2&page_token={token}"),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["api_keys"].as_array().map(Vec::len), Some(1), "{second}");
+    assert!(second.get("next_page_token").is_none(), "{second}");
+}
+
+#[tokio::test]
+async fn histograms_have_buckets_that_fit_their_unit() {
+    let app = TestApp::spawn().await;
+    let project = app.project("acme").await;
+    app.publish(&project, "job.done", json!({})).await;
+    let metrics = app.metrics().await;
+    let batch_buckets: Vec<&str> = metrics
+        .lines()
+        .filter(|line| line.starts_with("herald_store_commit_batch_size_bucket"))
+        .collect();
+    assert!(batch_buckets.iter().any(|line| line.contains(r#"le="1""#)), "{metrics}");
+    assert!(
+        !batch_buckets.iter().any(|line| line.contains(r#"le="0.001""#)),
+        "a count has no sub-second buckets: {batch_buckets:?}"
+    );
+}
