@@ -56,6 +56,16 @@ pub fn redact_url(url: &str) -> String {
         }
         return parsed.to_string();
     }
+    if let Some((scheme, rest)) = url.split_once("://") {
+        // A URL too broken to parse: hide whatever follows `user:` in its
+        // user-info part.
+        if let Some((userinfo, host)) = rest.split_once('@')
+            && let Some((user, _)) = userinfo.split_once(':')
+        {
+            return format!("{scheme}://{user}:****@{host}");
+        }
+        return url.to_owned();
+    }
     // key=value form: hide the value after `password=`.
     url.split_whitespace()
         .map(|part| if part.starts_with("password=") { "password=****" } else { part })
