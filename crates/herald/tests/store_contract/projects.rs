@@ -118,3 +118,23 @@ contract_test!(
         assert_eq!(ids, [project].into());
     }
 );
+
+contract_test!(
+    fn a_closed_store_refuses_calls(h) {
+        let store = h.store().clone();
+        h.close().await;
+        let answer = tokio::time::timeout(Duration::from_secs(10), store.ping()).await;
+        let answer = answer.expect("a closed store answers at once");
+        assert!(
+            matches!(answer, Err(StoreError::Unavailable(_))),
+            "{answer:?}"
+        );
+        let listed = tokio::time::timeout(
+            Duration::from_secs(10),
+            store.list_projects(PageRequest { size: 1, after: None }),
+        )
+        .await
+        .expect("a closed store answers at once");
+        assert!(matches!(listed, Err(StoreError::Unavailable(_))), "{:?}", listed.map(|p| p.items.len()));
+    }
+);

@@ -453,3 +453,93 @@ contract_test!(
         assert_eq!(done, [CompletionResult::Applied]);
     }
 );
+
+contract_test!(
+    fn a_completion_without_an_attempt_finishes_the_delivery_as_given(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["*"], now).await;
+        let ids = publish(store, project, &["batch.succeeded"], now).await;
+        let job = claim_jobs(store, claim_all(now)).await.remove(0);
+        let mut expired = completion(&job, 0, NextStep::Failed, now);
+        expired.attempt = None;
+        expired.last_error = Some("expired".into());
+        assert_eq!(store.complete(vec![expired]).await.unwrap(), [CompletionResult::Applied]);
+        let view = delivery(store, project, ids[0]).await;
+        assert_eq!((view.state, view.attempt_count), (DeliveryState::Failed, 0), "no attempt was made");
+        assert_eq!(view.last_attempt, None);
+        assert_eq!(view.last_error.as_deref(), Some("expired"));
+    }
+);
+
+contract_test!(
+    fn every_lapsed_lease_counts_one_interrupted_attempt(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["*"], now).await;
+        let ids = publish(store, project, &["batch.succeeded"], now).await;
+        let mut tokens = HashSet::new();
+        let mut at = now;
+        for number in 1..=3 {
+            let jobs = claim_jobs(store, claim_all(at)).await;
+            assert_eq!(jobs.len(), 1);
+            assert_eq!(jobs[0].attempt_number, number);
+            assert!(tokens.insert(jobs[0].lease), "a fresh token every claim");
+            at = at.saturating_add(LEASE);
+        }
+        let view = delivery(store, project, ids[0]).await;
+        assert_eq!(view.attempt_count, 2);
+        let last = view.last_attempt.expect("logged");
+        assert_eq!((last.number, last.error_kind), (2, Some(AttemptErrorKind::Interrupted)));
+    }
+);
+
+contract_test!(
+    fn a_claim_results_in_one_result_per_completion_in_order(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["*"], now).await;
+        publish(store, project, &["a.x", "a.y", "a.z"], now).await;
+        let jobs = claim_jobs(store, claim_all(now)).await;
+        assert_eq!(jobs.len(), 3);
+        let mut stale = completion(&jobs[1], 200, NextStep::Succeeded, now);
+        stale.lease = herald::store::LeaseToken(jobs[1].lease.0 ^ 1);
+        let results = store
+            .complete(vec![
+                completion(&jobs[0], 200, NextStep::Succeeded, now),
+                stale,
+                completion(&jobs[2], 500, NextStep::Failed, now),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            results,
+            [CompletionResult::Applied, CompletionResult::Stale, CompletionResult::Applied]
+        );
+    }
+);
+
+contract_test!(
+    fn a_claim_at_the_cap_does_not_report_work_due_in_the_past(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["*"], now).await;
+        publish(store, project, &["a.x", "a.y"], now).await;
+        assert_eq!(claim_jobs(store, claim(now, 10, 10, vec![], 1)).await.len(), 1);
+        let now = h.advance(secs(1));
+        let batch = store.claim(claim(now, 10, 10, vec![], 1)).await.unwrap();
+        assert!(batch.jobs.is_empty(), "the webhook is at its cap");
+        // Its waiting delivery cannot be claimed before the lease ends or
+        // is completed: a next_due in the past would have a dispatcher
+        // claim again at once, and again, for nothing.
+        assert!(
+            batch.next_due.is_none_or(|due| due > now),
+            "next_due {:?} is not after now {now:?}",
+            batch.next_due
+        );
+    }
+);
