@@ -187,8 +187,11 @@ struct Tracking {
     current: AtomicUsize,
     /// Per path (one webhook each): (open now, most ever open at once,
     /// when that most was first reached).
-    per_path: Mutex<HashMap<String, (usize, usize, Option<Instant>)>>,
+    per_path: Mutex<HashMap<String, PathLoad>>,
 }
+
+/// One path's (open now, most ever open at once, when first reached).
+type PathLoad = (usize, usize, Option<Instant>);
 
 /// Decrements the open-request counts however the handler ends (returned,
 /// or dropped because the sender vanished).
@@ -321,6 +324,7 @@ struct Acked {
 /// Publishes to `base` until `stop` (or the node stops answering), with
 /// `pause` between publishes; pushes every 202 to `acked`; returns how
 /// many publishes got anything else (an error status or no answer).
+#[allow(clippy::too_many_arguments)]
 async fn publish_stream(
     http: reqwest::Client,
     base: String,
