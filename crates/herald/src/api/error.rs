@@ -135,14 +135,27 @@ impl IntoResponse for ApiError {
             self.body(),
         )
             .into_response();
-        if let Self::TooManyRequests { retry_after_secs, .. } = self {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+        match self {
+            Self::TooManyRequests { retry_after_secs, .. } => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs.max(1)));
+            }
+            // The store cannot commit right now (database restarting, disk
+            // full): nothing was acknowledged; a client may retry shortly.
+            Self::Unavailable(_) => {
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECS));
+            }
+            _ => {}
         }
         response
     }
 }
+
+/// What a 503 asks clients to wait before retrying.
+const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 2;
 
 /// Most characters of client input repeated in an error.
 pub const MAX_ECHO_CHARS: usize = 128;

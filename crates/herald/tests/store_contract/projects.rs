@@ -18,6 +18,7 @@ contract_test!(
         for n in 0..5 {
             ids.push(new_project(store, &format!("project {n}"), now).await);
         }
+        let created = ids.clone();
         ids.sort();
 
         let mut listed = Vec::new();
@@ -36,9 +37,9 @@ contract_test!(
         assert_eq!(sizes, [2, 2, 1]);
         assert_eq!(listed, ids, "each project once, in id order");
 
-        let project = store.get_project(ids[3]).await.unwrap().expect("the project exists");
-        assert_eq!((project.id, project.create_time), (ids[3], now));
-        assert_eq!(project.name.as_str(), "project 3");
+        let project = store.get_project(created[3]).await.unwrap().expect("the project exists");
+        assert_eq!((project.id, project.create_time), (created[3], now));
+        assert_eq!(project.name.as_str(), "project 3", "ids made in one millisecond need not sort in creation order");
         assert!(store.get_project(ProjectId::generate()).await.unwrap().is_none());
     }
 );

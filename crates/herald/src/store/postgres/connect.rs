@@ -78,7 +78,7 @@ pub fn redact_url(url: &str) -> String {
 /// acknowledged write must be durable.
 pub(super) fn pool(mut config: tokio_postgres::Config, size: usize, node_name: &str) -> StoreResult<Pool> {
     config
-        .application_name(&format!("herald {node_name}"))
+        .application_name(format!("herald {node_name}"))
         .options("-c synchronous_commit=on -c idle_in_transaction_session_timeout=60000")
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives(true)

@@ -313,9 +313,18 @@ async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<St
     Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(closed()))).collect())
 }
 
-/// Makes each webhook's hint no later than its instant. Rows are locked in
-/// id order, so concurrent publishers and completers never deadlock; rows
-/// whose hint is already early enough are not touched (nor locked).
+/// Makes each webhook's hint no later than its instant.
+///
+/// Every listed webhook row is locked (`FOR NO KEY UPDATE`, in id order),
+/// even one whose hint already looks early enough: a claim on another
+/// connection may be recomputing that hint right now from a snapshot that
+/// cannot see this transaction's deliveries, and would raise it past them.
+/// Waiting for the claim's lock and re-reading the row after it commits
+/// closes that race: a locking read returns the row's newest version, so
+/// the comparison uses `locked.current`, never the statement's snapshot
+/// (which would still show the hint from before the claim raised it). Id order means concurrent publishers
+/// and completers never deadlock; `NO KEY UPDATE` does not conflict with the
+/// `KEY SHARE` locks that inserting deliveries takes on the same rows.
 pub(super) async fn lower_due_hints(
     client: &impl GenericClient,
     due: &HashMap<WebhookId, i64>,
@@ -327,12 +336,11 @@ pub(super) async fn lower_due_hints(
         .execute(
             "WITH wanted AS (SELECT * FROM UNNEST($1::text[], $2::int8[]) AS u(id, at)),
                   locked AS (
-                    SELECT w.id, wanted.at FROM webhooks w JOIN wanted ON wanted.id = w.id
-                    WHERE (w.next_due_at IS NULL OR w.next_due_at > wanted.at)
-                      AND w.state = 'enabled' AND w.delete_time IS NULL
-                    ORDER BY w.id FOR UPDATE OF w)
+                    SELECT w.id, wanted.at, w.next_due_at AS current FROM webhooks w JOIN wanted ON wanted.id = w.id
+                    WHERE w.state = 'enabled' AND w.delete_time IS NULL
+                    ORDER BY w.id FOR NO KEY UPDATE OF w)
              UPDATE webhooks w SET next_due_at = LEAST(COALESCE(w.next_due_at, locked.at), locked.at)
-             FROM locked WHERE w.id = locked.id",
+             FROM locked WHERE w.id = locked.id AND (locked.current IS NULL OR locked.current > locked.at)",
             &[&ids, &ats],
         )
         .await?;

@@ -44,13 +44,10 @@ pub(super) async fn claim(
         .collect();
     let stmt = client
         .prepare_cached(
-            "SELECT w.id, w.uri,
-                    (SELECT COUNT(*) FROM deliveries d
-                     WHERE d.webhook_id = w.id AND d.state = 'leased' AND d.next_attempt_at > $1)
-             FROM webhooks w
+            "SELECT w.id, w.uri FROM webhooks w
              WHERE w.next_due_at <= $1 AND w.state = 'enabled' AND w.delete_time IS NULL AND NOT (w.id = ANY($2))
              ORDER BY w.next_due_at LIMIT $3
-             FOR UPDATE OF w SKIP LOCKED",
+             FOR NO KEY UPDATE OF w SKIP LOCKED",
         )
         .await
         .map_err(store_error)?;
@@ -58,6 +55,30 @@ pub(super) async fn claim(
         .query(&stmt, &[&now, &saturated, &ENDPOINTS_PER_CLAIM])
         .await
         .map_err(store_error)?;
+    // Counted in a statement of its own, after the locks are held: under
+    // READ COMMITTED a new statement sees the leases another node committed
+    // just before we took its webhook's lock (a count in the locking
+    // statement would use the older snapshot and let the cap be exceeded).
+    let locked: Vec<String> = endpoints.iter().map(|row| get::<String>(row, 0)).collect::<StoreResult<_>>()?;
+    let held: HashMap<String, i64> = if locked.is_empty() {
+        HashMap::new()
+    } else {
+        let stmt = client
+            .prepare_cached(
+                "SELECT webhook_id, COUNT(*) FROM deliveries
+                 WHERE webhook_id = ANY($1) AND state = 'leased' AND next_attempt_at > $2
+                 GROUP BY webhook_id",
+            )
+            .await
+            .map_err(store_error)?;
+        client
+            .query(&stmt, &[&locked, &now])
+            .await
+            .map_err(store_error)?
+            .iter()
+            .map(|row| Ok((get::<String>(row, 0)?, get::<i64>(row, 1)?)))
+            .collect::<StoreResult<_>>()?
+    };
 
     let lease = client
         .prepare_cached(
@@ -88,7 +109,7 @@ pub(super) async fn claim(
         }
         let webhook: WebhookId = parsed(row, 0, "webhook id", WebhookId::parse)?;
         let uri = parsed(row, 1, "uri", |s| EndpointUri::parse(s).ok())?;
-        let held = u32::try_from(get::<i64>(row, 2)?).unwrap_or(u32::MAX);
+        let held = u32::try_from(held.get(&webhook.to_string()).copied().unwrap_or(0)).unwrap_or(u32::MAX);
         let free = room
             .get(&webhook)
             .copied()

@@ -185,7 +185,7 @@ pub(super) async fn update_webhook(
 ) -> StoreResult<Option<Webhook>> {
     let locked = client
         .query_opt(
-            "SELECT 1 FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL FOR UPDATE",
+            "SELECT 1 FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL FOR NO KEY UPDATE",
             &[&id.to_string(), &project.to_string()],
         )
         .await

@@ -73,6 +73,12 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
             .copied()
             .unwrap_or(request.default_room)
             .min(request.max_leased_per_webhook.saturating_sub(leased));
+        if free == 0 {
+            // At its cap (locally or in the store): not due for this
+            // claimer now, so not part of `next_due` either.
+            room.insert(webhook, 0);
+            continue;
+        }
         let take = usize::try_from(free).unwrap_or(0).min(remaining);
         if take == 0 {
             continue;
