@@ -32,6 +32,10 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// The request would pass a configured limit (the message names it);
+    /// retrying the same request will not help.
+    #[error("{0}")]
+    LimitExceeded(String),
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -95,6 +99,7 @@ impl ApiError {
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict", None),
+            Self::LimitExceeded(_) => (StatusCode::CONFLICT, "limit_exceeded", None),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             Self::UnsupportedMediaType(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
             Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout", None),
@@ -115,6 +120,7 @@ impl From<StoreError> for ApiError {
             StoreError::IdempotencyConflict => Self::Conflict(
                 "this Idempotency-Key was already used with a different request body; use a new key".into(),
             ),
+            StoreError::LimitExceeded(message) => Self::LimitExceeded(message),
             StoreError::Unavailable(message) => {
                 tracing::error!(%message, "storage unavailable");
                 Self::Unavailable("storage is unavailable; retry later".into())

@@ -177,6 +177,7 @@ async fn commit(
             events,
             idempotency,
             now: state.clock.now(),
+            max_deliveries: state.limits.max_fanout_per_request,
         })
         .await?;
     let (body, replayed) = match outcome {

@@ -246,6 +246,7 @@ pub(super) async fn create(
         signing,
         secret,
         now: state.clock.now(),
+        max_per_project: state.limits.max_webhooks_per_project,
     };
     let webhook = state.store.create_webhook(new).await?;
     let mut view = WebhookView::new(webhook);

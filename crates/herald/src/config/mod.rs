@@ -119,6 +119,11 @@ pub struct LimitsConfig {
     /// Events a project may publish at once above its rate (the token
     /// bucket's size). Only used when the rate is set.
     pub publish_burst_per_project: u32,
+    /// Webhooks one project may have (deleted ones do not count).
+    pub max_webhooks_per_project: usize,
+    /// Deliveries one publish or batch may create (events × matching
+    /// webhooks): bounds the work one request puts in one commit.
+    pub max_fanout_per_request: usize,
 }
 
 /// How the HTTP server treats connections: slow, idle and silent clients
@@ -219,6 +224,8 @@ impl Default for LimitsConfig {
             max_request_bytes: 16 * 1024 * 1024,
             publish_rate_per_project: 0.0,
             publish_burst_per_project: 100,
+            max_webhooks_per_project: 100,
+            max_fanout_per_request: 10_000,
         }
     }
 }
@@ -325,6 +332,12 @@ impl Config {
             return fail(
                 "limits.publish_rate_per_project",
                 "must be 0 (off) or a positive number",
+            );
+        }
+        if l.max_webhooks_per_project == 0 || l.max_fanout_per_request == 0 {
+            return fail(
+                "limits",
+                "max_webhooks_per_project and max_fanout_per_request must be at least 1",
             );
         }
         if l.publish_rate_per_project > 0.0 && l.publish_burst_per_project == 0 {

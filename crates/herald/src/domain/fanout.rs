@@ -29,6 +29,28 @@ pub fn delivery_count<'a>(event_types: impl IntoIterator<Item = &'a EventType>, 
         .sum()
 }
 
+/// The limit check every backend applies in the publishing transaction.
+pub fn check_limit(deliveries: usize, max: usize) -> Result<(), String> {
+    if deliveries > max {
+        return Err(format!(
+            "this request would create {deliveries} deliveries (events × matching webhooks), more than \
+             limits.max_fanout_per_request ({max}); publish fewer events per request"
+        ));
+    }
+    Ok(())
+}
+
+/// The limit check on webhooks per project.
+pub fn check_webhook_count(existing: usize, max: usize) -> Result<(), String> {
+    if existing >= max {
+        return Err(format!(
+            "the project already has {existing} webhooks, the limit (limits.max_webhooks_per_project = {max}); \
+             delete one first"
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -56,5 +78,9 @@ mod tests {
         check("interaction.completed", &[all.id]);
         let types = [EventType::parse("batch.failed").unwrap(), EventType::parse("x.y").unwrap()];
         assert_eq!(delivery_count(&types, &subscribers), 3);
+        assert!(check_limit(3, 3).is_ok());
+        assert!(check_limit(4, 3).unwrap_err().contains("max_fanout_per_request (3)"));
+        assert!(check_webhook_count(2, 3).is_ok());
+        assert!(check_webhook_count(3, 3).unwrap_err().contains("max_webhooks_per_project = 3"));
     }
 }

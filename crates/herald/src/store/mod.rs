@@ -46,6 +46,10 @@ pub enum StoreError {
     /// The idempotency key was used before with a different request body.
     #[error("the idempotency key was already used with a different request")]
     IdempotencyConflict,
+    /// The write would pass a configured limit (named in the message);
+    /// nothing was written.
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The database cannot be used right now (closed, disk full, I/O error).
     #[error("storage unavailable: {0}")]
     Unavailable(String),

@@ -59,6 +59,9 @@ pub struct NewWebhook {
     pub signing: SigningKind,
     pub secret: StoredSecret,
     pub now: Timestamp,
+    /// Refuse (`LimitExceeded`) if the project already has this many
+    /// webhooks; checked in the creating transaction.
+    pub max_per_project: usize,
 }
 
 /// Fields to change; `None` leaves a field as it is.
@@ -95,6 +98,9 @@ pub struct PublishRequest {
     pub events: Vec<NewEvent>,
     pub idempotency: Option<IdempotencyRecord>,
     pub now: Timestamp,
+    /// Refuse (`LimitExceeded`, nothing written) if fan-out would create
+    /// more deliveries than this.
+    pub max_deliveries: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -105,3 +105,45 @@ async fn histograms_have_buckets_that_fit_their_unit() {
         "a count has no sub-second buckets: {batch_buckets:?}"
     );
 }
+
+#[tokio::test]
+async fn a_noisy_tenant_is_bounded_by_webhook_and_fan_out_limits() {
+    let app = TestApp::spawn_with(|config| {
+        config.limits.max_webhooks_per_project = 3;
+        config.limits.max_fanout_per_request = 5;
+    })
+    .await;
+    let noisy = app.project("noisy").await;
+    for n in 0..3 {
+        app.webhook(&noisy, &format!("http://127.0.0.1:9/{n}"), &["*"]).await;
+    }
+    let (status, error) = app
+        .call(
+            Method::POST,
+            "/v1/webhooks",
+            Some(&noisy.key),
+            Some(json!({ "uri": "http://127.0.0.1:9/4", "subscribed_events": ["*"] })),
+        )
+        .await;
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(error["error"]["code"], "limit_exceeded");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("max_webhooks_per_project = 3"),
+        "{error}"
+    );
+    // 2 events × 3 webhooks = 6 deliveries: over the fan-out limit, all refused.
+    let batch = json!({ "events": [{ "type": "a.b", "data": {} }, { "type": "a.c", "data": {} }] });
+    let (status, error) = app
+        .call(Method::POST, "/v1/events:batchCreate", Some(&noisy.key), Some(batch))
+        .await;
+    assert_eq!(status, 409, "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("max_fanout_per_request (5)"),
+        "{error}"
+    );
+    // One event × 3 webhooks is within it; another project is unaffected.
+    app.publish(&noisy, "a.b", json!({})).await;
+    let quiet = app.project("quiet").await;
+    app.webhook(&quiet, "http://127.0.0.1:9/q", &["*"]).await;
+    app.publish(&quiet, "a.b", json!({})).await;
+}

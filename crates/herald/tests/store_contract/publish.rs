@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use herald::domain::{DeliveryState, WebhookId, WebhookState};
+use herald::domain::{DeliveryState, EventId, SigningKind, WebhookId, WebhookState};
 use herald::store::{Progress, PublishOutcome, StoreError, WebhookPatch};
 
 use crate::support::*;
@@ -233,5 +233,41 @@ contract_test!(
         assert!(pieces.last().unwrap().is_done(), "{pieces:?}");
         assert_eq!(pieces.iter().map(|p| p.count()).sum::<u64>(), KEYS, "{pieces:?}");
         assert_eq!(store.prune_idempotency_keys(later).await.unwrap(), Progress::Done(0));
+    }
+);
+
+contract_test!(
+    fn limits_refuse_whole_requests_and_write_nothing(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        for _ in 0..3 {
+            webhook(store, project, &["*"], now).await;
+        }
+        let mut fourth = new_webhook(project, &["*"], SigningKind::Hmac, now);
+        fourth.max_per_project = 3;
+        match store.create_webhook(fourth).await {
+            Err(StoreError::LimitExceeded(message)) => assert!(message.contains("max_webhooks_per_project = 3"), "{message}"),
+            other => panic!("a fourth webhook over a limit of 3: {other:?}"),
+        }
+        // 2 events × 3 webhooks = 6 deliveries, over a limit of 5.
+        let events = vec![event("batch.completed", now), event("batch.failed", now)];
+        let ids: Vec<EventId> = events.iter().map(|e| e.id).collect();
+        let mut over = request(project, events, now);
+        over.max_deliveries = 5;
+        match store.publish(over).await {
+            Err(StoreError::LimitExceeded(message)) => assert!(message.contains("(5)"), "{message}"),
+            other => panic!("a fan-out of 6 over a limit of 5: {other:?}"),
+        }
+        for id in ids {
+            assert!(store.get_event(project, id).await.unwrap().is_none(), "nothing of a refused request is stored");
+        }
+        let mut at_limit = request(project, vec![event("batch.completed", now), event("batch.failed", now)], now);
+        at_limit.max_deliveries = 6;
+        assert_eq!(
+            store.publish(at_limit).await.unwrap(),
+            PublishOutcome::Published { deliveries: 6 },
+            "exactly at the limit is allowed"
+        );
     }
 );

@@ -283,6 +283,7 @@ pub fn new_webhook(project: ProjectId, patterns: &[&str], kind: SigningKind, now
         signing: kind,
         secret: secret(kind),
         now,
+        max_per_project: 100,
     }
 }
 
@@ -319,6 +320,7 @@ pub fn request(project: ProjectId, events: Vec<NewEvent>, now: Timestamp) -> Pub
         events,
         idempotency: None,
         now,
+        max_deliveries: 10_000,
     }
 }
 

@@ -235,6 +235,11 @@ async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<St
         let request = requests[index];
         let project = request.project_id.to_string();
         let subscribers = subscribers.get(&request.project_id).unwrap_or(&none);
+        let count = fanout::delivery_count(request.events.iter().map(|e| &e.event_type), subscribers);
+        if let Err(message) = fanout::check_limit(count, request.max_deliveries) {
+            outcomes[index] = Some(Err(StoreError::LimitExceeded(message)));
+            continue;
+        }
         let now = request.now.as_millis();
         let mut fanned = 0;
         for event in &request.events {
@@ -283,7 +288,10 @@ async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<St
         .map_err(classify)?;
     }
     let new_keys: Vec<&(usize, String, &crate::store::IdempotencyRecord)> =
-        keyed.iter().filter(|(i, _, _)| writing.contains(i)).collect();
+        keyed
+            .iter()
+            .filter(|(i, _, _)| matches!(outcomes[*i], Some(Ok(PublishOutcome::Published { .. }))))
+            .collect();
     if !new_keys.is_empty() {
         let projects: Vec<&str> = new_keys.iter().map(|(_, p, _)| p.as_str()).collect();
         let keys: Vec<&str> = new_keys.iter().map(|(_, _, k)| k.key.as_str()).collect();

@@ -19,13 +19,30 @@ const WEBHOOK_COLUMNS: &str =
 const FAIL_CHUNK: i64 = 10_000;
 
 pub(super) async fn insert_webhook(client: &impl GenericClient, webhook: &NewWebhook) -> StoreResult<Webhook> {
+    // The project's row lock serializes webhook creation per project
+    // across nodes, so the count below is exact.
     let exists = client
-        .query_opt("SELECT 1 FROM projects WHERE id = $1", &[&webhook.project_id.to_string()])
+        .query_opt(
+            "SELECT 1 FROM projects WHERE id = $1 FOR NO KEY UPDATE",
+            &[&webhook.project_id.to_string()],
+        )
         .await
         .map_err(store_error)?;
     if exists.is_none() {
         return Err(StoreError::NotFound);
     }
+    let existing: i64 = get(
+        &client
+            .query_one(
+                "SELECT COUNT(*) FROM webhooks WHERE project_id = $1 AND delete_time IS NULL",
+                &[&webhook.project_id.to_string()],
+            )
+            .await
+            .map_err(store_error)?,
+        0,
+    )?;
+    crate::domain::fanout::check_webhook_count(usize::try_from(existing).unwrap_or(usize::MAX), webhook.max_per_project)
+        .map_err(StoreError::LimitExceeded)?;
     let patterns = patterns_json(&webhook.subscribed_events)?;
     let stmt = client
         .prepare_cached(

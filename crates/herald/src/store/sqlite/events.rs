@@ -34,6 +34,11 @@ pub(super) fn publish(conn: &Connection, request: &PublishRequest) -> StoreResul
     }
 
     let subscribers = enabled_subscribers(conn, request.project_id)?;
+    fanout::check_limit(
+        fanout::delivery_count(request.events.iter().map(|e| &e.event_type), &subscribers),
+        request.max_deliveries,
+    )
+    .map_err(StoreError::LimitExceeded)?;
     let now = request.now.as_millis();
     let mut insert_event = conn
         .prepare_cached("INSERT INTO events (id, project_id, type, timestamp, payload) VALUES (?1, ?2, ?3, ?4, ?5)")

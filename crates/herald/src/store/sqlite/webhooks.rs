@@ -25,6 +25,12 @@ pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreRe
     if exists.is_none() {
         return Err(StoreError::NotFound);
     }
+    let existing: i64 = conn
+        .prepare_cached("SELECT COUNT(*) FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL")
+        .and_then(|mut stmt| stmt.query_row([webhook.project_id.to_string()], |row| row.get(0)))
+        .map_err(store_error)?;
+    crate::domain::fanout::check_webhook_count(usize::try_from(existing).unwrap_or(usize::MAX), webhook.max_per_project)
+        .map_err(StoreError::LimitExceeded)?;
     let patterns = patterns_json(&webhook.subscribed_events)?;
     conn.prepare_cached(
         "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time)
