@@ -510,3 +510,41 @@ async fn idempotency_keys_expire_after_a_day() {
         "the key is free again"
     );
 }
+
+#[tokio::test]
+async fn deleting_a_webhook_deletes_its_secrets_and_sqlite_files_are_private() {
+    let app = crate::support::TestApp::spawn().await;
+    let project = app.project("acme").await;
+    let webhook = app.webhook(&project, "http://127.0.0.1:9/", &["*"]).await;
+    let id = webhook["id"].as_str().unwrap().to_owned();
+    let secrets = format!("SELECT COUNT(*) FROM webhook_secrets WHERE webhook_id = '{id}'");
+    assert_eq!(app.query_count(&secrets).await, 1);
+    let (status, _) = app
+        .call(reqwest::Method::DELETE, &format!("/v1/webhooks/{id}"), Some(&project.key), None)
+        .await;
+    assert!(status.is_success());
+    assert_eq!(app.query_count(&secrets).await, 0, "a deleted webhook's secret is gone from the database");
+
+    if app.config.storage.database_url.is_none() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = app.data_dir.path();
+        for file in ["herald.db", "herald.db-wal", "herald.db-shm"] {
+            let mode = std::fs::metadata(dir.join(file)).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{file} holds secrets: owner only");
+        }
+        // A data directory Herald creates itself is private too.
+        let fresh = dir.join("fresh");
+        let options = herald::store::sqlite::SqliteOptions {
+            data_dir: fresh.clone(),
+            ..Default::default()
+        };
+        let store = herald::store::open(
+            &herald::store::StorageConfig::Sqlite(options),
+            app.clock.clone() as herald::clock::SharedClock,
+        )
+        .await
+        .unwrap();
+        store.close().await;
+        assert_eq!(std::fs::metadata(&fresh).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+}

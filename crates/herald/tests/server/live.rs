@@ -83,6 +83,13 @@ async fn shutdown_lets_in_flight_attempts_finish_or_returns_them() {
     assert_eq!(delivery["state"], "pending", "{event}");
     assert_eq!(delivery["attempt_count"], 1, "the cut-off attempt counts");
     assert_eq!(delivery["last_attempt"]["error_kind"], "interrupted", "{event}");
+    assert_eq!(delivery["last_error"], "interrupted", "one consistent error: {event}");
+    // The request had been open since before `wait_for` saw it arrive: the
+    // record keeps its real duration, not zero.
+    assert!(
+        delivery["last_attempt"]["duration_ms"].as_u64().unwrap() > 0,
+        "a cut-off attempt keeps its duration: {event}"
+    );
     assert_eq!(app.deliver_due().await, 1, "released deliveries are due at once");
     let delivery = &app.event(&project, &abandoned).await["deliveries"][0];
     assert_eq!(

@@ -133,6 +133,24 @@ impl TestApp {
         .await
     }
 
+    /// Runs a `SELECT COUNT(*) …` directly on the database (either backend).
+    pub async fn query_count(&self, sql: &str) -> i64 {
+        match &self.config.storage.database_url {
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                    .await
+                    .expect("connect to the test database");
+                tokio::spawn(connection);
+                client.query_one(sql, &[]).await.expect("the query runs").get(0)
+            }
+            None => {
+                let conn =
+                    rusqlite::Connection::open(self.data_dir.path().join("herald.db")).expect("open the database");
+                conn.query_row(sql, [], |row| row.get(0)).expect("the query runs")
+            }
+        }
+    }
+
     pub fn running(&self) -> &RunningApp {
         self.running.as_ref().expect("running")
     }
