@@ -130,3 +130,44 @@ fn config_layers_file_then_environment_then_flags() {
         assert!(stderr.contains(complaint), "{args:?}: {stderr}");
     }
 }
+
+/// `herald migrate` brings the schema up to date; on PostgreSQL several
+/// nodes migrating at once apply each migration exactly once (advisory lock).
+#[tokio::test]
+async fn migrate_applies_the_schema_once_even_when_nodes_race() {
+    use crate::support::backend::{Backend, backend, fresh_database};
+    let data_dir = tempfile::tempdir().unwrap();
+    let database_url = match backend() {
+        Backend::Postgres => Some(fresh_database().await),
+        Backend::Sqlite => None,
+    };
+    let migrate = || {
+        let mut command = herald();
+        command.arg("migrate").arg("--data-dir").arg(data_dir.path());
+        if let Some(url) = &database_url {
+            command.env("HERALD_DATABASE_URL", url);
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+    };
+    let racers = if database_url.is_some() { 4 } else { 1 };
+    let children: Vec<_> = (0..racers).map(|_| migrate()).collect();
+    for child in children {
+        let output = child.wait_with_output().unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        assert!(stdout.starts_with("schema is at version "), "{stdout}");
+    }
+    match &database_url {
+        Some(url) => {
+            let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(connection);
+            let rows: i64 = client
+                .query_one("SELECT COUNT(*) FROM schema_migrations WHERE version = 1", &[])
+                .await
+                .unwrap()
+                .get(0);
+            assert_eq!(rows, 1, "one migration, applied once");
+        }
+        None => assert!(data_dir.path().join("herald.db").exists()),
+    }
+}
