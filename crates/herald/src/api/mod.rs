@@ -56,7 +56,11 @@ pub fn router(state: AppState, role: crate::config::Role) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics));
-    let routes = if role.serves_api() { probes.merge(api_routes()) } else { probes };
+    let routes = if role.serves_api() {
+        probes.merge(api_routes())
+    } else {
+        probes
+    };
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -76,7 +76,11 @@ impl NodeConfig {
                 message: "node.heartbeat must be positive and node.timeout at least twice node.heartbeat".into(),
             });
         }
-        if self.name.as_deref().is_some_and(|name| name.is_empty() || name.len() > 200) {
+        if self
+            .name
+            .as_deref()
+            .is_some_and(|name| name.is_empty() || name.len() > 200)
+        {
             return Err(ConfigError {
                 field: "node.name",
                 message: "must be 1 to 200 characters".into(),

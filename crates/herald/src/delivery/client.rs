@@ -16,8 +16,8 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::domain::{AttemptErrorKind, Timestamp};
 use crate::domain::webhook::EndpointUri;
+use crate::domain::{AttemptErrorKind, Timestamp};
 use crate::net::connector::{ConnectError, GuardedConnector};
 use crate::net::ssrf::AddressPolicy;
 
@@ -325,8 +325,14 @@ mod tests {
         );
         let date = parse_retry_after(&HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT")).unwrap();
         assert_eq!(date, RetryAfter::At(Timestamp::from_millis(1_445_412_480_000)));
-        assert_eq!(date.delay_from(Timestamp::from_millis(1_445_412_470_000)), Duration::from_secs(10));
-        assert_eq!(date.delay_from(Timestamp::from_millis(1_445_412_490_000)), Duration::ZERO);
+        assert_eq!(
+            date.delay_from(Timestamp::from_millis(1_445_412_470_000)),
+            Duration::from_secs(10)
+        );
+        assert_eq!(
+            date.delay_from(Timestamp::from_millis(1_445_412_490_000)),
+            Duration::ZERO
+        );
         assert_eq!(parse_retry_after(&HeaderValue::from_static("soon")), None);
         assert_eq!(parse_retry_after(&HeaderValue::from_static("-5")), None);
     }

@@ -37,9 +37,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::attempt::{AttemptContext, EndpointSigner, attempt, signer_for};
 use super::client::DeliveryClient;
+use super::failure_log::FailureLog;
 use super::retry::{Jitter, RetryPolicy};
 use crate::clock::SharedClock;
-use super::failure_log::FailureLog;
 use crate::domain::delivery::reason;
 use crate::domain::{AttemptRecord, DeliveryId, Timestamp, WebhookId};
 use crate::store::{

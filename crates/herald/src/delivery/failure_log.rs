@@ -99,7 +99,11 @@ mod tests {
         let (a, b) = (WebhookId::generate(), WebhookId::generate());
         let t0 = Instant::now();
         assert_eq!(log.admit(a, t0), Some(Line { failures: 1 }));
-        assert_eq!(log.admit(b, t0), Some(Line { failures: 1 }), "webhooks are limited separately");
+        assert_eq!(
+            log.admit(b, t0),
+            Some(Line { failures: 1 }),
+            "webhooks are limited separately"
+        );
         for second in 1..=5 {
             assert_eq!(log.admit(a, t0 + Duration::from_secs(second)), None);
         }

@@ -14,7 +14,10 @@ pub struct Subscriber {
 }
 
 /// The webhooks that receive an event of `event_type`, in `subscribers` order.
-pub fn recipients<'a>(event_type: &'a EventType, subscribers: &'a [Subscriber]) -> impl Iterator<Item = WebhookId> + 'a {
+pub fn recipients<'a>(
+    event_type: &'a EventType,
+    subscribers: &'a [Subscriber],
+) -> impl Iterator<Item = WebhookId> + 'a {
     subscribers
         .iter()
         .filter(move |subscriber| subscriber.events.matches(event_type))
@@ -76,11 +79,18 @@ mod tests {
         check("batch.succeeded", &[all.id, batches.id]);
         check("video.generated", &[all.id, exact.id]);
         check("interaction.completed", &[all.id]);
-        let types = [EventType::parse("batch.failed").unwrap(), EventType::parse("x.y").unwrap()];
+        let types = [
+            EventType::parse("batch.failed").unwrap(),
+            EventType::parse("x.y").unwrap(),
+        ];
         assert_eq!(delivery_count(&types, &subscribers), 3);
         assert!(check_limit(3, 3).is_ok());
         assert!(check_limit(4, 3).unwrap_err().contains("max_fanout_per_request (3)"));
         assert!(check_webhook_count(2, 3).is_ok());
-        assert!(check_webhook_count(3, 3).unwrap_err().contains("max_webhooks_per_project = 3"));
+        assert!(
+            check_webhook_count(3, 3)
+                .unwrap_err()
+                .contains("max_webhooks_per_project = 3")
+        );
     }
 }

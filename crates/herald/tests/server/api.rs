@@ -520,10 +520,19 @@ async fn deleting_a_webhook_deletes_its_secrets_and_sqlite_files_are_private() {
     let secrets = format!("SELECT COUNT(*) FROM webhook_secrets WHERE webhook_id = '{id}'");
     assert_eq!(app.query_count(&secrets).await, 1);
     let (status, _) = app
-        .call(reqwest::Method::DELETE, &format!("/v1/webhooks/{id}"), Some(&project.key), None)
+        .call(
+            reqwest::Method::DELETE,
+            &format!("/v1/webhooks/{id}"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert!(status.is_success());
-    assert_eq!(app.query_count(&secrets).await, 0, "a deleted webhook's secret is gone from the database");
+    assert_eq!(
+        app.query_count(&secrets).await,
+        0,
+        "a deleted webhook's secret is gone from the database"
+    );
 
     if app.config.storage.database_url.is_none() {
         use std::os::unix::fs::PermissionsExt;

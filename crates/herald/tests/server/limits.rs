@@ -128,7 +128,10 @@ async fn a_noisy_tenant_is_bounded_by_webhook_and_fan_out_limits() {
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "limit_exceeded");
     assert!(
-        error["error"]["message"].as_str().unwrap().contains("max_webhooks_per_project = 3"),
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_webhooks_per_project = 3"),
         "{error}"
     );
     // 2 events × 3 webhooks = 6 deliveries: over the fan-out limit, all refused.
@@ -138,7 +141,10 @@ async fn a_noisy_tenant_is_bounded_by_webhook_and_fan_out_limits() {
         .await;
     assert_eq!(status, 409, "{error}");
     assert!(
-        error["error"]["message"].as_str().unwrap().contains("max_fanout_per_request (5)"),
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_fanout_per_request (5)"),
         "{error}"
     );
     // One event × 3 webhooks is within it; another project is unaffected.

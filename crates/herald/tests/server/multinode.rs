@@ -88,7 +88,11 @@ pub(crate) fn start(command: Command) -> HeraldProcess {
 /// Like [`start`], also keeping the child's stderr lines in `log` (and
 /// passing them on to this process's stderr).
 pub(crate) fn start_logged(mut command: Command, log: Option<LogLines>) -> HeraldProcess {
-    let stderr = if log.is_some() { Stdio::piped() } else { Stdio::inherit() };
+    let stderr = if log.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::inherit()
+    };
     let mut child = command
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -219,33 +223,37 @@ impl CountingReceiver {
     pub async fn start(delay: Duration) -> Self {
         let tracking = Arc::new(Tracking::default());
         let app = Router::new()
-            .fallback(move |State(t): State<Arc<Tracking>>, uri: axum::http::Uri, headers: HeaderMap| async move {
-                let path = uri.path().to_owned();
-                t.current.fetch_add(1, Ordering::SeqCst);
-                {
-                    let mut per_path = t.per_path.lock().unwrap();
-                    let (open, max, max_at) = per_path.entry(path.clone()).or_default();
-                    *open += 1;
-                    if *open > *max {
-                        *max = *open;
-                        *max_at = Some(Instant::now());
+            .fallback(
+                move |State(t): State<Arc<Tracking>>, uri: axum::http::Uri, headers: HeaderMap| async move {
+                    let path = uri.path().to_owned();
+                    t.current.fetch_add(1, Ordering::SeqCst);
+                    {
+                        let mut per_path = t.per_path.lock().unwrap();
+                        let (open, max, max_at) = per_path.entry(path.clone()).or_default();
+                        *open += 1;
+                        if *open > *max {
+                            *max = *open;
+                            *max_at = Some(Instant::now());
+                        }
                     }
-                }
-                let _open = Open(&t, path);
-                let webhook_id = headers
-                    .get("webhook-id")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("")
-                    .to_owned();
-                t.arrivals.lock().unwrap().push(Arrival {
-                    webhook_id,
-                    at: Instant::now(),
-                });
-                tokio::time::sleep(delay).await;
-                StatusCode::NO_CONTENT
-            })
+                    let _open = Open(&t, path);
+                    let webhook_id = headers
+                        .get("webhook-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_owned();
+                    t.arrivals.lock().unwrap().push(Arrival {
+                        webhook_id,
+                        at: Instant::now(),
+                    });
+                    tokio::time::sleep(delay).await;
+                    StatusCode::NO_CONTENT
+                },
+            )
             .with_state(Arc::clone(&tracking));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind receiver");
         let addr = listener.local_addr().expect("receiver address");
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -547,7 +555,13 @@ async fn multinode_failover_delivers_every_acknowledged_event() {
         if !line.contains("a node stopped heartbeating") || !line.contains("node-a") {
             return None;
         }
-        let resumed = line.split("resumed=").nth(1)?.split_whitespace().next()?.parse::<u64>().ok()?;
+        let resumed = line
+            .split("resumed=")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse::<u64>()
+            .ok()?;
         Some((at.saturating_duration_since(killed_at), resumed))
     });
     let duplicates = receiver.duplicates();
@@ -605,9 +619,15 @@ async fn multinode_failover_delivers_every_acknowledged_event() {
     // Failover, not lease expiry (60 s): A's leases end ~node.timeout (2 s)
     // after its last heartbeat.
     let (failover_after, _) = failover.expect("node B logged that it ended node A's leases");
-    assert!(failover_after < Duration::from_secs(15), "A's leases ended only after {failover_after:?}");
+    assert!(
+        failover_after < Duration::from_secs(15),
+        "A's leases ended only after {failover_after:?}"
+    );
     if let Some(resumed) = interrupted_resumed_after {
-        assert!(resumed < Duration::from_secs(20), "interrupted deliveries resumed only after {resumed:?}");
+        assert!(
+            resumed < Duration::from_secs(20),
+            "interrupted deliveries resumed only after {resumed:?}"
+        );
     }
     let all_arrived = all_arrived_after_kill.unwrap();
     assert!(all_arrived < Duration::from_secs(60), "{all_arrived:?}");

@@ -19,7 +19,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::multinode::{CountingReceiver, fast_node_config, herald_command, project_key_and_webhook, start, wait_ready};
+use crate::multinode::{
+    CountingReceiver, fast_node_config, herald_command, project_key_and_webhook, start, wait_ready,
+};
 use crate::support::backend::{Backend, admin_url, backend, fresh_database};
 
 const RESTART: &str = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main restart --mode fast";
@@ -43,11 +45,16 @@ struct Outcome {
 fn cannot_restart() -> Option<String> {
     let url = url::Url::parse(&admin_url()).ok()?;
     if !matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "::1" | "[::1]")) {
-        return Some(format!("the test server {} is not local", url.host_str().unwrap_or("?")));
+        return Some(format!(
+            "the test server {} is not local",
+            url.host_str().unwrap_or("?")
+        ));
     }
     let versions = std::fs::read_dir("/etc/postgresql").map(|d| d.count()).unwrap_or(0);
     if versions != 1 {
-        return Some(format!("/etc/postgresql holds {versions} versions, expected exactly one"));
+        return Some(format!(
+            "/etc/postgresql holds {versions} versions, expected exactly one"
+        ));
     }
     let found = std::process::Command::new("sh")
         .arg("-c")
@@ -204,12 +211,10 @@ async fn pg_restart_refuses_with_503_then_recovers_and_delivers_everything() {
 
     // The restart, in the middle of the stream.
     let restart_started = Instant::now();
-    let restart = tokio::task::spawn_blocking(|| {
-        std::process::Command::new("sh").arg("-c").arg(RESTART).output()
-    })
-    .await
-    .unwrap()
-    .expect("sh runs");
+    let restart = tokio::task::spawn_blocking(|| std::process::Command::new("sh").arg("-c").arg(RESTART).output())
+        .await
+        .unwrap()
+        .expect("sh runs");
     let restart_ended = Instant::now();
     assert!(
         restart.status.success(),
@@ -259,11 +264,7 @@ async fn pg_restart_refuses_with_503_then_recovers_and_delivers_everything() {
         .map(|o| o.id_or_code.clone())
         .collect();
     let refused: Vec<&Outcome> = outcomes.iter().filter(|o| o.status != Some(202)).collect();
-    let unavailable: Vec<&Outcome> = refused
-        .iter()
-        .copied()
-        .filter(|o| o.status == Some(503))
-        .collect();
+    let unavailable: Vec<&Outcome> = refused.iter().copied().filter(|o| o.status == Some(503)).collect();
     let with_retry_after = unavailable.iter().filter(|o| o.retry_after.is_some()).count();
     let other_refusals: Vec<String> = refused
         .iter()
@@ -334,8 +335,14 @@ async fn pg_restart_refuses_with_503_then_recovers_and_delivers_everything() {
     );
     server.kill();
 
-    assert!(recovered.is_some(), "herald did not become ready and accept publishes within 30 s of the restart");
-    assert_eq!(acknowledged_not_stored, 0, "202 answered for events the database does not hold");
+    assert!(
+        recovered.is_some(),
+        "herald did not become ready and accept publishes within 30 s of the restart"
+    );
+    assert_eq!(
+        acknowledged_not_stored, 0,
+        "202 answered for events the database does not hold"
+    );
     assert_eq!(missing, 0, "acknowledged events were never delivered");
     assert!(!unavailable.is_empty(), "no publish was refused during the restart");
     assert!(

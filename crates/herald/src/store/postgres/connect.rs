@@ -68,7 +68,13 @@ pub fn redact_url(url: &str) -> String {
     }
     // key=value form: hide the value after `password=`.
     url.split_whitespace()
-        .map(|part| if part.starts_with("password=") { "password=****" } else { part })
+        .map(|part| {
+            if part.starts_with("password=") {
+                "password=****"
+            } else {
+                part
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -155,7 +161,10 @@ mod tests {
             redact_url("postgres://db/herald?password=s3cret&sslmode=disable"),
             "postgres://db/herald?password=****&sslmode=disable"
         );
-        assert_eq!(redact_url("host=db password=s3cret user=x"), "host=db password=**** user=x");
+        assert_eq!(
+            redact_url("host=db password=s3cret user=x"),
+            "host=db password=**** user=x"
+        );
         assert_eq!(redact_url("postgres://db/herald"), "postgres://db/herald");
     }
 

@@ -73,7 +73,9 @@ fn closed() -> StoreError {
 async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>, work: Arc<Notify>) {
     let permits = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
     loop {
-        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else { return };
+        let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+            return;
+        };
         let Some(first) = receiver.recv().await else { return };
         let mut events = first.request.events.len();
         let mut batch = vec![first];
@@ -99,12 +101,13 @@ async fn commit(pool: &Pool, batch: Vec<Pending>, work: &Notify) {
     // A key used twice in one batch: the later uses go after the commit,
     // and find the first's record.
     let mut seen = HashSet::new();
-    let (first, later): (Vec<Pending>, Vec<Pending>) = batch.into_iter().partition(|pending| {
-        match &pending.request.idempotency {
-            Some(key) => seen.insert((pending.request.project_id, key.key.clone())),
-            None => true,
-        }
-    });
+    let (first, later): (Vec<Pending>, Vec<Pending>) =
+        batch
+            .into_iter()
+            .partition(|pending| match &pending.request.idempotency {
+                Some(key) => seen.insert((pending.request.project_id, key.key.clone())),
+                None => true,
+            });
     commit_together(pool, first, work).await;
     for pending in later {
         commit_together(pool, vec![pending], work).await;
@@ -122,7 +125,10 @@ async fn commit_together(pool: &Pool, batch: Vec<Pending>, work: &Notify) {
     }
     match result {
         Ok(outcomes) => {
-            if outcomes.iter().any(|o| matches!(o, Ok(PublishOutcome::Published { deliveries }) if *deliveries > 0usize)) {
+            if outcomes
+                .iter()
+                .any(|o| matches!(o, Ok(PublishOutcome::Published { deliveries }) if *deliveries > 0usize))
+            {
                 work.notify_one();
             }
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
@@ -249,7 +255,13 @@ async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<St
                 due.entry(webhook).and_modify(|at| *at = (*at).min(now)).or_insert(now);
                 fanned += 1;
             }
-            events.push(event_id, &project, event.event_type.as_str(), event.timestamp.as_millis(), &event.payload);
+            events.push(
+                event_id,
+                &project,
+                event.event_type.as_str(),
+                event.timestamp.as_millis(),
+                &event.payload,
+            );
         }
         outcomes[index] = Some(Ok(PublishOutcome::Published { deliveries: fanned }));
     }
@@ -287,11 +299,10 @@ async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<St
         .await
         .map_err(classify)?;
     }
-    let new_keys: Vec<&(usize, String, &crate::store::IdempotencyRecord)> =
-        keyed
-            .iter()
-            .filter(|(i, _, _)| matches!(outcomes[*i], Some(Ok(PublishOutcome::Published { .. }))))
-            .collect();
+    let new_keys: Vec<&(usize, String, &crate::store::IdempotencyRecord)> = keyed
+        .iter()
+        .filter(|(i, _, _)| matches!(outcomes[*i], Some(Ok(PublishOutcome::Published { .. }))))
+        .collect();
     if !new_keys.is_empty() {
         let projects: Vec<&str> = new_keys.iter().map(|(_, p, _)| p.as_str()).collect();
         let keys: Vec<&str> = new_keys.iter().map(|(_, _, k)| k.key.as_str()).collect();
@@ -315,10 +326,15 @@ async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<St
     }
     if !due.is_empty() {
         lower_due_hints(&tx, &due).await.map_err(classify)?;
-        tx.execute("SELECT pg_notify('herald_work', '')", &[]).await.map_err(classify)?;
+        tx.execute("SELECT pg_notify('herald_work', '')", &[])
+            .await
+            .map_err(classify)?;
     }
     tx.commit().await.map_err(classify)?;
-    Ok(outcomes.into_iter().map(|o| o.unwrap_or_else(|| Err(closed()))).collect())
+    Ok(outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(closed())))
+        .collect())
 }
 
 /// Makes each webhook's hint no later than its instant.
@@ -395,7 +411,11 @@ impl DeliveryColumns {
     }
 }
 
-pub(super) async fn get_event(client: &impl GenericClient, project: ProjectId, id: EventId) -> StoreResult<Option<EventDetail>> {
+pub(super) async fn get_event(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: EventId,
+) -> StoreResult<Option<EventDetail>> {
     let row = client
         .query_opt(
             "SELECT id, type, timestamp, payload FROM events WHERE id = $1 AND project_id = $2",

@@ -45,7 +45,11 @@ async fn apply(client: &mut Client) -> StoreResult<i64> {
             "the database has schema version {current}, newer than this Herald ({known}); upgrade Herald"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(usize::try_from(current).unwrap_or(0)) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
         let version = i64::try_from(index).unwrap_or(i64::MAX) + 1;
         let tx = client.transaction().await.map_err(store_error)?;
         tx.batch_execute(sql).await.map_err(store_error)?;

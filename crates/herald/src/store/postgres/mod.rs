@@ -71,7 +71,9 @@ pub struct PostgresStore {
 
 impl std::fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PostgresStore").field("node", &self.node.name).finish_non_exhaustive()
+        f.debug_struct("PostgresStore")
+            .field("node", &self.node.name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -257,8 +259,9 @@ impl WebhookStore for PostgresStore {
         let deleted = in_transaction!(self, |tx| webhooks::delete_webhook(&tx, project, id, now).await?)?;
         if deleted {
             // Bounded transactions, so a huge backlog never holds locks long.
-            while !in_transaction!(self, |tx| webhooks::fail_deliveries_of_deleted(&tx, Some(id), now).await?)?
-                .is_done()
+            while !in_transaction!(self, |tx| webhooks::fail_deliveries_of_deleted(&tx, Some(id), now)
+                .await?)?
+            .is_done()
             {}
         }
         Ok(deleted)

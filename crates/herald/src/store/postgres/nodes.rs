@@ -149,7 +149,14 @@ pub(super) async fn reap(pool: &Pool, node: &Node, timeout: Duration, clock: &Sh
 }
 
 /// Heartbeats and failover checks every `interval` until `stop`.
-pub(super) async fn run(pool: Pool, node: Node, interval: Duration, timeout: Duration, clock: SharedClock, stop: CancellationToken) {
+pub(super) async fn run(
+    pool: Pool,
+    node: Node,
+    interval: Duration,
+    timeout: Duration,
+    clock: SharedClock,
+    stop: CancellationToken,
+) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;

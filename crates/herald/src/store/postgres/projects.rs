@@ -17,7 +17,11 @@ pub(super) async fn insert_project(client: &impl GenericClient, project: &Projec
     client
         .execute(
             &stmt,
-            &[&project.id.to_string(), &project.name.as_str(), &project.create_time.as_millis()],
+            &[
+                &project.id.to_string(),
+                &project.name.as_str(),
+                &project.create_time.as_millis(),
+            ],
         )
         .await
         .map_err(store_error)?;
@@ -96,7 +100,11 @@ pub(super) async fn list_api_keys(
     let rows = client
         .query(
             &stmt,
-            &[&project.to_string(), &page.after.as_deref().unwrap_or(""), &i64::from(page.size)],
+            &[
+                &project.to_string(),
+                &page.after.as_deref().unwrap_or(""),
+                &i64::from(page.size),
+            ],
         )
         .await
         .map_err(store_error)?;
@@ -122,7 +130,9 @@ pub(super) async fn revoke_api_key(
     now: Timestamp,
 ) -> StoreResult<bool> {
     let stmt = client
-        .prepare_cached("UPDATE api_keys SET revoke_time = $3 WHERE id = $1 AND project_id = $2 AND revoke_time IS NULL")
+        .prepare_cached(
+            "UPDATE api_keys SET revoke_time = $3 WHERE id = $1 AND project_id = $2 AND revoke_time IS NULL",
+        )
         .await
         .map_err(store_error)?;
     let changed = client

@@ -20,7 +20,9 @@ use super::connect::store_error;
 use super::events::lower_due_hints;
 use super::rows::{count, get, parsed, parsed_opt, timestamp};
 use crate::domain::webhook::EndpointUri;
-use crate::domain::{AttemptErrorKind, AttemptRecord, DeliveryId, EventId, SecretId, SigningKind, Timestamp, WebhookId};
+use crate::domain::{
+    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, SecretId, SigningKind, Timestamp, WebhookId,
+};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
     QueueStats, Release, StoreResult, StoredSecret,
@@ -59,7 +61,10 @@ pub(super) async fn claim(
     // READ COMMITTED a new statement sees the leases another node committed
     // just before we took its webhook's lock (a count in the locking
     // statement would use the older snapshot and let the cap be exceeded).
-    let locked: Vec<String> = endpoints.iter().map(|row| get::<String>(row, 0)).collect::<StoreResult<_>>()?;
+    let locked: Vec<String> = endpoints
+        .iter()
+        .map(|row| get::<String>(row, 0))
+        .collect::<StoreResult<_>>()?;
     let held: HashMap<String, i64> = if locked.is_empty() {
         HashMap::new()
     } else {
@@ -249,7 +254,10 @@ async fn load_secrets(
         )
         .await
         .map_err(store_error)?;
-    let rows = client.query(&stmt, &[&webhooks, &now.as_millis()]).await.map_err(store_error)?;
+    let rows = client
+        .query(&stmt, &[&webhooks, &now.as_millis()])
+        .await
+        .map_err(store_error)?;
     let mut secrets: HashMap<WebhookId, Vec<StoredSecret>> = HashMap::new();
     for row in &rows {
         let webhook = parsed(row, 0, "webhook id", WebhookId::parse)?;
@@ -272,7 +280,10 @@ async fn insert_attempts(
     records: &[AttemptRecord],
     replace: bool,
 ) -> StoreResult<()> {
-    let numbers: Vec<i32> = records.iter().map(|r| i32::try_from(r.number).unwrap_or(i32::MAX)).collect();
+    let numbers: Vec<i32> = records
+        .iter()
+        .map(|r| i32::try_from(r.number).unwrap_or(i32::MAX))
+        .collect();
     let starts: Vec<i64> = records.iter().map(|r| r.start_time.as_millis()).collect();
     let durations: Vec<i64> = records
         .iter()
@@ -280,7 +291,10 @@ async fn insert_attempts(
         .collect();
     let statuses: Vec<Option<i32>> = records.iter().map(|r| r.status_code.map(i32::from)).collect();
     let excerpts: Vec<Option<&str>> = records.iter().map(|r| r.response_excerpt.as_deref()).collect();
-    let kinds: Vec<Option<&str>> = records.iter().map(|r| r.error_kind.map(AttemptErrorKind::as_str)).collect();
+    let kinds: Vec<Option<&str>> = records
+        .iter()
+        .map(|r| r.error_kind.map(AttemptErrorKind::as_str))
+        .collect();
     let messages: Vec<Option<&str>> = records.iter().map(|r| r.error_message.as_deref()).collect();
     let on_conflict = if replace {
         "DO UPDATE SET start_time = excluded.start_time, duration_ms = excluded.duration_ms,
@@ -299,14 +313,26 @@ async fn insert_attempts(
     client
         .execute(
             &stmt,
-            &[&deliveries, &numbers, &starts, &durations, &statuses, &excerpts, &kinds, &messages],
+            &[
+                &deliveries,
+                &numbers,
+                &starts,
+                &durations,
+                &statuses,
+                &excerpts,
+                &kinds,
+                &messages,
+            ],
         )
         .await
         .map_err(store_error)?;
     Ok(())
 }
 
-pub(super) async fn complete(client: &impl GenericClient, completions: &[Completion]) -> StoreResult<Vec<CompletionResult>> {
+pub(super) async fn complete(
+    client: &impl GenericClient,
+    completions: &[Completion],
+) -> StoreResult<Vec<CompletionResult>> {
     // The attempt happened whatever became of the lease: always log it.
     let (logged, records): (Vec<String>, Vec<AttemptRecord>) = completions
         .iter()
@@ -353,7 +379,12 @@ pub(super) async fn complete(client: &impl GenericClient, completions: &[Complet
         .await
         .map_err(store_error)?;
     let applied: HashSet<String> = client
-        .query(&stmt, &[&ids, &tokens, &states, &numbers, &next_at, &statuses, &errors, &finished])
+        .query(
+            &stmt,
+            &[
+                &ids, &tokens, &states, &numbers, &next_at, &statuses, &errors, &finished,
+            ],
+        )
         .await
         .map_err(store_error)?
         .iter()

@@ -41,8 +41,11 @@ pub(super) async fn insert_webhook(client: &impl GenericClient, webhook: &NewWeb
             .map_err(store_error)?,
         0,
     )?;
-    crate::domain::fanout::check_webhook_count(usize::try_from(existing).unwrap_or(usize::MAX), webhook.max_per_project)
-        .map_err(StoreError::LimitExceeded)?;
+    crate::domain::fanout::check_webhook_count(
+        usize::try_from(existing).unwrap_or(usize::MAX),
+        webhook.max_per_project,
+    )
+    .map_err(StoreError::LimitExceeded)?;
     let patterns = patterns_json(&webhook.subscribed_events)?;
     let stmt = client
         .prepare_cached(
@@ -146,7 +149,8 @@ async fn load_webhook(
     id: WebhookId,
     now: Timestamp,
 ) -> StoreResult<Option<Webhook>> {
-    let sql = format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL");
+    let sql =
+        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL");
     let stmt = client.prepare_cached(&sql).await.map_err(store_error)?;
     let row = client
         .query_opt(&stmt, &[&id.to_string(), &project.to_string()])
@@ -180,7 +184,11 @@ pub(super) async fn list_webhooks(
     let rows = client
         .query(
             &stmt,
-            &[&project.to_string(), &page.after.as_deref().unwrap_or(""), &i64::from(page.size)],
+            &[
+                &project.to_string(),
+                &page.after.as_deref().unwrap_or(""),
+                &i64::from(page.size),
+            ],
         )
         .await
         .map_err(store_error)?;

@@ -429,7 +429,9 @@ impl Store for SqliteStore {
 
     async fn init_admin_key_hash(&self, candidate: [u8; 32]) -> StoreResult<[u8; 32]> {
         self.writer
-            .write(Lane::Api, 1, move |conn| projects::init_admin_key_hash(conn, &candidate))
+            .write(Lane::Api, 1, move |conn| {
+                projects::init_admin_key_hash(conn, &candidate)
+            })
             .await
     }
 

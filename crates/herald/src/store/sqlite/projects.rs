@@ -122,9 +122,11 @@ pub(super) fn find_api_key(conn: &Connection, key_hash: &[u8; 32]) -> StoreResul
 /// Stores `candidate` as the admin key's hash unless one is stored; returns
 /// the hash in force.
 pub(super) fn init_admin_key_hash(conn: &Connection, candidate: &[u8; 32]) -> StoreResult<[u8; 32]> {
-    conn.prepare_cached("INSERT INTO settings (name, value) VALUES ('admin_key_sha256', ?1) ON CONFLICT (name) DO NOTHING")
-        .and_then(|mut stmt| stmt.execute([&candidate[..]]))
-        .map_err(store_error)?;
+    conn.prepare_cached(
+        "INSERT INTO settings (name, value) VALUES ('admin_key_sha256', ?1) ON CONFLICT (name) DO NOTHING",
+    )
+    .and_then(|mut stmt| stmt.execute([&candidate[..]]))
+    .map_err(store_error)?;
     let stored: Vec<u8> = conn
         .prepare_cached("SELECT value FROM settings WHERE name = 'admin_key_sha256'")
         .and_then(|mut stmt| stmt.query_row([], |row| row.get(0)))

@@ -178,13 +178,15 @@ fn lease(
                 last_error = CASE WHEN ?5 THEN 'interrupted' ELSE last_error END
          WHERE id = ?1",
     )
-    .and_then(|mut stmt| stmt.execute(params![
+    .and_then(|mut stmt| {
+        stmt.execute(params![
             row.id.to_string(),
             token.0,
             request.lease_until.as_millis(),
             attempts,
             row.leased
-        ]))
+        ])
+    })
     .map_err(store_error)?;
     let payload: Vec<u8> = conn
         .prepare_cached("SELECT payload FROM events WHERE id = ?1")
@@ -317,7 +319,10 @@ pub(super) fn recover_all_leases(conn: &Connection, now: Timestamp) -> StoreResu
                     lease_token = NULL, last_error = 'interrupted'
              WHERE next_attempt_at IS NOT NULL AND state = 'leased' RETURNING id, attempt_count",
         )
-        .and_then(|mut stmt| stmt.query_map([now.as_millis()], |row| Ok((row.get(0)?, count(row, 1)?)))?.collect())
+        .and_then(|mut stmt| {
+            stmt.query_map([now.as_millis()], |row| Ok((row.get(0)?, count(row, 1)?)))?
+                .collect()
+        })
         .map_err(store_error)?;
     for (id, number) in &leased {
         if let Some(id) = DeliveryId::parse(id) {

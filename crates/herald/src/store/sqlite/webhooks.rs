@@ -2,13 +2,13 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::codec::{page_of, parse_patterns, patterns_json};
 use super::rows::{parsed, store_error, timestamp, timestamp_opt};
 use crate::domain::delivery::reason;
 use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp, WebhookId, WebhookState};
+use crate::store::codec::{page_of, parse_patterns, patterns_json};
 use crate::store::{NewWebhook, Page, PageRequest, Progress, StoreError, StoreResult, WebhookPatch};
 
 const WEBHOOK_COLUMNS: &str =
@@ -29,8 +29,11 @@ pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreRe
         .prepare_cached("SELECT COUNT(*) FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL")
         .and_then(|mut stmt| stmt.query_row([webhook.project_id.to_string()], |row| row.get(0)))
         .map_err(store_error)?;
-    crate::domain::fanout::check_webhook_count(usize::try_from(existing).unwrap_or(usize::MAX), webhook.max_per_project)
-        .map_err(StoreError::LimitExceeded)?;
+    crate::domain::fanout::check_webhook_count(
+        usize::try_from(existing).unwrap_or(usize::MAX),
+        webhook.max_per_project,
+    )
+    .map_err(StoreError::LimitExceeded)?;
     let patterns = patterns_json(&webhook.subscribed_events)?;
     conn.prepare_cached(
         "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time)

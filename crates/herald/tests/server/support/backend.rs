@@ -32,8 +32,7 @@ pub fn backend() -> Backend {
 
 /// The server that test databases are created on.
 pub fn admin_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("HERALD_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// Why PostgreSQL cannot be used, if it cannot.
@@ -91,7 +90,9 @@ async fn drop_stale(client: &tokio_postgres::Client, now: u64) {
         let name: String = row.get(0);
         let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
         if created.is_some_and(|created| created + 3600 < now) {
-            let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .await;
         }
     }
 }

@@ -73,9 +73,7 @@ impl TestApp {
             jitter: Arc::new(FixedJitter(0.0)),
             run_dispatcher,
         };
-        let running = app::start(&config, Some(ADMIN_KEY), deps)
-            .await
-            .expect("herald starts");
+        let running = app::start(&config, Some(ADMIN_KEY), deps).await.expect("herald starts");
         let base = format!("http://{}", running.addr);
         Self {
             running: Some(running),
