@@ -87,6 +87,9 @@ pub struct SqliteStore {
     work: Arc<Notify>,
     /// Set by `close`; the writer thread exits at its next batch.
     closing: Arc<AtomicBool>,
+    /// Set when a publish could not be written (disk full, I/O error);
+    /// readiness then probes with a publish-sized write until one commits.
+    failing: AtomicBool,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
@@ -123,6 +126,7 @@ impl SqliteStore {
             readers: ReadPool::new(readers),
             work: Arc::new(Notify::new()),
             closing,
+            failing: AtomicBool::new(false),
             writer_thread: Mutex::new(Some(thread)),
             _lock: lock,
         })
@@ -341,7 +345,13 @@ impl EventStore for SqliteStore {
         let outcome = self
             .writer
             .write(Lane::Api, cost, move |conn| events::publish(conn, &request))
-            .await?;
+            .await;
+        match &outcome {
+            Err(StoreError::Unavailable(_)) => self.failing.store(true, Ordering::SeqCst),
+            Ok(_) => self.failing.store(false, Ordering::SeqCst),
+            Err(_) => {}
+        }
+        let outcome = outcome?;
         if matches!(outcome, PublishOutcome::Published { deliveries } if deliveries > 0) {
             self.work.notify_one();
         }
@@ -409,18 +419,29 @@ impl DeliveryQueue for SqliteStore {
 impl Store for SqliteStore {
     /// A write that must commit: a full disk or a read-only file system
     /// makes it fail, so readiness follows the store's ability to commit.
+    /// After a publish failed to commit, a tiny write may still fit in
+    /// space the WAL already holds: the probe then writes as much as a
+    /// large publish (and only then clears the failure).
     async fn ping(&self) -> StoreResult<()> {
+        /// A large event's worth of bytes.
+        const RECOVERY_PROBE_BYTES: i64 = 256 * 1024;
+        let failing = self.failing.load(Ordering::SeqCst);
+        let size = if failing { RECOVERY_PROBE_BYTES } else { 8 };
         self.writer
-            .write(Lane::Api, 1, |conn| {
+            .write(Lane::Api, 1, move |conn| {
                 conn.prepare_cached(
-                    "INSERT INTO settings (name, value) VALUES ('readiness_probe', randomblob(8))
+                    "INSERT INTO settings (name, value) VALUES ('readiness_probe', randomblob(?1))
                      ON CONFLICT (name) DO UPDATE SET value = excluded.value",
                 )
-                .and_then(|mut stmt| stmt.execute([]))
+                .and_then(|mut stmt| stmt.execute([size]))
                 .map(drop)
                 .map_err(unavailable)
             })
-            .await
+            .await?;
+        if failing {
+            self.failing.store(false, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     fn is_shared(&self) -> bool {
