@@ -13,8 +13,17 @@
 //! - `latency`: publish at a fixed rate and measure publish→receive time;
 //! - `backlog`: 1,000,000 deliveries pending for an unreachable endpoint:
 //!   RSS, then the drain rate once the endpoint comes back.
+//!
+//! Backends (`--backends`): `sqlite` (as above), `postgres` (one node on a
+//! fresh PostgreSQL database) and `postgres2` (two `herald serve` processes
+//! on one fresh database, the load split between them, one receiver). Each
+//! scenario runs on each backend in turn (`ceiling` once; `backlog` on
+//! SQLite only); SQLite rows keep their names, PostgreSQL rows are prefixed.
+//! PostgreSQL databases are created as `herald_bench_<random>` through the
+//! admin connection (`--database-url`) and dropped with `WITH (FORCE)`.
 
 mod load;
+mod pg;
 mod receiver;
 mod scenarios;
 mod server;
@@ -63,6 +72,70 @@ pub struct Args {
     /// Extra arguments for `herald serve` (e.g. "--durability=process").
     #[arg(long = "herald-arg", allow_hyphen_values = true)]
     pub herald_args: Vec<String>,
+    /// Storage backends to run each scenario on: sqlite, postgres (one
+    /// node), postgres2 (two nodes on one database).
+    #[arg(long, value_delimiter = ',', default_value = "sqlite", value_parser = Backend::parse)]
+    pub backends: Vec<Backend>,
+    /// PostgreSQL admin connection: creates and drops one fresh database per
+    /// PostgreSQL scenario (Herald connects to that database on the same server).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub database_url: String,
+    /// Offered rates (events/s) of the sustained phases on PostgreSQL.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000,2500,5000,7500,10000,12500,15000,17500,20000"
+    )]
+    pub postgres_rates: Vec<u64>,
+}
+
+/// Where Herald keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+    Postgres2,
+}
+
+impl Backend {
+    fn parse(name: &str) -> Result<Self, String> {
+        match name {
+            "sqlite" => Ok(Self::Sqlite),
+            "postgres" => Ok(Self::Postgres),
+            "postgres2" => Ok(Self::Postgres2),
+            other => Err(format!("unknown backend {other} (sqlite, postgres, postgres2)")),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::Postgres2 => "postgres2",
+        }
+    }
+
+    /// `herald serve` processes sharing the data.
+    pub fn nodes(self) -> usize {
+        match self {
+            Self::Sqlite | Self::Postgres => 1,
+            Self::Postgres2 => 2,
+        }
+    }
+
+    pub fn is_postgres(self) -> bool {
+        self != Self::Sqlite
+    }
+
+    /// Prefix of this backend's table rows (none for SQLite, so its rows
+    /// compare with earlier runs).
+    pub fn prefix(self) -> &'static str {
+        match self {
+            Self::Sqlite => "",
+            Self::Postgres => "PostgreSQL 1 node, ",
+            Self::Postgres2 => "PostgreSQL 2 nodes, ",
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {

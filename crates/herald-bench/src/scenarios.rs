@@ -8,10 +8,11 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use serde_json::json;
 
-use crate::Args;
 use crate::load::{self, HttpClient};
+use crate::pg::{Admin, WaitSampler};
 use crate::receiver::Receiver;
-use crate::server::{ADMIN_KEY, Herald, default_binary};
+use crate::server::{ADMIN_KEY, Herald, cpu_of, cpu_of_all, default_binary};
+use crate::{Args, Backend};
 
 struct Table {
     rows: Vec<[String; 3]>,
@@ -76,27 +77,106 @@ impl PublishShape {
     }
 }
 
-/// Starts Herald, makes a project, a key and one webhook to `target`.
+/// The Herald under test: one node (SQLite, or PostgreSQL) or several
+/// sharing one PostgreSQL database, with a project, a key and one webhook.
+struct Deployment {
+    nodes: Vec<Herald>,
+    key: String,
+    /// The fresh PostgreSQL database, if any.
+    database: Option<String>,
+}
+
+/// What PostgreSQL did for one scenario, read after Herald stopped.
+struct DbTotals {
+    commits: i64,
+    rollbacks: i64,
+}
+
+impl Deployment {
+    /// `path` on every node.
+    fn urls(&self, path: &str) -> Vec<String> {
+        self.nodes.iter().map(|node| format!("{}{path}", node.base)).collect()
+    }
+
+    fn base(&self) -> &str {
+        &self.nodes[0].base
+    }
+
+    /// (current, peak) RSS in MiB, summed over the nodes.
+    fn rss_mib(&self) -> anyhow::Result<(f64, f64)> {
+        let mut total = (0.0, 0.0);
+        for node in &self.nodes {
+            let (rss, peak) = node.rss_mib()?;
+            total = (total.0 + rss, total.1 + peak);
+        }
+        Ok(total)
+    }
+
+    fn cpu(&self) -> Duration {
+        self.nodes.iter().map(Herald::cpu).sum()
+    }
+
+    /// Stops every node; on PostgreSQL then reads the database's commit
+    /// count (backends flush their statistics as they exit) and drops it.
+    async fn stop(self, pg: Option<&Admin>) -> anyhow::Result<Option<DbTotals>> {
+        for node in self.nodes {
+            tokio::task::block_in_place(|| node.stop());
+        }
+        let (Some(database), Some(pg)) = (self.database, pg) else {
+            return Ok(None);
+        };
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (commits, rollbacks) = pg.commits(&database).await?;
+        pg.drop_database(&database).await?;
+        Ok(Some(DbTotals { commits, rollbacks }))
+    }
+}
+
+/// Starts Herald on `backend`, makes a project, a key and one webhook to `target`.
 async fn herald_with_webhook(
     args: &Args,
+    pg: Option<&Admin>,
+    backend: Backend,
     client: &HttpClient,
     target: &str,
     extra: &[&str],
-) -> anyhow::Result<(Herald, String)> {
+) -> anyhow::Result<Deployment> {
     let binary = args.herald.clone().unwrap_or_else(default_binary);
     let mut herald_args = args.herald_args.clone();
     herald_args.extend(extra.iter().map(|s| (*s).to_owned()));
-    let herald = tokio::task::block_in_place(|| Herald::start(&binary, &herald_args))?;
+    let mut deployment = Deployment {
+        nodes: Vec::new(),
+        key: String::new(),
+        database: None,
+    };
+    if backend.is_postgres() {
+        let pg = pg.context("PostgreSQL backends need the admin connection")?;
+        let (name, url) = pg.create_database().await?;
+        deployment.database = Some(name);
+        // One after the other: the first applies the migrations.
+        for node in 0..backend.nodes() {
+            let mut node_args = herald_args.clone();
+            node_args.extend(["--database-url".to_owned(), url.clone()]);
+            node_args.extend(["--node-name".to_owned(), format!("bench-{node}")]);
+            deployment
+                .nodes
+                .push(tokio::task::block_in_place(|| Herald::start(&binary, &node_args))?);
+        }
+    } else {
+        deployment
+            .nodes
+            .push(tokio::task::block_in_place(|| Herald::start(&binary, &herald_args))?);
+    }
+    let base = deployment.base().to_owned();
     let project = load::post_json(
         client,
-        &format!("{}/v1/projects", herald.base),
+        &format!("{base}/v1/projects"),
         ADMIN_KEY,
         json!({ "name": "bench" }),
     )
     .await?;
     let keys = format!(
-        "{}/v1/projects/{}/api_keys",
-        herald.base,
+        "{base}/v1/projects/{}/api_keys",
         project["id"].as_str().context("project id")?
     );
     let key = load::post_json(client, &keys, ADMIN_KEY, json!({})).await?["key"]
@@ -104,8 +184,62 @@ async fn herald_with_webhook(
         .context("key")?
         .to_owned();
     let webhook = json!({ "uri": target, "subscribed_events": ["*"] });
-    load::post_json(client, &format!("{}/v1/webhooks", herald.base), &key, webhook).await?;
-    Ok((herald, key))
+    load::post_json(client, &format!("{base}/v1/webhooks"), &key, webhook).await?;
+    deployment.key = key;
+    Ok(deployment)
+}
+
+/// Adds the "commits per event" row of a PostgreSQL scenario.
+fn commits_row(table: &mut Table, label: &str, totals: Option<DbTotals>, events: u64) {
+    if let Some(DbTotals { commits, rollbacks }) = totals {
+        table.add(
+            &format!("{label}: database commits per event"),
+            format!("{:.2}", commits as f64 / events.max(1) as f64),
+            &format!(
+                "{commits} commits (+{rollbacks} rollbacks) in the bench database for {events} events, whole scenario, read-only transactions included"
+            ),
+        );
+    }
+}
+
+/// Cheap counters around one PostgreSQL step: transactions that wrote,
+/// WAL, and CPU of Herald, of PostgreSQL and of this benchmark.
+struct Probe {
+    at: Instant,
+    xid: i64,
+    wal: i64,
+    herald: Duration,
+    postgres: Duration,
+    bench: Duration,
+}
+
+impl Probe {
+    async fn take(pg: &Admin, deployment: &Deployment) -> anyhow::Result<Self> {
+        let (xid, wal) = pg.counters().await?;
+        Ok(Self {
+            at: Instant::now(),
+            xid,
+            wal,
+            herald: deployment.cpu(),
+            postgres: cpu_of_all("postgres"),
+            bench: cpu_of(std::process::id()).unwrap_or_default(),
+        })
+    }
+
+    /// What happened between `self` and `later`, per event.
+    fn describe(&self, later: &Self, events: u64) -> String {
+        let seconds = later.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        let cores = |a: Duration, b: Duration| b.saturating_sub(a).as_secs_f64() / seconds;
+        let events = events.max(1) as f64;
+        format!(
+            "write xacts/event {:.2}, WAL {:.0} B/event (cluster-wide); CPU cores: herald {:.2}, postgres {:.2}, bench {:.2}",
+            (later.xid - self.xid) as f64 / events,
+            (later.wal - self.wal) as f64 / events,
+            cores(self.herald, later.herald),
+            cores(self.postgres, later.postgres),
+            cores(self.bench, later.bench),
+        )
+    }
 }
 
 async fn wait_for_count(receiver: &Receiver, target: u64, limit: Duration) -> anyhow::Result<Duration> {
@@ -122,7 +256,27 @@ async fn wait_for_count(receiver: &Receiver, target: u64, limit: Duration) -> an
     Ok(started.elapsed())
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map_or_else(
+        |_| "unknown".to_owned(),
+        |l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+    )
+}
+
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let pg = if args.backends.iter().any(|b| b.is_postgres()) {
+        Some(Admin::connect(&args.database_url).await?)
+    } else {
+        None
+    };
+    let result = run_scenarios(&args, pg.as_ref()).await;
+    if let Some(pg) = &pg {
+        pg.drop_all().await;
+    }
+    result
+}
+
+async fn run_scenarios(args: &Args, pg: Option<&Admin>) -> anyhow::Result<()> {
     let client = load::client();
     let mut table = Table { rows: Vec::new() };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
@@ -130,22 +284,85 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "herald-bench on {cpus} CPUs; publishers={} duration={:?}",
         args.publishers, args.duration
     );
+    let backends: Vec<&str> = args.backends.iter().map(|b| b.name()).collect();
+    let load_at_start = load_average();
+    if pg.is_some() {
+        println!(
+            "backends={}; PostgreSQL admin connection {}; load average {load_at_start}",
+            backends.join(","),
+            crate::pg::redact(&args.database_url)
+        );
+    }
     let mut ceiling = None;
     for scenario in args.scenarios.clone() {
-        println!("== {scenario}");
-        match scenario.as_str() {
-            "ceiling" => ceiling = Some(raw_ceiling(&args, &client, &mut table).await?),
-            "single" => throughput(&args, &client, &mut table, false, ceiling).await?,
-            "batch" => throughput(&args, &client, &mut table, true, ceiling).await?,
-            "latency" => latency(&args, &client, &mut table).await?,
-            "sustained-single" => sustained(&args, &client, &mut table, false, ceiling).await?,
-            "sustained-batch" => sustained(&args, &client, &mut table, true, ceiling).await?,
-            "backlog" => backlog(&args, &client, &mut table).await?,
-            other => bail!("unknown scenario {other}"),
+        if scenario == "ceiling" {
+            println!("== {scenario}");
+            ceiling = Some(raw_ceiling(args, &client, &mut table).await?);
+            continue;
+        }
+        for backend in args.backends.iter().copied() {
+            if backend.is_postgres() {
+                println!("== {scenario} [{}]", backend.name());
+            } else {
+                println!("== {scenario}");
+            }
+            let on = On { args, pg, backend };
+            let outcome = match scenario.as_str() {
+                "single" => throughput(&on, &client, &mut table, false, ceiling).await,
+                "batch" => throughput(&on, &client, &mut table, true, ceiling).await,
+                "latency" => latency(&on, &client, &mut table).await,
+                "sustained-single" => sustained(&on, &client, &mut table, false, ceiling).await,
+                "sustained-batch" => sustained(&on, &client, &mut table, true, ceiling).await,
+                "backlog" if backend.is_postgres() => {
+                    println!("  (backlog runs on SQLite only)");
+                    Ok(())
+                }
+                "backlog" => backlog(&on, &client, &mut table).await,
+                other => bail!("unknown scenario {other}"),
+            };
+            // On PostgreSQL a failed scenario is a row, and the run goes on
+            // (its nodes were killed when dropped; drop its database now).
+            match outcome {
+                Err(error) if backend.is_postgres() => {
+                    table.add(
+                        &format!("{}{scenario}", backend.prefix()),
+                        "FAILED".to_owned(),
+                        &format!("{error:#}"),
+                    );
+                    if let Some(pg) = pg {
+                        pg.drop_all().await;
+                    }
+                }
+                other => other?,
+            }
         }
     }
     table.print();
+    if pg.is_some() {
+        println!(
+            "\nload average (1, 5, 15 min): {load_at_start} at the start, {} at the end",
+            load_average()
+        );
+    }
     Ok(())
+}
+
+/// One scenario's setting: the arguments and the backend it runs on.
+struct On<'a> {
+    args: &'a Args,
+    pg: Option<&'a Admin>,
+    backend: Backend,
+}
+
+impl On<'_> {
+    async fn herald(&self, client: &HttpClient, target: &str, extra: &[&str]) -> anyhow::Result<Deployment> {
+        herald_with_webhook(self.args, self.pg, self.backend, client, target, extra).await
+    }
+
+    /// The PostgreSQL admin connection, on a PostgreSQL backend.
+    fn postgres(&self) -> Option<&Admin> {
+        self.pg.filter(|_| self.backend.is_postgres())
+    }
 }
 
 async fn raw_ceiling(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow::Result<f64> {
@@ -156,7 +373,15 @@ async fn raw_ceiling(args: &Args, client: &HttpClient, table: &mut Table) -> any
         "{{\"id\":\"evt_01JH000000000000000000000\",\"type\":\"batch.succeeded\",\"version\":\"v1\",\"timestamp\":\"2026-01-01T00:00:00.000Z\",\"data\":{}}}",
         event(1)["data"]
     ));
-    let (count, elapsed) = load::closed_loop(client, &url, None, args.publishers, args.duration, body).await?;
+    let (count, elapsed) = load::closed_loop(
+        client,
+        std::slice::from_ref(&url),
+        None,
+        args.publishers,
+        args.duration,
+        body,
+    )
+    .await?;
     receiver.stop();
     let rate = count as f64 / elapsed.as_secs_f64();
     table.add(
@@ -168,25 +393,36 @@ async fn raw_ceiling(args: &Args, client: &HttpClient, table: &mut Table) -> any
 }
 
 async fn throughput(
-    args: &Args,
+    on: &On<'_>,
     client: &HttpClient,
     table: &mut Table,
     batch: bool,
     ceiling: Option<f64>,
 ) -> anyhow::Result<()> {
+    let args = on.args;
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let (herald, key) = herald_with_webhook(args, client, &format!("http://{}/", receiver.addr), &[]).await?;
+    let herald = on.herald(client, &format!("http://{}/", receiver.addr), &[]).await?;
     let shape = PublishShape::new(args, batch);
-    let (label, body, per_request) = (shape.label, shape.body, shape.per_request);
-    let url = format!("{}{}", herald.base, shape.path);
+    let (body, per_request) = (shape.body, shape.per_request);
+    let label = format!("{}{}", on.backend.prefix(), shape.label);
+    let urls = herald.urls(shape.path);
+    let before = match on.postgres() {
+        Some(pg) => Some(Probe::take(pg, &herald).await?),
+        None => None,
+    };
     let started = Instant::now();
-    let (requests, elapsed) = load::closed_loop(client, &url, Some(&key), args.publishers, args.duration, body).await?;
+    let (requests, elapsed) =
+        load::closed_loop(client, &urls, Some(&herald.key), args.publishers, args.duration, body).await?;
     let delivered_in_window = receiver.count();
     let published = requests * per_request;
+    let probe = match (on.postgres(), &before) {
+        (Some(pg), Some(before)) => format!("; {}", before.describe(&Probe::take(pg, &herald).await?, published)),
+        _ => String::new(),
+    };
     let tail = wait_for_count(&receiver, published, Duration::from_secs(300)).await?;
     let total = started.elapsed();
     let (rss, peak) = herald.rss_mib()?;
-    herald.stop();
+    let totals = herald.stop(on.pg).await?;
     receiver.stop();
     let publish_rate = published as f64 / elapsed.as_secs_f64();
     let delivered_rate = delivered_in_window as f64 / elapsed.as_secs_f64();
@@ -194,7 +430,7 @@ async fn throughput(
     table.add(
         &format!("{label}: events published/s"),
         format!("{publish_rate:.0}"),
-        "HTTP publish, durably committed before 202",
+        &format!("HTTP publish, durably committed before 202{probe}"),
     );
     table.add(
         &format!("{label}: deliveries/s while publishing"),
@@ -218,6 +454,7 @@ async fn throughput(
         format!("{rss:.0} MiB ({peak:.0})"),
         "",
     );
+    commits_row(table, &label, totals, published);
     Ok(())
 }
 
@@ -226,35 +463,84 @@ async fn throughput(
 /// window, and the rest within one second after it. Reports each step and
 /// the highest sustained rate.
 async fn sustained(
-    args: &Args,
+    on: &On<'_>,
     client: &HttpClient,
     table: &mut Table,
     batch: bool,
     ceiling: Option<f64>,
 ) -> anyhow::Result<()> {
+    let args = on.args;
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let (herald, key) = herald_with_webhook(args, client, &format!("http://{}/", receiver.addr), &[]).await?;
+    let herald = on.herald(client, &format!("http://{}/", receiver.addr), &[]).await?;
     let shape = PublishShape::new(args, batch);
-    let (label, body, per_request) = (shape.label, shape.body, shape.per_request as usize);
-    let url = format!("{}{}", herald.base, shape.path);
+    let (body, per_request) = (shape.body, shape.per_request as usize);
+    let label = format!("{}{}", on.backend.prefix(), shape.label);
+    let urls = herald.urls(shape.path);
+    let sampler = match (on.postgres(), &herald.database) {
+        (Some(_), Some(database)) => Some(WaitSampler::start(&args.database_url, database).await?),
+        _ => None,
+    };
+    let rates = if on.backend.is_postgres() {
+        &args.postgres_rates
+    } else {
+        &args.rates
+    };
     let mut best = None;
-    for rate in args.rates.iter().copied() {
+    let mut events = 0;
+    for rate in rates.iter().copied() {
         let before = receiver.count();
-        let requests = load::paced(
+        let probe = match on.postgres() {
+            Some(pg) => Some(Probe::take(pg, &herald).await?),
+            None => None,
+        };
+        if let Some(sampler) = &sampler {
+            sampler.take();
+        }
+        let paced = load::paced(
             client,
-            &url,
-            &key,
+            &urls,
+            &herald.key,
             rate as f64 / per_request as f64,
             args.duration,
             body.clone(),
         )
         .await?;
-        let published = requests * per_request as u64;
+        let published = paced.ok * per_request as u64;
+        events += published;
         let in_window = receiver.count() - before;
-        let tail = wait_for_count(&receiver, before + published, Duration::from_secs(300)).await?;
-        let kept_up = tail <= Duration::from_secs(1) && in_window as f64 >= 0.95 * published as f64;
+        let mut extra = String::new();
+        if let (Some(pg), Some(probe)) = (on.postgres(), &probe) {
+            extra = format!("; {}", probe.describe(&Probe::take(pg, &herald).await?, published));
+        }
+        if let Some(sampler) = &sampler {
+            extra = format!("{extra}; {}", sampler.take());
+        }
+        if let Some(refusal) = &paced.first_refusal {
+            extra = format!("; {} publishes REFUSED, first: {refusal}{extra}", paced.refused);
+        }
+        if paced.unsent > 0 {
+            extra = format!(
+                "; GAVE UP on {} publishes (still behind 2 × the window + 5 s){extra}",
+                paced.unsent
+            );
+        }
+        let tail = wait_for_count(&receiver, before + published, Duration::from_secs(60)).await;
+        // Every offered event published (no refusals, nothing given up on),
+        // delivered in pace.
+        let kept_up = matches!(tail, Ok(tail) if tail <= Duration::from_secs(1))
+            && in_window as f64 >= 0.95 * published as f64
+            && paced.refused == 0
+            && paced.unsent == 0
+            && published as f64 >= 0.95 * rate as f64 * args.duration.as_secs_f64();
+        let cleared = match tail {
+            Ok(tail) => format!("backlog cleared {tail:.1?} after"),
+            Err(_) => format!(
+                "backlog of {} not cleared 60 s after",
+                (before + published).saturating_sub(receiver.count())
+            ),
+        };
         let note = format!(
-            "{:.0} delivered/s during the window, backlog cleared {tail:.1?} after; {}",
+            "{:.0} delivered/s during the window, {cleared}; {}{extra}",
             in_window as f64 / args.duration.as_secs_f64(),
             if kept_up { "sustained" } else { "NOT sustained" }
         );
@@ -268,8 +554,11 @@ async fn sustained(
         }
         best = Some(rate);
     }
+    if let Some(sampler) = sampler {
+        sampler.stop();
+    }
     let (rss, peak) = herald.rss_mib()?;
-    herald.stop();
+    let totals = herald.stop(on.pg).await?;
     receiver.stop();
     let best = best.unwrap_or(0);
     let ratio = ceiling.map_or(String::new(), |c| {
@@ -280,17 +569,32 @@ async fn sustained(
         format!("{best} events/s"),
         &format!("published and delivered{ratio}; RSS {rss:.0} MiB (peak {peak:.0})"),
     );
+    commits_row(table, &label, totals, events);
     Ok(())
 }
 
-async fn latency(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow::Result<()> {
+async fn latency(on: &On<'_>, client: &HttpClient, table: &mut Table) -> anyhow::Result<()> {
+    let args = on.args;
+    let prefix = on.backend.prefix();
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
     receiver.counters.track.store(true, Ordering::Relaxed);
-    let (herald, key) = herald_with_webhook(args, client, &format!("http://{}/", receiver.addr), &[]).await?;
-    let url = format!("{}/v1/events", herald.base);
-    let sent = load::open_loop(client, &url, &key, args.rate, args.duration, event_bytes()).await?;
+    let herald = on.herald(client, &format!("http://{}/", receiver.addr), &[]).await?;
+    let urls = herald.urls("/v1/events");
+    let probe = match on.postgres() {
+        Some(pg) => Some(Probe::take(pg, &herald).await?),
+        None => None,
+    };
+    let (sent, refused, first_refusal) =
+        load::open_loop(client, &urls, &herald.key, args.rate, args.duration, event_bytes()).await?;
     wait_for_count(&receiver, sent.len() as u64, Duration::from_secs(120)).await?;
-    herald.stop();
+    let probe = match (on.postgres(), &probe) {
+        (Some(pg), Some(before)) => format!(
+            "; {}",
+            before.describe(&Probe::take(pg, &herald).await?, sent.len() as u64)
+        ),
+        _ => String::new(),
+    };
+    let totals = herald.stop(on.pg).await?;
     let arrivals = receiver
         .counters
         .arrivals
@@ -318,35 +622,49 @@ async fn latency(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow:
             sent.len()
         );
     }
+    if latencies.is_empty() {
+        bail!(
+            "no publish was accepted ({refused} refused, first: {})",
+            first_refusal.as_deref().unwrap_or("none")
+        );
+    }
     latencies.sort();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q) as usize];
-    let note = format!("{} events at {}/s", latencies.len(), args.rate);
+    let mut note = format!("{} events at {}/s", latencies.len(), args.rate);
+    if let Some(refusal) = first_refusal {
+        note = format!("{note}; {refused} more publishes REFUSED, first: {refusal}");
+    }
     table.add(
-        "publish→receive latency p50",
+        &format!("{prefix}publish→receive latency p50"),
         format!("{:.2} ms", at(0.50).as_secs_f64() * 1e3),
         &note,
     );
     table.add(
-        "publish→receive latency p90",
+        &format!("{prefix}publish→receive latency p90"),
         format!("{:.2} ms", at(0.90).as_secs_f64() * 1e3),
         &note,
     );
     table.add(
-        "publish→receive latency p99",
+        &format!("{prefix}publish→receive latency p99"),
         format!("{:.2} ms", at(0.99).as_secs_f64() * 1e3),
         &note,
     );
     table.add(
-        "publish→receive latency max",
+        &format!("{prefix}publish→receive latency max"),
         format!("{:.2} ms", at(1.0).as_secs_f64() * 1e3),
-        &note,
+        &format!("{note}{probe}"),
     );
     let ack = |q: f64| acks[((acks.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
     table.add(
-        "publish → 202 (durable commit) p50 / p99",
+        &format!("{prefix}publish → 202 (durable commit) p50 / p99"),
         format!("{:.2} / {:.2} ms", ack(0.5), ack(0.99)),
-        "the producer's wait, fsync included",
+        if on.backend.is_postgres() {
+            "the producer's wait, synchronous_commit = on"
+        } else {
+            "the producer's wait, fsync included"
+        },
     );
+    commits_row(table, &format!("{prefix}latency run"), totals, sent.len() as u64);
     Ok(())
 }
 
@@ -360,20 +678,19 @@ async fn metric(client: &HttpClient, base: &str, name: &str) -> anyhow::Result<f
         .with_context(|| format!("metric {name} missing"))
 }
 
-async fn backlog(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow::Result<()> {
+async fn backlog(on: &On<'_>, client: &HttpClient, table: &mut Table) -> anyhow::Result<()> {
+    let args = on.args;
     // An endpoint that refuses connections: a port nobody listens on.
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let target = SocketAddr::from(([127, 0, 0, 1], port));
     // Retry every 5 s (no jitter) so the backlog is due again as soon as the
     // endpoint returns; the default schedule would wait minutes to hours.
     let schedule = vec!["5s"; 100].join(",");
-    let (herald, key) = herald_with_webhook(
-        args,
-        client,
-        &format!("http://{target}/"),
-        &["--retry-schedule", &schedule],
-    )
-    .await?;
+    let deployment = on
+        .herald(client, &format!("http://{target}/"), &["--retry-schedule", &schedule])
+        .await?;
+    let key = deployment.key.clone();
+    let herald = &deployment.nodes[0];
     let url = format!("{}/v1/events:batchCreate", herald.base);
     let batch = 1000.min(args.pending);
     let body = batch_bytes(batch);
@@ -434,7 +751,7 @@ async fn backlog(args: &Args, client: &HttpClient, table: &mut Table) -> anyhow:
     let until_first = wait_for_count(&receiver, 1, Duration::from_secs(60)).await?;
     let drain = wait_for_count(&receiver, published as u64, Duration::from_secs(1800)).await?;
     let (rss_after, _) = herald.rss_mib()?;
-    herald.stop();
+    deployment.stop(on.pg).await?;
     receiver.stop();
     table.add(
         "backlog: drain rate once the endpoint is back",

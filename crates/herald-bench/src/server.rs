@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -73,6 +74,44 @@ impl Herald {
             .status();
         let _ = self.child.wait();
     }
+
+    /// CPU time this process has used so far (user + system).
+    pub fn cpu(&self) -> Duration {
+        cpu_of(self.child.id()).unwrap_or_default()
+    }
+}
+
+/// A benchmark that fails half way must not leave Herald running.
+impl Drop for Herald {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// CPU time (user + system) of process `pid` so far, from /proc.
+pub fn cpu_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
+/// CPU time used so far by every process named `name` (e.g. all of
+/// PostgreSQL's backends, whoever they serve).
+pub fn cpu_of_all(name: &str) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim() == name))
+        .filter_map(cpu_of)
+        .sum()
 }
 
 /// `target/release/herald` next to this benchmark's own binary.
