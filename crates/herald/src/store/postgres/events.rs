@@ -28,8 +28,11 @@ use crate::domain::fanout::{self, Subscriber};
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
 use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishRequest, StoreError, StoreResult};
 
-/// Batches committed at once: each holds one pooled connection.
+/// Batches of small requests committed at once: each holds one pooled
+/// connection.
 const CONCURRENT_BATCHES: usize = 3;
+/// Batches of bulk requests committed at once.
+const BULK_CONCURRENT_BATCHES: usize = 1;
 /// Events in one batch at most (its requests are never split).
 const BATCH_EVENTS: usize = 2048;
 /// Requests waiting before callers feel back-pressure.
@@ -42,24 +45,35 @@ struct Pending {
     answer: oneshot::Sender<StoreResult<PublishOutcome>>,
 }
 
-/// The publishing side of the store: hands requests to the batch tasks.
+/// A request of more events than this is bulk: it goes through its own
+/// batch tasks, so one tenant's large batches never hold the connections
+/// and transactions that single publishes use.
+const BULK_EVENTS: usize = 16;
+
+/// The publishing side of the store: hands requests to the batch tasks,
+/// small and bulk requests each to their own.
 pub(super) struct Publisher {
-    jobs: mpsc::Sender<Pending>,
+    small: mpsc::Sender<Pending>,
+    bulk: mpsc::Sender<Pending>,
 }
 
 impl Publisher {
     pub(super) fn spawn(pool: Pool, work: Arc<Notify>) -> Self {
-        let (jobs, receiver) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(pool, receiver, work));
-        Self { jobs }
+        let (small, small_jobs) = mpsc::channel(QUEUE_CAPACITY);
+        let (bulk, bulk_jobs) = mpsc::channel(QUEUE_CAPACITY);
+        tokio::spawn(run(pool.clone(), small_jobs, Arc::clone(&work), CONCURRENT_BATCHES));
+        tokio::spawn(run(pool, bulk_jobs, work, BULK_CONCURRENT_BATCHES));
+        Self { small, bulk }
     }
 
     pub(super) async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome> {
         let (answer, answered) = oneshot::channel();
-        self.jobs
-            .send(Pending { request, answer })
-            .await
-            .map_err(|_| closed())?;
+        let lane = if request.events.len() > BULK_EVENTS {
+            &self.bulk
+        } else {
+            &self.small
+        };
+        lane.send(Pending { request, answer }).await.map_err(|_| closed())?;
         answered.await.map_err(|_| closed())?
     }
 }
@@ -70,8 +84,8 @@ fn closed() -> StoreError {
 
 /// Takes a permit first, then whatever waits: while every batch task is
 /// busy, requests pile up into a bigger next batch.
-async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>, work: Arc<Notify>) {
-    let permits = Arc::new(Semaphore::new(CONCURRENT_BATCHES));
+async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>, work: Arc<Notify>, concurrent: usize) {
+    let permits = Arc::new(Semaphore::new(concurrent));
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
             return;

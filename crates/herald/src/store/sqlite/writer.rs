@@ -18,6 +18,12 @@
 //! (publishes, API changes) fill the rest of it in arrival order up to a
 //! work budget. A flood of publishes therefore delays deliveries by at most
 //! one bounded transaction, instead of starving them.
+//!
+//! Bulk jobs (a batch of many events, whose fan-out may be thousands of
+//! rows) never share a transaction: each commits alone, alternating with
+//! transactions of small jobs. One tenant's batches therefore hold another
+//! tenant's single publish for at most one bulk job, not for every bulk job
+//! queued ahead of it.
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -121,28 +127,42 @@ fn closed() -> StoreError {
     StoreError::Unavailable("the database writer has stopped".into())
 }
 
+/// An API job costing more than this is bulk: it commits alone.
+const BULK_COST: usize = 16;
+
 /// Jobs taken off the channel, per lane, in arrival order.
 #[derive(Default)]
 struct Backlog {
     queue: VecDeque<Job>,
     api: VecDeque<Job>,
+    bulk: VecDeque<Job>,
+    /// Whether the last transaction was a bulk job's (small jobs go next).
+    bulk_went_last: bool,
 }
 
 impl Backlog {
     fn len(&self) -> usize {
-        self.queue.len() + self.api.len()
+        self.queue.len() + self.api.len() + self.bulk.len()
     }
 
     fn push(&mut self, job: Job) {
         match job.lane {
             Lane::Queue => self.queue.push_back(job),
+            Lane::Api if job.cost > BULK_COST => self.bulk.push_back(job),
             Lane::Api => self.api.push_back(job),
         }
     }
 
-    /// The next transaction: every queue job, then API jobs up to the budget.
+    /// The next transaction: every queue job, then either one bulk job or
+    /// small API jobs up to the budget, alternating when both wait.
     fn next_batch(&mut self, batch: &mut Vec<Job>) {
         batch.extend(self.queue.drain(..));
+        let bulk_turn = !self.bulk.is_empty() && (self.api.is_empty() || !self.bulk_went_last);
+        self.bulk_went_last = bulk_turn;
+        if bulk_turn {
+            batch.extend(self.bulk.pop_front());
+            return;
+        }
         let mut spent = 0;
         while let Some(job) = self.api.front() {
             if spent > 0 && spent + job.cost > API_BUDGET_PER_COMMIT {
@@ -182,6 +202,7 @@ fn run(conn: Connection, mut receiver: mpsc::Receiver<Job>, closing: &AtomicBool
         .queue
         .into_iter()
         .chain(backlog.api)
+        .chain(backlog.bulk)
         .chain(std::iter::from_fn(|| receiver.try_recv().ok()));
     for job in leftovers {
         let (_, reply) = (job.work)(None);
