@@ -46,6 +46,9 @@ use crate::store::{
     ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Release, Store, StoreResult,
 };
 
+/// The least pause after a claim that found nothing although work was due.
+const EMPTY_CLAIM_PAUSE: Duration = Duration::from_millis(5);
+
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub max_in_flight: usize,
@@ -163,8 +166,12 @@ impl Dispatcher {
         while !shutdown.is_cancelled() {
             let pause = match self.claim().await {
                 Ok((jobs, next_due)) => {
+                    let claimed = !jobs.is_empty();
                     let _ = self.start(jobs, &mut tasks, &outcomes);
-                    self.pause_until(next_due)
+                    let pause = self.pause_until(next_due);
+                    // Work is due but none could be taken (another node holds
+                    // it, or a race): do not spin on empty claims.
+                    if claimed { pause } else { pause.max(EMPTY_CLAIM_PAUSE) }
                 }
                 Err(error) => {
                     tracing::error!(%error, "claiming deliveries failed; retrying in 1s");

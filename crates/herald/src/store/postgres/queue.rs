@@ -1,12 +1,12 @@
 //! The delivery queue on PostgreSQL: claim, complete, release, stats, and
 //! ending a dead node's leases.
 //!
-//! Claim (one short transaction): lock due webhooks `FOR UPDATE SKIP
-//! LOCKED` (two nodes never claim for one webhook at once, and neither
-//! waits for the other), count each one's unexpired leases across all
-//! nodes (the per-endpoint cap holds globally), lease its oldest due
-//! deliveries `FOR UPDATE SKIP LOCKED` under a fresh token and this
-//! node's id, recompute the webhooks' hints, commit. The HTTP work happens
+//! Claim (one short transaction): pick due webhooks, lock their rows in id
+//! order (two nodes never claim for one webhook at once; a publish holding
+//! a row is waited for, briefly), count each one's unexpired leases across
+//! all nodes (the per-endpoint cap holds globally), lease its oldest due
+//! deliveries `FOR UPDATE SKIP LOCKED` under a fresh token and this node's
+//! id, recompute the webhooks' hints, commit. The HTTP work happens
 //! after the commit; completions are fenced by the token.
 
 use std::collections::{HashMap, HashSet};
@@ -44,19 +44,44 @@ pub(super) async fn claim(
         .filter(|(_, left)| **left == 0)
         .map(|(id, _)| id.to_string())
         .collect();
+    // Candidates first, oldest due first, without locks; then their rows
+    // are locked in id order, waiting for (not skipping) a publisher or
+    // another node that holds one. Every writer of webhook rows locks them
+    // in id order, so this cannot deadlock; and waiting, rather than
+    // skipping, means a hot webhook whose row some publish always holds is
+    // still claimed. The conditions are checked again on the locked rows.
     let stmt = client
         .prepare_cached(
-            "SELECT w.id, w.uri FROM webhooks w
-             WHERE w.next_due_at <= $1 AND w.state = 'enabled' AND w.delete_time IS NULL AND NOT (w.id = ANY($2))
-             ORDER BY w.next_due_at LIMIT $3
-             FOR NO KEY UPDATE OF w SKIP LOCKED",
+            "SELECT id FROM webhooks
+             WHERE next_due_at <= $1 AND state = 'enabled' AND delete_time IS NULL AND NOT (id = ANY($2))
+             ORDER BY next_due_at LIMIT $3",
         )
         .await
         .map_err(store_error)?;
-    let endpoints = client
+    let candidates: Vec<String> = client
         .query(&stmt, &[&now, &saturated, &ENDPOINTS_PER_CLAIM])
         .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| get::<String>(row, 0))
+        .collect::<StoreResult<_>>()?;
+    let stmt = client
+        .prepare_cached(
+            "SELECT id, uri FROM webhooks
+             WHERE id = ANY($1) AND next_due_at <= $2 AND state = 'enabled' AND delete_time IS NULL
+             ORDER BY id FOR NO KEY UPDATE",
+        )
+        .await
         .map_err(store_error)?;
+    let mut endpoints = client.query(&stmt, &[&candidates, &now]).await.map_err(store_error)?;
+    // Visit them oldest due first, as the candidates came.
+    let position: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
+    endpoints.sort_by_key(|row| {
+        row.try_get::<_, &str>(0)
+            .ok()
+            .and_then(|id| position.get(id).copied())
+            .unwrap_or(usize::MAX)
+    });
     // Counted in a statement of its own, after the locks are held: under
     // READ COMMITTED a new statement sees the leases another node committed
     // just before we took its webhook's lock (a count in the locking
