@@ -82,10 +82,20 @@ pub fn redact_url(url: &str) -> String {
 /// The pool every query of this node goes through. Sessions commit with
 /// `synchronous_commit = on` whatever the server's default: an
 /// acknowledged write must be durable.
-pub(super) fn pool(mut config: tokio_postgres::Config, size: usize, node_name: &str) -> StoreResult<Pool> {
+/// `durable: false` makes a pool whose sessions commit asynchronously, for
+/// what is not data (scheduling hints; see `hints`).
+pub(super) fn pool(
+    mut config: tokio_postgres::Config,
+    size: usize,
+    node_name: &str,
+    durable: bool,
+) -> StoreResult<Pool> {
+    let synchronous = if durable { "on" } else { "off" };
     config
         .application_name(format!("herald {node_name}"))
-        .options("-c synchronous_commit=on -c idle_in_transaction_session_timeout=60000")
+        .options(format!(
+            "-c synchronous_commit={synchronous} -c idle_in_transaction_session_timeout=60000"
+        ))
         .connect_timeout(CONNECT_TIMEOUT)
         .keepalives(true)
         .keepalives_idle(Duration::from_secs(30));

@@ -21,6 +21,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 
 use super::connect::{is_retryable, pool_error, store_error};
+use super::hints;
 use super::queue::attempt_from_row;
 use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
@@ -58,11 +59,15 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub(super) fn spawn(pool: Pool, work: Arc<Notify>) -> Self {
+    pub(super) fn spawn(pool: Pool, hint_pool: Pool, work: Arc<Notify>) -> Self {
         let (small, small_jobs) = mpsc::channel(QUEUE_CAPACITY);
         let (bulk, bulk_jobs) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(run(pool.clone(), small_jobs, Arc::clone(&work), CONCURRENT_BATCHES));
-        tokio::spawn(run(pool, bulk_jobs, work, BULK_CONCURRENT_BATCHES));
+        let pools = Pools {
+            data: pool,
+            hints: hint_pool,
+        };
+        tokio::spawn(run(pools.clone(), small_jobs, Arc::clone(&work), CONCURRENT_BATCHES));
+        tokio::spawn(run(pools, bulk_jobs, work, BULK_CONCURRENT_BATCHES));
         Self { small, bulk }
     }
 
@@ -84,7 +89,14 @@ fn closed() -> StoreError {
 
 /// Takes a permit first, then whatever waits: while every batch task is
 /// busy, requests pile up into a bigger next batch.
-async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>, work: Arc<Notify>, concurrent: usize) {
+/// The data pool, and the hint pool for after commits.
+#[derive(Clone)]
+struct Pools {
+    data: Pool,
+    hints: Pool,
+}
+
+async fn run(pools: Pools, mut receiver: mpsc::Receiver<Pending>, work: Arc<Notify>, concurrent: usize) {
     let permits = Arc::new(Semaphore::new(concurrent));
     loop {
         let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
@@ -102,15 +114,15 @@ async fn run(pool: Pool, mut receiver: mpsc::Receiver<Pending>, work: Arc<Notify
                 Err(_) => break,
             }
         }
-        let (pool, work) = (pool.clone(), Arc::clone(&work));
+        let (pools, work) = (pools.clone(), Arc::clone(&work));
         tokio::spawn(async move {
-            commit(&pool, batch, &work).await;
+            commit(&pools, batch, &work).await;
             drop(permit);
         });
     }
 }
 
-async fn commit(pool: &Pool, batch: Vec<Pending>, work: &Notify) {
+async fn commit(pools: &Pools, batch: Vec<Pending>, work: &Notify) {
     metrics::histogram!("herald_store_commit_batch_size").record(batch.len() as f64);
     // A key used twice in one batch: the later uses go after the commit,
     // and find the first's record.
@@ -122,13 +134,14 @@ async fn commit(pool: &Pool, batch: Vec<Pending>, work: &Notify) {
                 Some(key) => seen.insert((pending.request.project_id, key.key.clone())),
                 None => true,
             });
-    commit_together(pool, first, work).await;
+    commit_together(pools, first, work).await;
     for pending in later {
-        commit_together(pool, vec![pending], work).await;
+        commit_together(pools, vec![pending], work).await;
     }
 }
 
-async fn commit_together(pool: &Pool, batch: Vec<Pending>, work: &Notify) {
+async fn commit_together(pools: &Pools, batch: Vec<Pending>, work: &Notify) {
+    let (pool, hint_pool) = (&pools.data, &pools.hints);
     let requests: Vec<&PublishRequest> = batch.iter().map(|p| &p.request).collect();
     let mut result = Err(Attempt::Failed(closed()));
     for _ in 0..RACE_RETRIES {
@@ -138,7 +151,8 @@ async fn commit_together(pool: &Pool, batch: Vec<Pending>, work: &Notify) {
         }
     }
     match result {
-        Ok(outcomes) => {
+        Ok((outcomes, due)) => {
+            hints::lower_after_commit(hint_pool, &due).await;
             if outcomes
                 .iter()
                 .any(|o| matches!(o, Ok(PublishOutcome::Published { deliveries }) if *deliveries > 0usize))
@@ -169,7 +183,7 @@ async fn commit_together(pool: &Pool, batch: Vec<Pending>, work: &Notify) {
         Err(_) => {
             // One request per transaction, so a bad one fails alone.
             for pending in batch {
-                Box::pin(commit_together(pool, vec![pending], work)).await;
+                Box::pin(commit_together(pools, vec![pending], work)).await;
             }
         }
     }
@@ -201,7 +215,12 @@ fn classify(error: tokio_postgres::Error) -> Attempt {
 }
 
 /// One transaction for every request in `requests`; one outcome each.
-async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<StoreResult<PublishOutcome>>, Attempt> {
+/// Also returns the hints to lower after the commit (see `hints`).
+#[allow(clippy::type_complexity)]
+async fn publish_set(
+    pool: &Pool,
+    requests: &[&PublishRequest],
+) -> Result<(Vec<StoreResult<PublishOutcome>>, HashMap<WebhookId, i64>), Attempt> {
     let mut client = pool.get().await.map_err(|e| Attempt::Unreachable(pool_error(e)))?;
     let tx = client.transaction().await.map_err(classify)?;
 
@@ -339,50 +358,16 @@ async fn publish_set(pool: &Pool, requests: &[&PublishRequest]) -> Result<Vec<St
         }
     }
     if !due.is_empty() {
-        lower_due_hints(&tx, &due).await.map_err(classify)?;
         tx.execute("SELECT pg_notify('herald_work', '')", &[])
             .await
             .map_err(classify)?;
     }
     tx.commit().await.map_err(classify)?;
-    Ok(outcomes
+    let outcomes = outcomes
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err(closed())))
-        .collect())
-}
-
-/// Makes each webhook's hint no later than its instant.
-///
-/// Every listed webhook row is locked (`FOR NO KEY UPDATE`, in id order),
-/// even one whose hint already looks early enough: a claim on another
-/// connection may be recomputing that hint right now from a snapshot that
-/// cannot see this transaction's deliveries, and would raise it past them.
-/// Waiting for the claim's lock and re-reading the row after it commits
-/// closes that race: a locking read returns the row's newest version, so
-/// the comparison uses `locked.current`, never the statement's snapshot
-/// (which would still show the hint from before the claim raised it). Id order means concurrent publishers
-/// and completers never deadlock; `NO KEY UPDATE` does not conflict with the
-/// `KEY SHARE` locks that inserting deliveries takes on the same rows.
-pub(super) async fn lower_due_hints(
-    client: &impl GenericClient,
-    due: &HashMap<WebhookId, i64>,
-) -> Result<(), tokio_postgres::Error> {
-    let mut pairs: Vec<(String, i64)> = due.iter().map(|(w, at)| (w.to_string(), *at)).collect();
-    pairs.sort();
-    let (ids, ats): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
-    client
-        .execute(
-            "WITH wanted AS (SELECT * FROM UNNEST($1::text[], $2::int8[]) AS u(id, at)),
-                  locked AS (
-                    SELECT w.id, wanted.at, w.next_due_at AS current FROM webhooks w JOIN wanted ON wanted.id = w.id
-                    WHERE w.state = 'enabled' AND w.delete_time IS NULL
-                    ORDER BY w.id FOR NO KEY UPDATE OF w)
-             UPDATE webhooks w SET next_due_at = LEAST(COALESCE(w.next_due_at, locked.at), locked.at)
-             FROM locked WHERE w.id = locked.id AND (locked.current IS NULL OR locked.current > locked.at)",
-            &[&ids, &ats],
-        )
-        .await?;
-    Ok(())
+        .collect();
+    Ok((outcomes, due))
 }
 
 #[derive(Default)]

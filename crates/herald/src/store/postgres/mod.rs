@@ -12,6 +12,7 @@
 
 mod connect;
 mod events;
+mod hints;
 mod listener;
 mod migrations;
 mod nodes;
@@ -59,6 +60,8 @@ pub struct PostgresOptions {
 
 pub struct PostgresStore {
     pool: Pool,
+    /// Asynchronous-commit sessions for scheduling hints (see `hints`).
+    hint_pool: Pool,
     publisher: events::Publisher,
     /// Notified by this node's publishes and by `LISTEN` (other nodes').
     work: Arc<Notify>,
@@ -84,7 +87,8 @@ impl PostgresStore {
     /// heartbeats.
     pub async fn open(options: &PostgresOptions, clock: SharedClock) -> StoreResult<Arc<Self>> {
         let config = connect::parse(&options.url).map_err(StoreError::Unavailable)?;
-        let pool = connect::pool(config.clone(), options.pool_size, &options.node_name)?;
+        let pool = connect::pool(config.clone(), options.pool_size, &options.node_name, true)?;
+        let hint_pool = connect::pool(config.clone(), 2, &options.node_name, false)?;
         wait_for_server(&pool, &options.url, None).await?;
         {
             let mut client = pool.get().await.map_err(pool_error)?;
@@ -102,6 +106,7 @@ impl PostgresStore {
         }
         let node = Node::new(options.node_name.clone());
         let resumed = nodes::register(&pool, &node, &clock).await?;
+        hints::repair(&pool).await?;
         if resumed > 0 {
             tracing::warn!(resumed, node = %node.name, "resumed deliveries this node had in flight when it last stopped");
         }
@@ -111,6 +116,7 @@ impl PostgresStore {
             tokio::spawn(listener::run(config, Arc::clone(&work), stop.child_token())),
             tokio::spawn(nodes::run(
                 pool.clone(),
+                hint_pool.clone(),
                 node.clone(),
                 options.heartbeat,
                 options.node_timeout,
@@ -120,8 +126,9 @@ impl PostgresStore {
         ];
         tracing::info!(url = %redact_url(&options.url), node = %node.name, "using PostgreSQL");
         Ok(Arc::new(Self {
-            publisher: events::Publisher::spawn(pool.clone(), Arc::clone(&work)),
+            publisher: events::Publisher::spawn(pool.clone(), hint_pool.clone(), Arc::clone(&work)),
             pool,
+            hint_pool,
             work,
             node,
             clock,
@@ -170,7 +177,7 @@ async fn wait_for_server(pool: &Pool, url: &str, tries: Option<u32>) -> StoreRes
 /// `herald migrate`: applies pending migrations and returns the version.
 pub(crate) async fn migrate_only(options: &PostgresOptions) -> StoreResult<i64> {
     let config = connect::parse(&options.url).map_err(StoreError::Unavailable)?;
-    let pool = connect::pool(config, 2, &options.node_name)?;
+    let pool = connect::pool(config, 2, &options.node_name, true)?;
     wait_for_server(&pool, &options.url, Some(5)).await?;
     let mut client = pool.get().await.map_err(pool_error)?;
     migrations::migrate(&mut client).await
@@ -287,20 +294,33 @@ impl EventStore for PostgresStore {
 impl DeliveryQueue for PostgresStore {
     async fn claim(&self, request: ClaimRequest) -> StoreResult<ClaimedBatch> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        in_transaction!(self, |tx| queue::claim(&tx, &request, token, &self.node.id).await?)
+        let (batch, visited) = in_transaction!(self, |tx| {
+            queue::asynchronous_commit(&tx).await?;
+            queue::claim(&tx, &request, token, &self.node.id).await?
+        })?;
+        hints::recheck_after_commit(&self.hint_pool, &visited).await;
+        Ok(batch)
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
-        in_transaction!(self, |tx| queue::complete(&tx, &completions).await?)
+        let (results, due) = in_transaction!(self, |tx| {
+            queue::asynchronous_commit(&tx).await?;
+            queue::complete(&tx, &completions).await?
+        })?;
+        hints::lower_after_commit(&self.hint_pool, &due).await;
+        Ok(results)
     }
 
     async fn release(&self, releases: Vec<Release>, now: Timestamp) -> StoreResult<()> {
-        in_transaction!(self, |tx| {
-            queue::release(&tx, &releases, now).await?;
+        let due = in_transaction!(self, |tx| {
+            let due = queue::release(&tx, &releases, now).await?;
             tx.execute("SELECT pg_notify('herald_work', '')", &[])
                 .await
                 .map_err(store_error)?;
-        })
+            due
+        })?;
+        hints::lower_after_commit(&self.hint_pool, &due).await;
+        Ok(())
     }
 
     async fn queue_stats(&self, now: Timestamp) -> StoreResult<QueueStats> {
@@ -342,5 +362,6 @@ impl Store for PostgresStore {
             tracing::warn!(%error, "could not deregister this node; the others will notice it is gone");
         }
         self.pool.close();
+        self.hint_pool.close();
     }
 }

@@ -149,8 +149,10 @@ pub(super) async fn reap(pool: &Pool, node: &Node, timeout: Duration, clock: &Sh
 }
 
 /// Heartbeats and failover checks every `interval` until `stop`.
+/// Also repairs scheduling hints every `hints::REPAIR_EVERY` beats.
 pub(super) async fn run(
     pool: Pool,
+    hint_pool: Pool,
     node: Node,
     interval: Duration,
     timeout: Duration,
@@ -160,10 +162,17 @@ pub(super) async fn run(
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut beats: u64 = 0;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        beats += 1;
+        if beats.is_multiple_of(super::hints::REPAIR_EVERY)
+            && let Err(error) = super::hints::repair(&hint_pool).await
+        {
+            tracing::debug!(%error, "hint repair sweep failed; will retry");
         }
         let beat = match pool.get().await {
             Ok(client) => heartbeat(&client, &node).await,

@@ -1,9 +1,9 @@
 //! The delivery queue on PostgreSQL: claim, complete, release, stats, and
 //! ending a dead node's leases.
 //!
-//! Claim (one short transaction): pick due webhooks, lock their rows in id
-//! order (two nodes never claim for one webhook at once; a publish holding
-//! a row is waited for, briefly), count each one's unexpired leases across
+//! Claim (one short transaction): lock due webhooks `FOR NO KEY UPDATE
+//! SKIP LOCKED` (two nodes never claim for one webhook at once, and neither
+//! waits for the other), count each one's unexpired leases across
 //! all nodes (the per-endpoint cap holds globally), lease its oldest due
 //! deliveries `FOR UPDATE SKIP LOCKED` under a fresh token and this node's
 //! id, recompute the webhooks' hints, commit. The HTTP work happens
@@ -17,7 +17,7 @@ use bytes::Bytes;
 use deadpool_postgres::GenericClient;
 
 use super::connect::store_error;
-use super::events::lower_due_hints;
+use super::hints;
 use super::rows::{count, get, parsed, parsed_opt, timestamp};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{
@@ -36,7 +36,7 @@ pub(super) async fn claim(
     request: &ClaimRequest,
     token: LeaseToken,
     node: &str,
-) -> StoreResult<ClaimedBatch> {
+) -> StoreResult<(ClaimedBatch, Vec<String>)> {
     let now = request.now.as_millis();
     let room: HashMap<WebhookId, u32> = request.room.iter().copied().collect();
     let saturated: Vec<String> = room
@@ -44,44 +44,22 @@ pub(super) async fn claim(
         .filter(|(_, left)| **left == 0)
         .map(|(id, _)| id.to_string())
         .collect();
-    // Candidates first, oldest due first, without locks; then their rows
-    // are locked in id order, waiting for (not skipping) a publisher or
-    // another node that holds one. Every writer of webhook rows locks them
-    // in id order, so this cannot deadlock; and waiting, rather than
-    // skipping, means a hot webhook whose row some publish always holds is
-    // still claimed. The conditions are checked again on the locked rows.
+    // Two nodes never claim for one webhook at once: the second skips it
+    // (its work is taken by the first). Publishes do not lock webhook rows
+    // (see `hints`), so a hot webhook is not skipped for a publish.
     let stmt = client
         .prepare_cached(
-            "SELECT id FROM webhooks
-             WHERE next_due_at <= $1 AND state = 'enabled' AND delete_time IS NULL AND NOT (id = ANY($2))
-             ORDER BY next_due_at LIMIT $3",
+            "SELECT w.id, w.uri FROM webhooks w
+             WHERE w.next_due_at <= $1 AND w.state = 'enabled' AND w.delete_time IS NULL AND NOT (w.id = ANY($2))
+             ORDER BY w.next_due_at LIMIT $3
+             FOR NO KEY UPDATE OF w SKIP LOCKED",
         )
         .await
         .map_err(store_error)?;
-    let candidates: Vec<String> = client
+    let endpoints = client
         .query(&stmt, &[&now, &saturated, &ENDPOINTS_PER_CLAIM])
         .await
-        .map_err(store_error)?
-        .iter()
-        .map(|row| get::<String>(row, 0))
-        .collect::<StoreResult<_>>()?;
-    let stmt = client
-        .prepare_cached(
-            "SELECT id, uri FROM webhooks
-             WHERE id = ANY($1) AND next_due_at <= $2 AND state = 'enabled' AND delete_time IS NULL
-             ORDER BY id FOR NO KEY UPDATE",
-        )
-        .await
         .map_err(store_error)?;
-    let mut endpoints = client.query(&stmt, &[&candidates, &now]).await.map_err(store_error)?;
-    // Visit them oldest due first, as the candidates came.
-    let position: HashMap<&str, usize> = candidates.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    endpoints.sort_by_key(|row| {
-        row.try_get::<_, &str>(0)
-            .ok()
-            .and_then(|id| position.get(id).copied())
-            .unwrap_or(usize::MAX)
-    });
     // Counted in a statement of its own, after the locks are held: under
     // READ COMMITTED a new statement sees the leases another node committed
     // just before we took its webhook's lock (a count in the locking
@@ -244,10 +222,31 @@ pub(super) async fn claim(
         .await
         .map_err(store_error)?;
     let next_due: Option<i64> = get(&client.query_one(&stmt, &[&capped]).await.map_err(store_error)?, 0)?;
-    Ok(ClaimedBatch {
-        jobs,
-        next_due: next_due.map(Timestamp::from_millis),
-    })
+    Ok((
+        ClaimedBatch {
+            jobs,
+            next_due: next_due.map(Timestamp::from_millis),
+        },
+        visited,
+    ))
+}
+
+/// Claims and completions commit without waiting for their WAL flush
+/// (`synchronous_commit = off` for that transaction only). Publishes never
+/// do. Failure policy: a server crash can lose the last few milliseconds
+/// of claims and completions; a lost claim leaves its deliveries pending,
+/// a lost completion leaves its delivery leased until its node is declared
+/// dead or restarts; either way the delivery is attempted again
+/// (at-least-once: a possible duplicate, never a loss), and the attempt is
+/// logged as `interrupted`. In exchange the webhook row a claim locks is
+/// held for a round trip, not an fsync.
+pub(super) async fn asynchronous_commit(client: &impl GenericClient) -> StoreResult<()> {
+    let stmt = client
+        .prepare_cached("SET LOCAL synchronous_commit = off")
+        .await
+        .map_err(store_error)?;
+    client.execute(&stmt, &[]).await.map_err(store_error)?;
+    Ok(())
 }
 
 async fn load_payloads(client: &impl GenericClient, ids: Vec<String>) -> StoreResult<HashMap<String, Bytes>> {
@@ -354,10 +353,11 @@ async fn insert_attempts(
     Ok(())
 }
 
+/// Returns the results and the hints to lower after the commit.
 pub(super) async fn complete(
     client: &impl GenericClient,
     completions: &[Completion],
-) -> StoreResult<Vec<CompletionResult>> {
+) -> StoreResult<(Vec<CompletionResult>, HashMap<WebhookId, i64>)> {
     // The attempt happened whatever became of the lease: always log it.
     let (logged, records): (Vec<String>, Vec<AttemptRecord>) = completions
         .iter()
@@ -439,15 +439,17 @@ pub(super) async fn complete(
         }
         results.push(CompletionResult::Applied);
     }
-    if !due.is_empty() {
-        lower_due_hints(client, &due).await.map_err(store_error)?;
-    }
-    Ok(results)
+    Ok((results, due))
 }
 
-pub(super) async fn release(client: &impl GenericClient, releases: &[Release], now: Timestamp) -> StoreResult<()> {
+/// Returns the hints to lower after the commit.
+pub(super) async fn release(
+    client: &impl GenericClient,
+    releases: &[Release],
+    now: Timestamp,
+) -> StoreResult<HashMap<WebhookId, i64>> {
     if releases.is_empty() {
-        return Ok(());
+        return Ok(HashMap::new());
     }
     let ids: Vec<String> = releases.iter().map(|r| r.delivery_id.to_string()).collect();
     let tokens: Vec<i64> = releases.iter().map(|r| r.lease.0).collect();
@@ -478,8 +480,7 @@ pub(super) async fn release(client: &impl GenericClient, releases: &[Release], n
     if !logged.is_empty() {
         insert_attempts(client, &logged, &records, false).await?;
     }
-    lower_due_hints(client, &due).await.map_err(store_error)?;
-    Ok(())
+    Ok(due)
 }
 
 /// Ends every lease `node` holds: each attempt is logged `interrupted` and
@@ -505,7 +506,9 @@ pub(super) async fn end_node_leases(client: &impl GenericClient, node: &str, now
     }
     if !ids.is_empty() {
         insert_attempts(client, &ids, &records, false).await?;
-        lower_due_hints(client, &due).await.map_err(store_error)?;
+        // Rare (failover, restart): lowered in the transaction; a race
+        // with a claim is fixed by the repair sweep.
+        hints::lower(client, &due).await.map_err(store_error)?;
         client
             .execute("SELECT pg_notify('herald_work', '')", &[])
             .await

@@ -1,0 +1,129 @@
+//! The scheduling hint (`webhooks.next_due_at`) on a shared database.
+//!
+//! The hint is a lower bound of a webhook's earliest unfinished delivery.
+//! A claim recomputes it from its own snapshot, which cannot see a
+//! concurrent publish's uncommitted deliveries, and may raise it past them.
+//! Rather than making every publish lock the webhook row until its commit
+//! (which serialised publishes and claims on a hot webhook), both sides
+//! fix the hint *after* they commit, each with a fresh snapshot:
+//!
+//! - a publish (or a completion scheduling a retry, or a release) lowers
+//!   the hints of its webhooks after its commit: if a claim already raised
+//!   one, this sees it and lowers it back;
+//! - a claim, after its commit, lowers each visited webhook's hint to the
+//!   earliest unfinished delivery now visible: if a publish committed after
+//!   the claim's snapshot, this sees its deliveries.
+//!
+//! Whichever of the two commits last, the later check sees the other's
+//! commit, so no update is lost. These statements run on a small pool of
+//! their own whose sessions commit asynchronously: a hint is not data, and
+//! [`repair`] (at node start and every `REPAIR_EVERY` heartbeats) recomputes
+//! any hint a crash between a commit and its check left too high.
+
+use std::collections::HashMap;
+
+use deadpool_postgres::{GenericClient, Pool};
+
+use super::connect::{pool_error, store_error};
+use crate::domain::WebhookId;
+use crate::store::StoreResult;
+
+/// Heartbeats between two repair sweeps.
+pub(super) const REPAIR_EVERY: u64 = 30;
+
+/// Makes each webhook's hint no later than its instant. Only rows whose
+/// hint must move are locked, in id order, so concurrent callers never
+/// deadlock; the comparison uses the locked (newest) row version.
+pub(super) async fn lower(
+    client: &impl GenericClient,
+    due: &HashMap<WebhookId, i64>,
+) -> Result<(), tokio_postgres::Error> {
+    if due.is_empty() {
+        return Ok(());
+    }
+    let mut pairs: Vec<(String, i64)> = due.iter().map(|(w, at)| (w.to_string(), *at)).collect();
+    pairs.sort();
+    let (ids, ats): (Vec<String>, Vec<i64>) = pairs.into_iter().unzip();
+    let stmt = client
+        .prepare_cached(
+            "WITH wanted AS (SELECT * FROM UNNEST($1::text[], $2::int8[]) AS u(id, at)),
+                  locked AS (
+                    SELECT w.id, wanted.at, w.next_due_at AS current FROM webhooks w JOIN wanted ON wanted.id = w.id
+                    WHERE w.state = 'enabled' AND w.delete_time IS NULL
+                      AND (w.next_due_at IS NULL OR w.next_due_at > wanted.at)
+                    ORDER BY w.id FOR NO KEY UPDATE OF w)
+             UPDATE webhooks w SET next_due_at = LEAST(COALESCE(w.next_due_at, locked.at), locked.at)
+             FROM locked WHERE w.id = locked.id AND (locked.current IS NULL OR locked.current > locked.at)",
+        )
+        .await?;
+    client.execute(&stmt, &[&ids, &ats]).await?;
+    Ok(())
+}
+
+/// After a claim: lowers each webhook's hint to its earliest unfinished
+/// delivery as now visible.
+pub(super) async fn recheck(client: &impl GenericClient, webhooks: &[String]) -> Result<(), tokio_postgres::Error> {
+    if webhooks.is_empty() {
+        return Ok(());
+    }
+    let stmt = client
+        .prepare_cached(
+            "SELECT webhook_id, MIN(next_attempt_at) FROM deliveries
+             WHERE webhook_id = ANY($1) AND next_attempt_at IS NOT NULL GROUP BY webhook_id",
+        )
+        .await?;
+    let mut due = HashMap::new();
+    for row in client.query(&stmt, &[&webhooks]).await? {
+        let (id, at): (&str, i64) = (row.try_get(0)?, row.try_get(1)?);
+        if let Some(id) = WebhookId::parse(id) {
+            due.insert(id, at);
+        }
+    }
+    lower(client, &due).await
+}
+
+/// Runs `lower` on the hint pool after a commit. Failure policy: logged;
+/// the next repair sweep fixes a hint left too high.
+pub(super) async fn lower_after_commit(pool: &Pool, due: &HashMap<WebhookId, i64>) {
+    if due.is_empty() {
+        return;
+    }
+    let result = match pool.get().await {
+        Ok(client) => lower(&client, due).await.map_err(store_error),
+        Err(error) => Err(pool_error(error)),
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not update scheduling hints; the next repair sweep will");
+    }
+}
+
+/// Runs `recheck` on the hint pool after a claim's commit (same policy).
+pub(super) async fn recheck_after_commit(pool: &Pool, webhooks: &[String]) {
+    if webhooks.is_empty() {
+        return;
+    }
+    let result = match pool.get().await {
+        Ok(client) => recheck(&client, webhooks).await.map_err(store_error),
+        Err(error) => Err(pool_error(error)),
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not recheck scheduling hints; the next repair sweep will");
+    }
+}
+
+/// Lowers every enabled webhook's hint that is later than its earliest
+/// unfinished delivery (one index probe per webhook).
+pub(super) async fn repair(pool: &Pool) -> StoreResult<u64> {
+    let client = pool.get().await.map_err(pool_error)?;
+    client
+        .execute(
+            "UPDATE webhooks w SET next_due_at = d.earliest
+             FROM (SELECT w2.id, (SELECT MIN(next_attempt_at) FROM deliveries
+                                  WHERE webhook_id = w2.id AND next_attempt_at IS NOT NULL) AS earliest
+                   FROM webhooks w2 WHERE w2.state = 'enabled' AND w2.delete_time IS NULL) d
+             WHERE w.id = d.id AND d.earliest IS NOT NULL AND (w.next_due_at IS NULL OR w.next_due_at > d.earliest)",
+            &[],
+        )
+        .await
+        .map_err(store_error)
+}
