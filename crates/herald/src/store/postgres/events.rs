@@ -152,7 +152,7 @@ async fn commit_together(pools: &Pools, batch: Vec<Pending>, work: &Notify) {
     }
     match result {
         Ok((outcomes, due)) => {
-            hints::lower_after_commit(hint_pool, &due).await;
+            hints::after_publish(hint_pool, &due).await;
             if outcomes
                 .iter()
                 .any(|o| matches!(o, Ok(PublishOutcome::Published { deliveries }) if *deliveries > 0usize))
@@ -299,27 +299,47 @@ async fn publish_set(
         outcomes[index] = Some(Ok(PublishOutcome::Published { deliveries: fanned }));
     }
 
-    if !events.ids.is_empty() {
-        tx.execute(
+    // Both inserts go out together (pipelined): one round trip, and the
+    // server runs them in order (deliveries reference events).
+    let insert_events = tx
+        .prepare_cached(
             "INSERT INTO events (id, project_id, type, timestamp, payload)
              SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[], $5::bytea[])",
+        )
+        .await
+        .map_err(classify)?;
+    let insert_deliveries = tx
+        .prepare_cached(
+            "INSERT INTO deliveries (id, event_id, webhook_id, project_id, event_time, state, next_attempt_at, create_time)
+             SELECT d.id, d.event_id, d.webhook_id, d.project_id, d.event_time, 'pending', d.at, d.at
+             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])
+                  AS d(id, event_id, webhook_id, project_id, event_time, at)",
+        )
+        .await
+        .map_err(classify)?;
+    let payloads: Vec<&[u8]> = events.payloads.iter().map(|p| &p[..]).collect();
+    let events_inserted = async {
+        if events.ids.is_empty() {
+            return Ok(0);
+        }
+        tx.execute(
+            &insert_events,
             &[
                 &events.ids,
                 &events.projects,
                 &events.types,
                 &events.timestamps,
-                &events.payloads.iter().map(|p| &p[..]).collect::<Vec<&[u8]>>(),
+                &payloads,
             ],
         )
         .await
-        .map_err(classify)?;
-    }
-    if !deliveries.ids.is_empty() {
+    };
+    let deliveries_inserted = async {
+        if deliveries.ids.is_empty() {
+            return Ok(0);
+        }
         tx.execute(
-            "INSERT INTO deliveries (id, event_id, webhook_id, project_id, event_time, state, next_attempt_at, create_time)
-             SELECT d.id, d.event_id, d.webhook_id, d.project_id, d.event_time, 'pending', d.at, d.at
-             FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[])
-                  AS d(id, event_id, webhook_id, project_id, event_time, at)",
+            &insert_deliveries,
             &[
                 &deliveries.ids,
                 &deliveries.events,
@@ -330,8 +350,8 @@ async fn publish_set(
             ],
         )
         .await
-        .map_err(classify)?;
-    }
+    };
+    futures_util::try_join!(events_inserted, deliveries_inserted).map_err(classify)?;
     let new_keys: Vec<&(usize, String, &crate::store::IdempotencyRecord)> = keyed
         .iter()
         .filter(|(i, _, _)| matches!(outcomes[*i], Some(Ok(PublishOutcome::Published { .. }))))
@@ -357,11 +377,10 @@ async fn publish_set(
             return Err(Attempt::Raced);
         }
     }
-    if !due.is_empty() {
-        tx.execute("SELECT pg_notify('herald_work', '')", &[])
-            .await
-            .map_err(classify)?;
-    }
+    // The NOTIFY that wakes other nodes goes out after the commit, with
+    // the hints (see `hints::after_publish`): a notifying transaction
+    // takes a cluster-wide lock at commit, which would serialise the
+    // durable publish commits.
     tx.commit().await.map_err(classify)?;
     let outcomes = outcomes
         .into_iter()

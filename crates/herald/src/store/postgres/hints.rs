@@ -97,6 +97,28 @@ pub(super) async fn lower_after_commit(pool: &Pool, due: &HashMap<WebhookId, i64
     }
 }
 
+/// After a publish's commit: lowers its webhooks' hints and wakes every
+/// node (`NOTIFY`), in one pipelined round trip on the hint pool. Failure
+/// policy: logged; a missed wake-up costs at most the idle poll, a hint
+/// left high is fixed by the repair sweep.
+pub(super) async fn after_publish(pool: &Pool, due: &HashMap<WebhookId, i64>) {
+    if due.is_empty() {
+        return;
+    }
+    let result = match pool.get().await {
+        Ok(client) => {
+            let notify = client.execute("SELECT pg_notify('herald_work', '')", &[]);
+            futures_util::try_join!(lower(&client, due), notify)
+                .map(drop)
+                .map_err(store_error)
+        }
+        Err(error) => Err(pool_error(error)),
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not update scheduling hints or wake other nodes; the repair sweep and idle poll will");
+    }
+}
+
 /// Runs `recheck` on the hint pool after a claim's commit (same policy).
 pub(super) async fn recheck_after_commit(pool: &Pool, webhooks: &[String]) {
     if webhooks.is_empty() {
