@@ -43,5 +43,6 @@ mod support;
 
 mod projects;
 mod publish;
+mod delivery_log;
 mod queue;
 mod webhooks;
