@@ -11,6 +11,7 @@ mod availability;
 mod connections;
 mod crash;
 mod delivery;
+mod deliveries;
 mod disk_full;
 mod hostile;
 mod limits;
