@@ -74,7 +74,8 @@ fn filter_parameter(filter: &mut DeliveryFilter, name: &str, value: &str) -> Res
                 Some(WebhookId::parse(value).ok_or_else(|| ApiError::invalid("webhook_id", "not a webhook id"))?);
         }
         "event_id" => {
-            filter.event_id = Some(EventId::parse(value).ok_or_else(|| ApiError::invalid("event_id", "not an event id"))?);
+            filter.event_id =
+                Some(EventId::parse(value).ok_or_else(|| ApiError::invalid("event_id", "not an event id"))?);
         }
         "state" => {
             filter.state = Some(match value {
@@ -107,8 +108,15 @@ pub(super) async fn list(
         return Err(ApiError::invalid("until", "must not be before since"));
     }
     // A delivery id that is not the form of one continues nothing.
-    if page.after.as_deref().is_some_and(|after| DeliveryId::parse(after).is_none()) {
-        return Err(ApiError::invalid("page_token", "not a page token from a previous response"));
+    if page
+        .after
+        .as_deref()
+        .is_some_and(|after| DeliveryId::parse(after).is_none())
+    {
+        return Err(ApiError::invalid(
+            "page_token",
+            "not a page token from a previous response",
+        ));
     }
     let page = state.store.list_deliveries(project, filter, page).await?;
     let next_page_token = next_page_token(&page);
@@ -188,11 +196,12 @@ pub(super) async fn custom_method(
         .map_err(|error| match error {
             ManualError::NotFound => ApiError::not_found("delivery", id),
             ManualError::InFlight => ApiError::Conflict(error.to_string()),
-            ManualError::WebhookDeleted => ApiError::Conflict(format!(
-                "delivery {} cannot be resent: {error}",
-                super::error::echo(id)
-            )),
+            ManualError::WebhookDeleted => {
+                ApiError::Conflict(format!("delivery {} cannot be resent: {error}", super::error::echo(id)))
+            }
             ManualError::Store(store) => store.into(),
         })?;
-    Ok(Json(AttemptOutcome { attempt: attempt.into() }))
+    Ok(Json(AttemptOutcome {
+        attempt: attempt.into(),
+    }))
 }

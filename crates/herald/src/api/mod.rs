@@ -5,8 +5,8 @@
 //! Errors become responses only in [`error`].
 
 pub mod auth;
-pub mod error;
 mod deliveries;
+pub mod error;
 mod events;
 mod health;
 mod json;

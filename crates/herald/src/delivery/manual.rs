@@ -93,12 +93,13 @@ impl ManualAttempts {
             ManualLease::NotFound => return Err(ManualError::NotFound),
             ManualLease::InFlight => return Err(ManualError::InFlight),
             ManualLease::WebhookDeleted => return Err(ManualError::WebhookDeleted),
-            ManualLease::Leased { job, before } => (job, before),
+            ManualLease::Leased { job, before } => (*job, *before),
         };
         let mut completion = self.send(&job).await;
-        let record = completion.attempt.clone().ok_or_else(|| {
-            StoreError::Corrupt("an attempt that was made has no record".into())
-        })?;
+        let record = completion
+            .attempt
+            .clone()
+            .ok_or_else(|| StoreError::Corrupt("an attempt that was made has no record".into()))?;
         let (next, last_error) = after_redelivery(&before, &record, completion.now);
         completion.next = next;
         completion.last_error = last_error;
@@ -233,12 +234,18 @@ mod tests {
             );
         }
         let failed = summary(DeliveryState::Failed, None);
-        assert_eq!(after_redelivery(&failed, &outcome(true), now), (NextStep::Succeeded, None));
+        assert_eq!(
+            after_redelivery(&failed, &outcome(true), now),
+            (NextStep::Succeeded, None)
+        );
         assert_eq!(
             after_redelivery(&failed, &outcome(false), now),
             (NextStep::Failed, Some("timeout".into()))
         );
         let succeeded = summary(DeliveryState::Succeeded, None);
-        assert_eq!(after_redelivery(&succeeded, &outcome(false), now), (NextStep::Succeeded, None));
+        assert_eq!(
+            after_redelivery(&succeeded, &outcome(false), now),
+            (NextStep::Succeeded, None)
+        );
     }
 }

@@ -16,8 +16,8 @@
 pub mod attempt;
 pub mod client;
 pub mod dispatcher;
-pub mod manual;
 mod failure_log;
+pub mod manual;
 pub mod retry;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig};

@@ -66,7 +66,10 @@ pub enum ManualLease {
     WebhookDeleted,
     /// Leased: `before` is the delivery as it was, which the engine
     /// restores (or improves on) when it completes the attempt.
-    Leased { job: DeliveryJob, before: DeliverySummary },
+    Leased {
+        job: Box<DeliveryJob>,
+        before: Box<DeliverySummary>,
+    },
 }
 
 /// Create a `webhook.ping` event and its one delivery, already leased.

@@ -125,7 +125,9 @@ pub trait DeliveryQueue: Send + Sync {
 
 /// Everything a running Herald needs from storage.
 #[async_trait]
-pub trait Store: ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + Send + Sync + 'static {
+pub trait Store:
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + Send + Sync + 'static
+{
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;
     /// Whether other processes (nodes) claim from this store too. An

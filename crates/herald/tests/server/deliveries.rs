@@ -19,7 +19,9 @@ async fn exhaust(app: &TestApp) {
 }
 
 async fn delivery(app: &TestApp, key: &str, id: &str) -> Value {
-    let (status, body) = app.call(Method::GET, &format!("/v1/deliveries/{id}"), Some(key), None).await;
+    let (status, body) = app
+        .call(Method::GET, &format!("/v1/deliveries/{id}"), Some(key), None)
+        .await;
     assert_eq!(status, 200, "{body}");
     body
 }
@@ -37,7 +39,12 @@ async fn the_log_lists_and_shows_every_attempt_and_a_redelivery_revives_a_failed
     exhaust(&app).await;
 
     let (status, list) = app
-        .call(Method::GET, &format!("/v1/deliveries?state=failed&webhook_id={webhook_id}"), Some(&project.key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/deliveries?state=failed&webhook_id={webhook_id}"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{list}");
     let listed = list["deliveries"].as_array().expect("deliveries");
@@ -45,7 +52,9 @@ async fn the_log_lists_and_shows_every_attempt_and_a_redelivery_revives_a_failed
     assert_eq!(listed[0]["event_id"], event_id.as_str());
     assert_eq!(listed[0]["event_type"], "batch.succeeded");
     let id = listed[0]["id"].as_str().expect("id").to_owned();
-    let (_, none) = app.call(Method::GET, "/v1/deliveries?state=pending", Some(&project.key), None).await;
+    let (_, none) = app
+        .call(Method::GET, "/v1/deliveries?state=pending", Some(&project.key), None)
+        .await;
     assert_eq!(none["deliveries"], json!([]));
 
     let detail = delivery(&app, &project.key, &id).await;
@@ -76,11 +85,18 @@ async fn the_log_lists_and_shows_every_attempt_and_a_redelivery_revives_a_failed
     assert!(outcome["attempt"]["error_kind"].is_null());
     let received = receiver.received();
     assert_eq!(received.len(), 8);
-    assert_eq!(received[7].header("webhook-id"), event_id, "the same event, the same bytes");
+    assert_eq!(
+        received[7].header("webhook-id"),
+        event_id,
+        "the same event, the same bytes"
+    );
     assert_eq!(received[7].body, received[0].body);
 
     let detail = delivery(&app, &project.key, &id).await;
-    assert_eq!(detail["state"], "succeeded", "a successful redelivery ends a failed delivery");
+    assert_eq!(
+        detail["state"], "succeeded",
+        "a successful redelivery ends a failed delivery"
+    );
     assert_eq!(detail["attempts"].as_array().map(Vec::len), Some(8));
     assert!(detail["last_error"].is_null());
     app.advance(Duration::from_secs(86_400));
@@ -103,7 +119,12 @@ async fn a_redelivery_of_a_pending_delivery_keeps_its_schedule() {
 
     app.advance(Duration::from_secs(1));
     let (status, outcome) = app
-        .call(Method::POST, &format!("/v1/deliveries/{id}:redeliver"), Some(&project.key), None)
+        .call(
+            Method::POST,
+            &format!("/v1/deliveries/{id}:redeliver"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, 200, "{outcome}");
     assert_eq!(outcome["attempt"]["attempt_number"], 2);
@@ -142,7 +163,12 @@ async fn ping_sends_a_signed_webhook_ping_now_and_answers_its_outcome() {
         .await
         .expect("sent");
     assert_eq!(response.status(), StatusCode::OK);
-    assert!(response.headers()["content-type"].to_str().unwrap_or("").starts_with("application/json"));
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap_or("")
+            .starts_with("application/json")
+    );
     let outcome: Value = response.json().await.expect("json");
     assert_eq!(outcome["attempt"]["status_code"], 200);
     assert_eq!(outcome["attempt"]["response_excerpt"], "pong");
@@ -153,14 +179,20 @@ async fn ping_sends_a_signed_webhook_ping_now_and_answers_its_outcome() {
     let body = received[0].json();
     assert_eq!(body["type"], "webhook.ping");
     assert_eq!(body["data"]["webhook_id"], webhook_id);
-    assert_eq!(received[0].header("webhook-id"), outcome["event_id"].as_str().unwrap_or_default());
+    assert_eq!(
+        received[0].header("webhook-id"),
+        outcome["event_id"].as_str().unwrap_or_default()
+    );
     Verifier::new(vec![TrustedKey::Hmac(HmacKey::parse(secret).expect("whsec_"))])
         .verify_at(&received[0].headers, &received[0].body, START.as_unix_seconds())
         .expect("signed like any delivery");
 
     let delivery_id = outcome["delivery_id"].as_str().expect("delivery id");
     let detail = delivery(&app, &project.key, delivery_id).await;
-    assert_eq!((detail["state"].as_str(), detail["event_type"].as_str()), (Some("succeeded"), Some("webhook.ping")));
+    assert_eq!(
+        (detail["state"].as_str(), detail["event_type"].as_str()),
+        (Some("succeeded"), Some("webhook.ping"))
+    );
 
     receiver.always(Reply::status(500));
     let (status, failed) = app.call(Method::POST, &ping, Some(&project.key), None).await;
@@ -174,7 +206,12 @@ async fn ping_sends_a_signed_webhook_ping_now_and_answers_its_outcome() {
     let path = format!("/v1/webhooks/{webhook_id}");
     assert_eq!(app.call(Method::GET, &path, Some(&project.key), None).await.0, 200);
     let (status, _) = app
-        .call(Method::PATCH, &path, Some(&project.key), Some(json!({ "name": "renamed" })))
+        .call(
+            Method::PATCH,
+            &path,
+            Some(&project.key),
+            Some(json!({ "name": "renamed" })),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, body) = app.call(Method::DELETE, &path, Some(&project.key), None).await;
@@ -187,9 +224,19 @@ async fn the_api_key_may_come_in_x_goog_api_key() {
     let project = app.project("acme").await;
     let client = reqwest::Client::new();
     let url = format!("http://{}/v1/webhooks", app.running().addr);
-    let response = client.get(&url).header("x-goog-api-key", &project.key).send().await.expect("sent");
+    let response = client
+        .get(&url)
+        .header("x-goog-api-key", &project.key)
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), StatusCode::OK);
-    let response = client.get(&url).header("x-goog-api-key", "hrk_wrong").send().await.expect("sent");
+    let response = client
+        .get(&url)
+        .header("x-goog-api-key", "hrk_wrong")
+        .send()
+        .await
+        .expect("sent");
     assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
     let response = client
         .get(&url)

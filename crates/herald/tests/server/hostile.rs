@@ -443,11 +443,14 @@ fn cases() -> Vec<Case> {
             Body::None,
         )
         .expect(405, "method_not_allowed", None),
-        case("deliveries: admin key", Method::GET, "/v1/deliveries", Admin, Body::None).expect(
-            403,
-            "permission_denied",
-            None,
-        ),
+        case(
+            "deliveries: admin key",
+            Method::GET,
+            "/v1/deliveries",
+            Admin,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
         case("goog key: empty", Method::GET, "/v1/webhooks", Key::None, Body::None)
             .header("x-goog-api-key", " ")
             .expect(401, "unauthenticated", None),

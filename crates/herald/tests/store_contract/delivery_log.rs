@@ -3,9 +3,7 @@
 
 use bytes::Bytes;
 use herald::domain::{DeliveryId, DeliveryState, EventId, EventType};
-use herald::store::{
-    DeliveryFilter, ManualLease, ManualLeaseRequest, NewEvent, NextStep, PageRequest, PingRequest,
-};
+use herald::store::{DeliveryFilter, ManualLease, ManualLeaseRequest, NewEvent, NextStep, PageRequest, PingRequest};
 
 use crate::support::*;
 

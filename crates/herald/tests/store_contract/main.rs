@@ -41,8 +41,8 @@ macro_rules! contract_test {
 
 mod support;
 
+mod delivery_log;
 mod projects;
 mod publish;
-mod delivery_log;
 mod queue;
 mod webhooks;

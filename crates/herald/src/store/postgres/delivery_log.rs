@@ -221,7 +221,10 @@ pub(super) async fn lease_for_redelivery(
         payload,
         endpoint,
     };
-    Ok(ManualLease::Leased { job, before })
+    Ok(ManualLease::Leased {
+        job: Box::new(job),
+        before: Box::new(before),
+    })
 }
 
 pub(super) async fn create_ping(

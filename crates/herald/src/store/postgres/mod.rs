@@ -37,10 +37,9 @@ use crate::domain::project::{ApiKey, Project};
 use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, DeliveryId, EventId, ProjectId, Timestamp, WebhookId};
 use crate::store::{
-    DeliveryDetail, DeliveryFilter, DeliveryJob, DeliveryLog, DeliverySummary, ManualLease, ManualLeaseRequest,
-    PingRequest,
-    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryQueue, EventDetail, EventStore, LeaseToken,
-    NewWebhook, Page, PageRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
+    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryDetail, DeliveryFilter, DeliveryJob, DeliveryLog,
+    DeliveryQueue, DeliverySummary, EventDetail, EventStore, LeaseToken, ManualLease, ManualLeaseRequest, NewWebhook,
+    Page, PageRequest, PingRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
     StoreError, StoreResult, WebhookPatch, WebhookStore,
 };
 use connect::{pool_error, store_error};
@@ -343,7 +342,13 @@ impl DeliveryLog for PostgresStore {
 
     async fn create_ping(&self, request: PingRequest) -> StoreResult<Option<DeliveryJob>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        in_transaction!(self, |tx| delivery_log::create_ping(&tx, &request, token, &self.node.id).await?)
+        in_transaction!(self, |tx| delivery_log::create_ping(
+            &tx,
+            &request,
+            token,
+            &self.node.id
+        )
+        .await?)
     }
 }
 

@@ -107,7 +107,11 @@ fn load_summary(conn: &Connection, project: ProjectId, id: DeliveryId) -> StoreR
         .map_err(store_error)
 }
 
-pub(super) fn get_delivery(conn: &Connection, project: ProjectId, id: DeliveryId) -> StoreResult<Option<DeliveryDetail>> {
+pub(super) fn get_delivery(
+    conn: &Connection,
+    project: ProjectId,
+    id: DeliveryId,
+) -> StoreResult<Option<DeliveryDetail>> {
     let Some(summary) = load_summary(conn, project, id)? else {
         return Ok(None);
     };
@@ -174,10 +178,17 @@ pub(super) fn lease_for_redelivery(
         payload: Bytes::from(payload),
         endpoint,
     };
-    Ok(ManualLease::Leased { job, before })
+    Ok(ManualLease::Leased {
+        job: Box::new(job),
+        before: Box::new(before),
+    })
 }
 
-pub(super) fn create_ping(conn: &Connection, request: &PingRequest, token: LeaseToken) -> StoreResult<Option<DeliveryJob>> {
+pub(super) fn create_ping(
+    conn: &Connection,
+    request: &PingRequest,
+    token: LeaseToken,
+) -> StoreResult<Option<DeliveryJob>> {
     let Some(uri) = live_endpoint(conn, request.project, request.webhook_id)? else {
         return Ok(None);
     };
