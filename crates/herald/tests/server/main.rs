@@ -13,6 +13,7 @@ mod crash;
 mod deliveries;
 mod delivery;
 mod disk_full;
+mod genai;
 mod hostile;
 mod limits;
 mod live;
