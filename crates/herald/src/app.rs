@@ -13,7 +13,7 @@ use crate::api::{self, AppState, auth::Authenticator};
 use crate::clock::{SharedClock, SystemClock};
 use crate::config::Config;
 use crate::delivery::client::{ClientConfig, DeliveryClient};
-use crate::delivery::{Dispatcher, DispatcherConfig, Jitter, RandomJitter};
+use crate::delivery::{Dispatcher, DispatcherConfig, Jitter, ManualAttempts, RandomJitter};
 use crate::net::ssrf::AddressPolicy;
 use crate::store::Store;
 
@@ -86,6 +86,13 @@ pub async fn start_on(
         },
     )
     .context("building the HTTPS client")?;
+    let manual_attempts = Arc::new(ManualAttempts::new(
+        Arc::clone(&store),
+        client.clone(),
+        config.retry_policy(),
+        Arc::clone(&deps.clock),
+        config.lease(),
+    ));
     let dispatcher = Dispatcher::new(
         Arc::clone(&store),
         client,
@@ -118,6 +125,7 @@ pub async fn start_on(
         address_policy: policy,
         limits: config.limits.clone(),
         metrics,
+        manual_attempts,
     };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;

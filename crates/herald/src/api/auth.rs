@@ -26,6 +26,8 @@ const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX_ENTRIES: usize = 10_000;
 /// Prefix of project API keys, so that leaked keys are recognisable.
 pub const API_KEY_PREFIX: &str = "hrk_";
+/// The header Google's API clients (google-genai) send the key in.
+const GOOG_API_KEY: &str = "x-goog-api-key";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Principal {
@@ -123,20 +125,38 @@ impl Authenticator {
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
+    /// The key comes in `Authorization: Bearer <key>` or, as Google's
+    /// clients send it, `x-goog-api-key: <key>`; never both.
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthenticated("send an API key: Authorization: Bearer <key>".into()))?;
-        // The scheme name is case-insensitive (RFC 9110 §11.1).
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim())
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| ApiError::Unauthenticated("the Authorization header must be `Bearer <key>`".into()))?;
+        let bearer = parts.headers.get(AUTHORIZATION);
+        let goog = parts.headers.get(GOOG_API_KEY);
+        let token = match (bearer, goog) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::Unauthenticated(
+                    "send the API key in one header: Authorization or x-goog-api-key, not both".into(),
+                ));
+            }
+            (None, None) => {
+                return Err(ApiError::Unauthenticated(
+                    "send an API key: Authorization: Bearer <key> (or x-goog-api-key: <key>)".into(),
+                ));
+            }
+            // The scheme name is case-insensitive (RFC 9110 §11.1).
+            (Some(header), None) => header
+                .to_str()
+                .ok()
+                .and_then(|value| value.split_once(' '))
+                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+                .map(|(_, token)| token.trim())
+                .filter(|token| !token.is_empty())
+                .ok_or_else(|| ApiError::Unauthenticated("the Authorization header must be `Bearer <key>`".into()))?,
+            (None, Some(header)) => header
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|token| !token.is_empty())
+                .ok_or_else(|| ApiError::Unauthenticated("the x-goog-api-key header must hold the key".into()))?,
+        };
         state.auth.authenticate(token, state).await
     }
 }

@@ -132,12 +132,7 @@ fn new_event(state: &AppState, event: &PublishEvent, field_prefix: &str) -> Resu
     json_check::check_data(data.as_bytes(), &format!("{field_prefix}data"))?;
     let id = EventId::generate();
     let timestamp = state.clock.now();
-    // Every part but `data` is made of characters that need no JSON escaping
-    // (ids, validated event types, RFC 3339 text).
-    let payload = format!(
-        r#"{{"id":"{id}","type":"{event_type}","version":"v1","timestamp":"{}","data":{data}}}"#,
-        timestamp.to_rfc3339()
-    );
+    let payload = crate::domain::event::envelope(id, &event_type, timestamp, data);
     let limit = state.limits.max_payload_bytes;
     if payload.len() > limit {
         return Err(ApiError::invalid(
@@ -221,7 +216,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 #[derive(Serialize)]
-struct AttemptView {
+pub(super) struct AttemptView {
     attempt_number: u32,
     start_time: Timestamp,
     duration_ms: u128,

@@ -5,6 +5,7 @@
 //! Errors become responses only in [`error`].
 
 pub mod auth;
+mod deliveries;
 pub mod error;
 mod events;
 mod health;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub address_policy: Arc<AddressPolicy>,
     pub limits: LimitsConfig,
     pub metrics: Option<PrometheusHandle>,
+    /// Redeliveries and pings: attempts made now, outside the schedule.
+    pub manual_attempts: Arc<crate::delivery::ManualAttempts>,
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the
@@ -84,7 +87,15 @@ fn api_routes() -> Router<AppState> {
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{webhook_id}",
-            get(webhooks::get).patch(webhooks::update).delete(webhooks::delete),
+            get(webhooks::get)
+                .patch(webhooks::update)
+                .delete(webhooks::delete)
+                .post(webhooks::custom_method),
+        )
+        .route("/v1/deliveries", get(deliveries::list))
+        .route(
+            "/v1/deliveries/{delivery_id}",
+            get(deliveries::get).post(deliveries::custom_method),
         )
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))

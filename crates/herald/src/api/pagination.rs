@@ -15,6 +15,17 @@ const MAX_PAGE_SIZE: u32 = 100;
 
 /// Reads `page_size` (1–100, default 50) and `page_token`; rejects other parameters.
 pub fn page_request(query: &RawQuery) -> Result<PageRequest, ApiError> {
+    page_request_with(query, "page_size, page_token", |_, _| Ok(false))
+}
+
+/// Like [`page_request`], offering every other parameter to `other`, which
+/// answers whether it took it; `expected` names every accepted parameter
+/// for the error about an unknown one.
+pub fn page_request_with(
+    query: &RawQuery,
+    expected: &str,
+    mut other: impl FnMut(&str, &str) -> Result<bool, ApiError>,
+) -> Result<PageRequest, ApiError> {
     let mut request = PageRequest {
         size: DEFAULT_PAGE_SIZE,
         after: None,
@@ -42,11 +53,13 @@ pub fn page_request(query: &RawQuery) -> Result<PageRequest, ApiError> {
                     .ok_or_else(|| ApiError::invalid("page_token", "not a page token from a previous response"))?;
                 request.after = Some(decoded);
             }
-            other => {
-                return Err(ApiError::invalid(
-                    truncate(other, MAX_ECHO_CHARS),
-                    "unknown query parameter (expected page_size, page_token)",
-                ));
+            name => {
+                if !other(name, value.as_ref())? {
+                    return Err(ApiError::invalid(
+                        truncate(name, MAX_ECHO_CHARS),
+                        format!("unknown query parameter (expected {expected})"),
+                    ));
+                }
             }
         }
     }

@@ -398,11 +398,13 @@ fn apply_update_mask(mut value: WebhookUpdate, query: &RawQuery) -> Result<Webho
     Ok(value)
 }
 
+/// Answers `200 {}` as Google APIs do (the google-genai SDK refuses a
+/// bodiless `204`).
 pub(super) async fn delete(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<serde_json::Map<String, serde_json::Value>>, ApiError> {
     let project = principal.require_project()?;
     if !state
         .store
@@ -411,5 +413,45 @@ pub(super) async fn delete(
     {
         return Err(ApiError::not_found("webhook", &id));
     }
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(serde_json::Map::new()))
+}
+
+#[derive(Serialize)]
+pub(super) struct PingView {
+    event_id: crate::domain::EventId,
+    delivery_id: crate::domain::DeliveryId,
+    attempt: super::events::AttemptView,
+}
+
+/// `POST /v1/webhooks/{id}:ping`: sends a `webhook.ping` event to that
+/// webhook now (a real event and delivery, in the log) and answers with
+/// the attempt's outcome. Any body is ignored: the SDK sends none.
+pub(super) async fn custom_method(
+    State(state): State<AppState>,
+    principal: Principal,
+    ApiPath(segment): ApiPath<String>,
+) -> Result<Json<PingView>, ApiError> {
+    let project = principal.require_project()?;
+    let Some((id, verb)) = segment.split_once(':') else {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "POST is not allowed on {}; methods are :ping",
+            echo(&segment)
+        )));
+    };
+    if verb != "ping" {
+        return Err(ApiError::NotFound(format!(
+            "no such method :{} on webhooks (expected :ping)",
+            echo(verb)
+        )));
+    }
+    let outcome = state
+        .manual_attempts
+        .ping(project, webhook_id(id)?)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook", id))?;
+    Ok(Json(PingView {
+        event_id: outcome.event_id,
+        delivery_id: outcome.delivery_id,
+        attempt: outcome.attempt.into(),
+    }))
 }

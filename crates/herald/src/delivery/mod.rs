@@ -4,6 +4,7 @@
 //! - [`dispatcher`]: the loop (claim → attempt → complete) and its in-flight
 //!   accounting; [`Dispatcher::run_once`] drives one step for tests.
 //! - [`attempt`]: one attempt, turned into a [`crate::store::Completion`].
+//! - [`manual`]: redeliveries and pings, attempts outside the schedule.
 //! - [`retry`]: the retry policy, a pure function.
 //! - [`client`]: the pooled, SSRF-guarded HTTP client.
 //!
@@ -16,7 +17,9 @@ pub mod attempt;
 pub mod client;
 pub mod dispatcher;
 mod failure_log;
+pub mod manual;
 pub mod retry;
 
 pub use dispatcher::{Dispatcher, DispatcherConfig};
+pub use manual::ManualAttempts;
 pub use retry::{FixedJitter, Jitter, RandomJitter, RetryPolicy};

@@ -32,6 +32,17 @@ impl EventType {
     }
 }
 
+/// The envelope every delivery sends: `{id, type, version, timestamp, data}`,
+/// serialised once. `data` must be a JSON object's exact bytes; the other
+/// parts are made of characters that need no JSON escaping (ids, validated
+/// event types, RFC 3339 text), so nothing is re-encoded.
+pub fn envelope(id: super::EventId, event_type: &EventType, timestamp: super::Timestamp, data: &str) -> String {
+    format!(
+        r#"{{"id":"{id}","type":"{event_type}","version":"v1","timestamp":"{}","data":{data}}}"#,
+        timestamp.to_rfc3339()
+    )
+}
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

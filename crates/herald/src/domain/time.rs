@@ -53,6 +53,16 @@ impl Timestamp {
     }
 }
 
+impl Timestamp {
+    /// Parses RFC 3339 (any offset, any fraction; kept to the millisecond).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        let datetime = OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).ok()?;
+        i64::try_from(datetime.unix_timestamp_nanos() / 1_000_000)
+            .ok()
+            .map(Self)
+    }
+}
+
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(&self.to_rfc3339())
@@ -67,6 +77,9 @@ mod tests {
     fn formats_rfc3339() {
         let ts = Timestamp::from_millis(1_769_083_200_123);
         assert_eq!(ts.to_rfc3339(), "2026-01-22T12:00:00.123Z");
+        assert_eq!(Timestamp::parse_rfc3339(&ts.to_rfc3339()), Some(ts));
+        assert_eq!(Timestamp::parse_rfc3339("2026-01-22T13:00:00.123+01:00"), Some(ts));
+        assert_eq!(Timestamp::parse_rfc3339("yesterday"), None);
     }
 
     #[test]

@@ -26,6 +26,7 @@
 //! module names one.
 
 mod codec;
+mod delivery_log;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -36,6 +37,7 @@ use crate::domain::project::{ApiKey, Project};
 use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
+pub use delivery_log::*;
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -123,7 +125,9 @@ pub trait DeliveryQueue: Send + Sync {
 
 /// Everything a running Herald needs from storage.
 #[async_trait]
-pub trait Store: ProjectStore + WebhookStore + EventStore + DeliveryQueue + Send + Sync + 'static {
+pub trait Store:
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + Send + Sync + 'static
+{
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;
     /// Whether other processes (nodes) claim from this store too. An

@@ -151,7 +151,7 @@ async fn webhook_lifecycle_and_secret_visibility() {
         (Some("disabled"), Some("renamed"))
     );
 
-    assert_eq!(app.call(Method::DELETE, &path, Some(&project.key), None).await.0, 204);
+    assert_eq!(app.call(Method::DELETE, &path, Some(&project.key), None).await.0, 200);
     assert_eq!(app.call(Method::GET, &path, Some(&project.key), None).await.0, 404);
 }
 

@@ -332,6 +332,135 @@ fn cases() -> Vec<Case> {
         )
         .expect(400, "invalid_argument", Some("page_token")),
         case(
+            "deliveries: bad state",
+            Method::GET,
+            "/v1/deliveries?state=done",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("state")),
+        case(
+            "deliveries: bad since",
+            Method::GET,
+            "/v1/deliveries?since=yesterday",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("since")),
+        case(
+            "deliveries: until before since",
+            Method::GET,
+            "/v1/deliveries?since=2026-01-02T00:00:00Z&until=2026-01-01T00:00:00Z",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("until")),
+        case(
+            "deliveries: bad webhook_id",
+            Method::GET,
+            "/v1/deliveries?webhook_id=nope",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("webhook_id")),
+        case(
+            "deliveries: bad event_id",
+            Method::GET,
+            "/v1/deliveries?event_id=nope",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("event_id")),
+        case(
+            "deliveries: unknown parameter",
+            Method::GET,
+            "/v1/deliveries?sort=asc",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("sort")),
+        case(
+            "deliveries: page token that is no id",
+            Method::GET,
+            "/v1/deliveries?page_token=eA",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("page_token")),
+        case(
+            "deliveries: unknown id",
+            Method::GET,
+            "/v1/deliveries/dlv_nope",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "deliveries: redeliver unknown id",
+            Method::POST,
+            "/v1/deliveries/dlv_nope:redeliver",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "deliveries: unknown method",
+            Method::POST,
+            "/v1/deliveries/dlv_nope:explode",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "deliveries: POST without a method",
+            Method::POST,
+            "/v1/deliveries/dlv_nope",
+            Project,
+            Body::None,
+        )
+        .expect(405, "method_not_allowed", None),
+        case(
+            "webhooks: ping unknown webhook",
+            Method::POST,
+            "/v1/webhooks/wh_nope:ping",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "webhooks: unknown method",
+            Method::POST,
+            "/v1/webhooks/{webhook}:explode",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "webhooks: POST without a method",
+            Method::POST,
+            "/v1/webhooks/{webhook}",
+            Project,
+            Body::None,
+        )
+        .expect(405, "method_not_allowed", None),
+        case(
+            "deliveries: admin key",
+            Method::GET,
+            "/v1/deliveries",
+            Admin,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
+        case("goog key: empty", Method::GET, "/v1/webhooks", Key::None, Body::None)
+            .header("x-goog-api-key", " ")
+            .expect(401, "unauthenticated", None),
+        case("goog key: unknown", Method::GET, "/v1/webhooks", Key::None, Body::None)
+            .header("x-goog-api-key", "hrk_unknown")
+            .expect(401, "unauthenticated", None),
+        case("goog key and bearer", Method::GET, "/v1/webhooks", Project, Body::None)
+            .header("x-goog-api-key", "hrk_unknown")
+            .expect(401, "unauthenticated", None),
+        case(
             "projects: unknown parameter",
             Method::GET,
             "/v1/projects?filter=x",

@@ -41,6 +41,7 @@ macro_rules! contract_test {
 
 mod support;
 
+mod delivery_log;
 mod projects;
 mod publish;
 mod queue;

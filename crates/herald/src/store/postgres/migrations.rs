@@ -8,7 +8,10 @@ use tokio_postgres::Client;
 use super::connect::store_error;
 use crate::store::{StoreError, StoreResult};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_delivery_log.sql"),
+];
 
 /// The advisory lock key: "herald" in ASCII, so other applications
 /// sharing the database are unlikely to collide with it.

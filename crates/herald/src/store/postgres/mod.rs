@@ -11,6 +11,7 @@
 //! hears `Ok`. No transaction is held across a call out of the store.
 
 mod connect;
+mod delivery_log;
 mod events;
 mod hints;
 mod listener;
@@ -35,10 +36,11 @@ pub use connect::{check_url, redact_url};
 use crate::clock::SharedClock;
 use crate::domain::project::{ApiKey, Project};
 use crate::domain::webhook::Webhook;
-use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
+use crate::domain::{ApiKeyId, DeliveryId, EventId, ProjectId, Timestamp, WebhookId};
 use crate::store::{
-    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryQueue, EventDetail, EventStore, LeaseToken,
-    NewWebhook, Page, PageRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
+    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryDetail, DeliveryFilter, DeliveryJob, DeliveryLog,
+    DeliveryQueue, DeliverySummary, EventDetail, EventStore, LeaseToken, ManualLease, ManualLeaseRequest, NewWebhook,
+    Page, PageRequest, PingRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
     StoreError, StoreResult, WebhookPatch, WebhookStore,
 };
 use connect::{pool_error, store_error};
@@ -333,6 +335,40 @@ impl DeliveryQueue for PostgresStore {
 
     fn work_notifier(&self) -> Arc<Notify> {
         Arc::clone(&self.work)
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for PostgresStore {
+    async fn list_deliveries(
+        &self,
+        project: ProjectId,
+        filter: DeliveryFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliverySummary>> {
+        delivery_log::list_deliveries(&self.client().await?, project, &filter, &page).await
+    }
+
+    async fn get_delivery(&self, project: ProjectId, id: DeliveryId) -> StoreResult<Option<DeliveryDetail>> {
+        delivery_log::get_delivery(&self.client().await?, project, id).await
+    }
+
+    async fn lease_for_redelivery(&self, request: ManualLeaseRequest) -> StoreResult<ManualLease> {
+        let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        in_transaction!(self, |tx| {
+            delivery_log::lease_for_redelivery(&tx, &request, token, &self.node.id).await?
+        })
+    }
+
+    async fn create_ping(&self, request: PingRequest) -> StoreResult<Option<DeliveryJob>> {
+        let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        in_transaction!(self, |tx| delivery_log::create_ping(
+            &tx,
+            &request,
+            token,
+            &self.node.id
+        )
+        .await?)
     }
 }
 

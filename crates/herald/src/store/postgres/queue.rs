@@ -263,7 +263,7 @@ async fn load_payloads(client: &impl GenericClient, ids: Vec<String>) -> StoreRe
         .collect()
 }
 
-async fn load_secrets(
+pub(super) async fn load_secrets(
     client: &impl GenericClient,
     webhooks: Vec<String>,
     now: Timestamp,

@@ -15,6 +15,7 @@
 //! its `-wal` and `-shm`, which SQLite creates with the database's mode)
 //! 0600: they hold signing secrets.
 
+mod delivery_log;
 mod events;
 mod migrations;
 mod projects;
@@ -36,10 +37,11 @@ use tokio::sync::Notify;
 
 use crate::domain::project::{ApiKey, Project};
 use crate::domain::webhook::Webhook;
-use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
+use crate::domain::{ApiKeyId, DeliveryId, EventId, ProjectId, Timestamp, WebhookId};
 use crate::store::{
-    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryQueue, EventDetail, EventStore, LeaseToken,
-    NewWebhook, Page, PageRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
+    ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryDetail, DeliveryFilter, DeliveryJob, DeliveryLog,
+    DeliveryQueue, DeliverySummary, EventDetail, EventStore, LeaseToken, ManualLease, ManualLeaseRequest, NewWebhook,
+    Page, PageRequest, PingRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
     StoreError, StoreResult, WebhookPatch, WebhookStore,
 };
 
@@ -412,6 +414,44 @@ impl DeliveryQueue for SqliteStore {
 
     fn work_notifier(&self) -> Arc<Notify> {
         Arc::clone(&self.work)
+    }
+}
+
+#[async_trait]
+impl DeliveryLog for SqliteStore {
+    async fn list_deliveries(
+        &self,
+        project: ProjectId,
+        filter: DeliveryFilter,
+        page: PageRequest,
+    ) -> StoreResult<Page<DeliverySummary>> {
+        self.readers
+            .read(move |conn| delivery_log::list_deliveries(conn, project, &filter, &page))
+            .await
+    }
+
+    async fn get_delivery(&self, project: ProjectId, id: DeliveryId) -> StoreResult<Option<DeliveryDetail>> {
+        self.readers
+            .read(move |conn| delivery_log::get_delivery(conn, project, id))
+            .await
+    }
+
+    async fn lease_for_redelivery(&self, request: ManualLeaseRequest) -> StoreResult<ManualLease> {
+        let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        self.writer
+            .write(Lane::Queue, 1, move |conn| {
+                delivery_log::lease_for_redelivery(conn, &request, token)
+            })
+            .await
+    }
+
+    async fn create_ping(&self, request: PingRequest) -> StoreResult<Option<DeliveryJob>> {
+        let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        self.writer
+            .write(Lane::Api, 1, move |conn| {
+                delivery_log::create_ping(conn, &request, token)
+            })
+            .await
     }
 }
 

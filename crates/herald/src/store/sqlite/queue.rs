@@ -203,7 +203,7 @@ fn lease(
     })
 }
 
-fn signing_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResult<Vec<StoredSecret>> {
+pub(super) fn signing_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResult<Vec<StoredSecret>> {
     conn.prepare_cached(
         "SELECT id, kind, secret, public_key, display FROM webhook_secrets
          WHERE webhook_id = ?1 AND (expire_time IS NULL OR expire_time > ?2) ORDER BY id",

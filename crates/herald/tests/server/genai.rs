@@ -1,0 +1,95 @@
+//! The official google-genai Python SDK's `client.webhooks` against a live
+//! Herald: create, list, get, update, ping, delete with nothing set but
+//! `base_url` and `api_key` (sent as `x-goog-api-key`). The SDK is pinned
+//! and installed into a venv under the target directory on first use; a
+//! missing `python3` or PyPI fails the test with the reason.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use serde_json::{Value, json};
+
+use crate::support::{Receiver, Reply, TestApp};
+
+const SDK: &str = "google-genai==3.6.1";
+
+/// One venv per test binary (`server`, `server_postgres`), so the two
+/// binaries never install into the same directory at once.
+fn python() -> PathBuf {
+    let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("genai-venv-{}", env!("CARGO_CRATE_NAME")));
+    let marker = venv.join("installed");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(SDK) {
+        return venv.join("bin/python");
+    }
+    let run = |command: &mut Command| {
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "{command:?} failed (the google-genai test needs python3 with venv and PyPI): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/python")).args([
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--quiet",
+        SDK,
+    ]));
+    std::fs::write(&marker, SDK).expect("marker written");
+    venv.join("bin/python")
+}
+
+fn run_sdk(input: Value) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server/genai_webhooks.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, input.to_string().as_bytes()).expect("input written");
+    }
+    let output = child.wait_with_output().expect("python finishes");
+    assert!(
+        output.status.success(),
+        "the SDK script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_google_genai_sdk_manages_webhooks() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::status(200));
+    let project = app.project("acme").await;
+    let input = json!({
+        "base_url": format!("http://{}", app.running().addr),
+        "key": project.key,
+        "uri": receiver.url("/hook"),
+    });
+    let out = tokio::task::spawn_blocking(move || run_sdk(input))
+        .await
+        .expect("joined");
+    let id = out["created_id"].as_str().expect("created");
+    assert!(out["secret"].as_str().is_some_and(|s| s.starts_with("whsec_")), "{out}");
+    assert_eq!(out["listed_ids"], json!([id]));
+    assert_eq!(out["fetched_name"], "sdk");
+    assert_eq!(out["updated_name"], "renamed");
+    assert_eq!(receiver.count(), 1, "the ping arrived: {out}");
+    assert_eq!(receiver.received()[0].json()["type"], "webhook.ping");
+    let path = format!("/v1/webhooks/{id}");
+    assert_eq!(
+        app.call(reqwest::Method::GET, &path, Some(&project.key), None).await.0,
+        404,
+        "deleted"
+    );
+}
