@@ -59,12 +59,13 @@ pub(super) struct Publisher {
 }
 
 impl Publisher {
-    pub(super) fn spawn(pool: Pool, hint_pool: Pool, work: Arc<Notify>) -> Self {
+    pub(super) fn spawn(pool: Pool, hint_pool: Pool, waker: hints::Waker, work: Arc<Notify>) -> Self {
         let (small, small_jobs) = mpsc::channel(QUEUE_CAPACITY);
         let (bulk, bulk_jobs) = mpsc::channel(QUEUE_CAPACITY);
         let pools = Pools {
             data: pool,
             hints: hint_pool,
+            waker,
         };
         tokio::spawn(run(pools.clone(), small_jobs, Arc::clone(&work), CONCURRENT_BATCHES));
         tokio::spawn(run(pools, bulk_jobs, work, BULK_CONCURRENT_BATCHES));
@@ -94,6 +95,7 @@ fn closed() -> StoreError {
 struct Pools {
     data: Pool,
     hints: Pool,
+    waker: hints::Waker,
 }
 
 async fn run(pools: Pools, mut receiver: mpsc::Receiver<Pending>, work: Arc<Notify>, concurrent: usize) {
@@ -152,7 +154,7 @@ async fn commit_together(pools: &Pools, batch: Vec<Pending>, work: &Notify) {
     }
     match result {
         Ok((outcomes, due)) => {
-            hints::after_publish(hint_pool, &due).await;
+            hints::after_publish(hint_pool, &pools.waker, &due).await;
             if outcomes
                 .iter()
                 .any(|o| matches!(o, Ok(PublishOutcome::Published { deliveries }) if *deliveries > 0usize))

@@ -97,25 +97,59 @@ pub(super) async fn lower_after_commit(pool: &Pool, due: &HashMap<WebhookId, i64
     }
 }
 
-/// After a publish's commit: lowers its webhooks' hints and wakes every
-/// node (`NOTIFY`), in one pipelined round trip on the hint pool. Failure
-/// policy: logged; a missed wake-up costs at most the idle poll, a hint
-/// left high is fixed by the repair sweep.
-pub(super) async fn after_publish(pool: &Pool, due: &HashMap<WebhookId, i64>) {
+/// After a publish's commit: lowers its webhooks' hints, then asks the
+/// [`Waker`] to wake every node. Failure policy: logged; a hint left high
+/// is fixed by the repair sweep.
+pub(super) async fn after_publish(pool: &Pool, waker: &Waker, due: &HashMap<WebhookId, i64>) {
     if due.is_empty() {
         return;
     }
-    let result = match pool.get().await {
-        Ok(client) => {
-            let notify = client.execute("SELECT pg_notify('herald_work', '')", &[]);
-            futures_util::try_join!(lower(&client, due), notify)
-                .map(drop)
-                .map_err(store_error)
-        }
-        Err(error) => Err(pool_error(error)),
-    };
-    if let Err(error) = result {
-        tracing::warn!(%error, "could not update scheduling hints or wake other nodes; the repair sweep and idle poll will");
+    lower_after_commit(pool, due).await;
+    waker.wake();
+}
+
+/// Sends `NOTIFY herald_work` for commits, coalesced: a request arriving
+/// while a notification is being sent, or within `WAKE_COALESCE` after it,
+/// is answered by one more notification right after. Every commit is thus
+/// followed by a notification within a few milliseconds, at most one per
+/// `WAKE_COALESCE` per node (each notifying transaction takes a
+/// cluster-wide lock at commit).
+#[derive(Clone)]
+pub(super) struct Waker {
+    requested: std::sync::Arc<tokio::sync::Notify>,
+}
+
+const WAKE_COALESCE: std::time::Duration = std::time::Duration::from_millis(2);
+
+impl Waker {
+    pub(super) fn spawn(pool: Pool, stop: tokio_util::sync::CancellationToken) -> (Self, tokio::task::JoinHandle<()>) {
+        let requested = std::sync::Arc::new(tokio::sync::Notify::new());
+        let waiting = std::sync::Arc::clone(&requested);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = waiting.notified() => {}
+                }
+                let sent = match pool.get().await {
+                    Ok(client) => client
+                        .execute("SELECT pg_notify('herald_work', '')", &[])
+                        .await
+                        .map(drop)
+                        .map_err(store_error),
+                    Err(error) => Err(pool_error(error)),
+                };
+                if let Err(error) = sent {
+                    tracing::debug!(%error, "could not wake other nodes; their idle poll will");
+                }
+                tokio::time::sleep(WAKE_COALESCE).await;
+            }
+        });
+        (Self { requested }, task)
+    }
+
+    pub(super) fn wake(&self) {
+        self.requested.notify_one();
     }
 }
 

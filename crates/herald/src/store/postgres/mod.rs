@@ -114,7 +114,9 @@ impl PostgresStore {
         }
         let work = Arc::new(Notify::new());
         let stop = CancellationToken::new();
+        let (waker, waker_task) = hints::Waker::spawn(hint_pool.clone(), stop.child_token());
         let tasks = vec![
+            waker_task,
             tokio::spawn(listener::run(config, Arc::clone(&work), stop.child_token())),
             tokio::spawn(nodes::run(
                 pool.clone(),
@@ -128,7 +130,7 @@ impl PostgresStore {
         ];
         tracing::info!(url = %redact_url(&options.url), node = %node.name, "using PostgreSQL");
         Ok(Arc::new(Self {
-            publisher: events::Publisher::spawn(pool.clone(), hint_pool.clone(), Arc::clone(&work)),
+            publisher: events::Publisher::spawn(pool.clone(), hint_pool.clone(), waker, Arc::clone(&work)),
             pool,
             hint_pool,
             work,

@@ -171,16 +171,24 @@ pub(super) async fn claim(
             .collect();
         insert_attempts(client, &lapsed_ids, &records, false).await?;
     }
+    // Only a hint raised past `now` can have been raised past a concurrent
+    // publish's deliveries: those webhooks are rechecked after the commit.
+    let mut raised = Vec::new();
     if !visited.is_empty() {
         let stmt = client
             .prepare_cached(
                 "UPDATE webhooks w SET next_due_at =
                     (SELECT MIN(next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id AND d.next_attempt_at IS NOT NULL)
-                 WHERE w.id = ANY($1)",
+                 WHERE w.id = ANY($1)
+                 RETURNING w.id, w.next_due_at IS NULL OR w.next_due_at > $2",
             )
             .await
             .map_err(store_error)?;
-        client.execute(&stmt, &[&visited]).await.map_err(store_error)?;
+        for row in client.query(&stmt, &[&visited, &now]).await.map_err(store_error)? {
+            if get::<bool>(&row, 1)? {
+                raised.push(get::<String>(&row, 0)?);
+            }
+        }
     }
 
     let payloads = load_payloads(client, event_ids.into_iter().collect()).await?;
@@ -227,7 +235,7 @@ pub(super) async fn claim(
             jobs,
             next_due: next_due.map(Timestamp::from_millis),
         },
-        visited,
+        raised,
     ))
 }
 
