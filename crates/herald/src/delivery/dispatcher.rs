@@ -46,6 +46,9 @@ use crate::store::{
     ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Release, Store, StoreResult,
 };
 
+/// On a shared store, how long a wake-up waits for others to claim with.
+const SHARED_CLAIM_COALESCE: Duration = Duration::from_millis(2);
+
 /// The least pause after a claim that found nothing although work was due.
 const EMPTY_CLAIM_PAUSE: Duration = Duration::from_millis(5);
 
@@ -185,6 +188,11 @@ impl Dispatcher {
                 () = self.work.notified() => {}
                 () = self.room.notified() => {}
                 () = tokio::time::sleep(pause) => {}
+            }
+            // On a shared store a claim is a network transaction of about
+            // ten statements: let wake-ups that arrive together share one.
+            if self.store.is_shared() && !shutdown.is_cancelled() {
+                tokio::time::sleep(SHARED_CLAIM_COALESCE).await;
             }
         }
         let drained = tokio::time::timeout(self.config.shutdown_grace, async {
