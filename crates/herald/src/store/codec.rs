@@ -2,7 +2,37 @@
 //! as text, and how a listing page is cut.
 
 use super::{Page, StoreError, StoreResult};
-use crate::domain::SubscribedEvents;
+use crate::domain::{DeliveryState, SubscribedEvents, Timestamp};
+
+/// A delivery's stored `state` as the API shows it: `leased` is a pending
+/// delivery in flight. Returns the state and whether it is in flight.
+pub(crate) fn delivery_state(stored: &str) -> (DeliveryState, bool) {
+    match stored {
+        "pending" => (DeliveryState::Pending, false),
+        "leased" => (DeliveryState::Pending, true),
+        "succeeded" => (DeliveryState::Succeeded, false),
+        _ => (DeliveryState::Failed, false),
+    }
+}
+
+/// The stored states a delivery state (as a filter) stands for: the
+/// inverse of [`delivery_state`].
+pub(crate) fn stored_states(state: DeliveryState) -> &'static [&'static str] {
+    match state {
+        DeliveryState::Pending => &["pending", "leased"],
+        DeliveryState::Succeeded => &["succeeded"],
+        DeliveryState::Failed => &["failed"],
+    }
+}
+
+/// The due time to show for a delivery: only a pending delivery waiting
+/// for its turn has one (in flight, the stored instant is the lease's
+/// expiry; finished, there is none).
+pub(crate) fn next_attempt_time(state: DeliveryState, in_flight: bool, stored: Option<Timestamp>) -> Option<Timestamp> {
+    (state == DeliveryState::Pending && !in_flight)
+        .then_some(stored)
+        .flatten()
+}
 
 /// The patterns as a JSON array of strings, the stored form.
 pub(crate) fn patterns_json(events: &SubscribedEvents) -> StoreResult<String> {

@@ -73,6 +73,29 @@ pub struct WebhookPatch {
     pub state: Option<WebhookState>,
 }
 
+impl WebhookPatch {
+    /// `current` with the patch applied; every backend persists exactly
+    /// this. A user's explicit state change clears the reason Herald
+    /// recorded for the previous state.
+    pub fn applied_to(&self, current: &crate::domain::webhook::Webhook) -> crate::domain::webhook::Webhook {
+        let mut updated = current.clone();
+        if let Some(name) = &self.name {
+            updated.name = name.clone();
+        }
+        if let Some(uri) = &self.uri {
+            updated.uri = uri.clone();
+        }
+        if let Some(events) = &self.subscribed_events {
+            updated.subscribed_events = events.clone();
+        }
+        if let Some(state) = self.state {
+            updated.state = state;
+            updated.state_reason = None;
+        }
+        updated
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct NewEvent {
     pub id: EventId,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{ADMIN_KEY, Receiver};
+use crate::support::{ADMIN_KEY, Receiver, post_json as call};
 
 const PUBLISHERS: usize = 8;
 const ROUNDS: usize = 3;
@@ -54,18 +54,6 @@ fn start_server(data_dir: &Path, database_url: Option<&str>) -> Server {
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
     Server { child, base }
-}
-
-async fn call(http: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    assert!(response.status().is_success(), "{path}: {}", response.status());
-    response.json().await.expect("json")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -26,8 +26,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
-use crate::support::ADMIN_KEY;
 use crate::support::backend::{Backend, backend, fresh_database};
+use crate::support::{ADMIN_KEY, post_json as call};
 
 // ---------------------------------------------------------------------------
 // A `herald serve` child process.
@@ -146,20 +146,6 @@ pub(crate) async fn wait_ready(http: &reqwest::Client, base: &str, limit: Durati
         assert!(Instant::now() < deadline, "{base} not ready within {limit:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-async fn call(http: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    assert!(status.is_success(), "{path}: {status} {text}");
-    serde_json::from_str(&text).expect("json")
 }
 
 /// Creates a project, an API key and a webhook to `uri`; returns the key.

@@ -1,8 +1,11 @@
 //! The harness every contract runs in (a fresh store of either backend,
 //! driven by a `ManualClock`) and helpers that build domain values.
 
+#[path = "../common/test_database.rs"]
+mod test_database;
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use herald::clock::{ManualClock, SharedClock};
@@ -151,18 +154,15 @@ async fn open(config: &StorageConfig, clock: &Arc<ManualClock>) -> Arc<dyn Store
     herald::store::open(config, clock).await.expect("open the store")
 }
 
-/// The server test databases are created on.
-pub fn admin_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
+pub use test_database::admin_url;
 
-/// Creates `herald_t_<unixsecs>_<random>` and returns its URL and name;
-/// `None` (after saying so) when PostgreSQL is unreachable outside CI.
+/// A fresh database's URL and name; `None` (after saying so) when
+/// PostgreSQL is unreachable outside CI.
 async fn fresh_database() -> Option<(String, String)> {
-    let client = match connect_admin().await {
+    let client = match test_database::connect_admin().await {
         Ok(client) => client,
         Err(reason) => {
-            if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+            if test_database::in_ci() {
                 panic!("CI=true and PostgreSQL at {} is unreachable: {reason}", admin_url());
             }
             eprintln!(
@@ -172,44 +172,7 @@ async fn fresh_database() -> Option<(String, String)> {
             return None;
         }
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    drop_stale(&client, now).await;
-    let name = format!("herald_t_{now}_{:016x}", rand::random::<u64>());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a test database");
-    let mut url = url::Url::parse(&admin_url()).expect("HERALD_TEST_DATABASE_URL must be a postgres:// URL");
-    url.set_path(&format!("/{name}"));
-    Some((url.to_string(), name))
-}
-
-async fn connect_admin() -> Result<tokio_postgres::Client, String> {
-    let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(connection);
-    client.simple_query("SELECT 1").await.map_err(|e| e.to_string())?;
-    Ok(client)
-}
-
-/// Drops test databases created more than an hour ago (earlier runs).
-async fn drop_stale(client: &tokio_postgres::Client, now: u64) {
-    let Ok(rows) = client
-        .query("SELECT datname FROM pg_database WHERE datname LIKE 'herald_t_%'", &[])
-        .await
-    else {
-        return;
-    };
-    for row in rows {
-        let name: String = row.get(0);
-        let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
-        if created.is_some_and(|created| created + 3600 < now) {
-            let _ = client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-        }
-    }
+    Some(test_database::create(&client).await)
 }
 
 // ---- domain values -------------------------------------------------------

@@ -13,6 +13,7 @@ use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
 use crate::store::codec::page_of;
+use crate::store::codec::{self, delivery_state, next_attempt_time};
 use crate::store::{
     DeliveryDetail, DeliveryFilter, DeliveryJob, DeliverySummary, EndpointSnapshot, LeaseToken, ManualLease,
     ManualLeaseRequest, Page, PageRequest, PingRequest, StoreResult,
@@ -22,13 +23,8 @@ const SUMMARY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.type, d.state, 
      d.last_error, d.create_time";
 
 fn summary_from_row(row: &tokio_postgres::Row) -> StoreResult<DeliverySummary> {
-    let state: String = get(row, 4)?;
-    let (state, in_flight) = match state.as_str() {
-        "pending" => (DeliveryState::Pending, false),
-        "leased" => (DeliveryState::Pending, true),
-        "succeeded" => (DeliveryState::Succeeded, false),
-        _ => (DeliveryState::Failed, false),
-    };
+    let stored: String = get(row, 4)?;
+    let (state, in_flight) = delivery_state(&stored);
     Ok(DeliverySummary {
         id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
         webhook_id: parsed(row, 1, "webhook id", WebhookId::parse)?,
@@ -37,23 +33,14 @@ fn summary_from_row(row: &tokio_postgres::Row) -> StoreResult<DeliverySummary> {
         state,
         in_flight,
         attempt_count: count(row, 5)?,
-        // In flight, the stored instant is the lease's expiry, not a due time.
-        next_attempt_time: if state == DeliveryState::Pending && !in_flight {
-            timestamp_opt(row, 6)?
-        } else {
-            None
-        },
+        next_attempt_time: next_attempt_time(state, in_flight, timestamp_opt(row, 6)?),
         last_error: get(row, 7)?,
         create_time: timestamp(row, 8)?,
     })
 }
 
 fn stored_states(state: Option<DeliveryState>) -> Option<Vec<&'static str>> {
-    state.map(|state| match state {
-        DeliveryState::Pending => vec!["pending", "leased"],
-        DeliveryState::Succeeded => vec!["succeeded"],
-        DeliveryState::Failed => vec!["failed"],
-    })
+    state.map(|state| codec::stored_states(state).to_vec())
 }
 
 pub(super) async fn list_deliveries(

@@ -26,7 +26,8 @@ use super::queue::attempt_from_row;
 use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
 use crate::domain::fanout::{self, Subscriber};
-use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
+use crate::domain::{DeliveryId, EventId, EventType, ProjectId, Timestamp, WebhookId};
+use crate::store::codec::{delivery_state, next_attempt_time};
 use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishRequest, StoreError, StoreResult};
 
 /// Batches of small requests committed at once: each holds one pooled
@@ -459,31 +460,33 @@ pub(super) async fn get_event(
         )
         .await
         .map_err(store_error)?;
+    // Every delivery's last attempt in one round trip.
+    let last_attempts = client
+        .query(
+            "SELECT DISTINCT ON (a.delivery_id) a.attempt_number, a.start_time, a.duration_ms, a.status_code,
+                    a.response_excerpt, a.error_kind, a.error_message, a.delivery_id
+             FROM attempts a JOIN deliveries d ON d.id = a.delivery_id
+             WHERE d.event_id = $1 ORDER BY a.delivery_id, a.attempt_number DESC",
+            &[&id.to_string()],
+        )
+        .await
+        .map_err(store_error)?;
+    let mut last: HashMap<String, crate::domain::AttemptRecord> = HashMap::new();
+    for row in &last_attempts {
+        last.insert(get(row, 7)?, attempt_from_row(row)?);
+    }
     for row in &rows {
-        let state: String = get(row, 2)?;
-        let (state, next_attempt_time) = match state.as_str() {
-            "pending" => (DeliveryState::Pending, timestamp_opt(row, 4)?),
-            // In flight: the stored instant is the lease's expiry, not a due time.
-            "leased" => (DeliveryState::Pending, None),
-            "succeeded" => (DeliveryState::Succeeded, None),
-            _ => (DeliveryState::Failed, None),
-        };
+        let stored: String = get(row, 2)?;
+        let (state, in_flight) = delivery_state(&stored);
+        let next_attempt_time = next_attempt_time(state, in_flight, timestamp_opt(row, 4)?);
         let delivery_id: DeliveryId = parsed(row, 0, "delivery id", DeliveryId::parse)?;
-        let last = client
-            .query_opt(
-                "SELECT attempt_number, start_time, duration_ms, status_code, response_excerpt, error_kind, error_message
-                 FROM attempts WHERE delivery_id = $1 ORDER BY attempt_number DESC LIMIT 1",
-                &[&delivery_id.to_string()],
-            )
-            .await
-            .map_err(store_error)?;
         event.deliveries.push(DeliveryView {
             id: delivery_id,
             webhook_id: parsed(row, 1, "webhook id", WebhookId::parse)?,
             state,
             attempt_count: count(row, 3)?,
             next_attempt_time,
-            last_attempt: last.as_ref().map(attempt_from_row).transpose()?,
+            last_attempt: last.remove(&delivery_id.to_string()),
             last_error: get(row, 5)?,
         });
     }

@@ -11,6 +11,7 @@ use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, WebhookId};
 use crate::store::codec::page_of;
+use crate::store::codec::{self, delivery_state, next_attempt_time};
 use crate::store::{
     DeliveryDetail, DeliveryFilter, DeliveryJob, DeliverySummary, EndpointSnapshot, LeaseToken, ManualLease,
     ManualLeaseRequest, Page, PageRequest, PingRequest, StoreResult,
@@ -20,13 +21,8 @@ const SUMMARY_COLUMNS: &str = "d.id, d.webhook_id, d.event_id, e.type, d.state, 
      d.last_error, d.create_time";
 
 fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliverySummary> {
-    let state: String = row.get(4)?;
-    let (state, in_flight) = match state.as_str() {
-        "pending" => (DeliveryState::Pending, false),
-        "leased" => (DeliveryState::Pending, true),
-        "succeeded" => (DeliveryState::Succeeded, false),
-        _ => (DeliveryState::Failed, false),
-    };
+    let stored: String = row.get(4)?;
+    let (state, in_flight) = delivery_state(&stored);
     Ok(DeliverySummary {
         id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
         webhook_id: parsed(row, 1, "webhook id", WebhookId::parse)?,
@@ -35,12 +31,7 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliverySummary
         state,
         in_flight,
         attempt_count: count(row, 5)?,
-        // In flight, the stored instant is the lease's expiry, not a due time.
-        next_attempt_time: if state == DeliveryState::Pending && !in_flight {
-            timestamp_opt(row, 6)?
-        } else {
-            None
-        },
+        next_attempt_time: next_attempt_time(state, in_flight, timestamp_opt(row, 6)?),
         last_error: row.get(7)?,
         create_time: timestamp(row, 8)?,
     })
@@ -48,12 +39,8 @@ fn summary_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeliverySummary
 
 /// The stored states a filter state stands for.
 fn stored_states(state: Option<DeliveryState>) -> (Option<&'static str>, Option<&'static str>) {
-    match state {
-        None => (None, None),
-        Some(DeliveryState::Pending) => (Some("pending"), Some("leased")),
-        Some(DeliveryState::Succeeded) => (Some("succeeded"), None),
-        Some(DeliveryState::Failed) => (Some("failed"), None),
-    }
+    let states = state.map_or(&[][..], codec::stored_states);
+    (states.first().copied(), states.get(1).copied())
 }
 
 pub(super) fn list_deliveries(

@@ -9,7 +9,8 @@ use super::queue::{attempt_from_row, lower_due_hint};
 use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
 use crate::domain::fanout;
-use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
+use crate::domain::{DeliveryId, EventId, EventType, ProjectId, Timestamp, WebhookId};
+use crate::store::codec::{delivery_state, next_attempt_time};
 use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishRequest, StoreError, StoreResult};
 
 /// Commits the events, one pending delivery per matching enabled webhook
@@ -130,14 +131,9 @@ pub(super) fn get_event(conn: &Connection, project: ProjectId, id: EventId) -> S
         .map_err(store_error)?;
     let views: Vec<DeliveryView> = deliveries
         .query_map([id.to_string()], |row| {
-            let state: String = row.get(2)?;
-            let (state, next_attempt_time) = match state.as_str() {
-                "pending" => (DeliveryState::Pending, timestamp_opt(row, 4)?),
-                // In flight: the stored instant is the lease's expiry, not a due time.
-                "leased" => (DeliveryState::Pending, None),
-                "succeeded" => (DeliveryState::Succeeded, None),
-                _ => (DeliveryState::Failed, None),
-            };
+            let stored: String = row.get(2)?;
+            let (state, in_flight) = delivery_state(&stored);
+            let next_attempt_time = next_attempt_time(state, in_flight, timestamp_opt(row, 4)?);
             Ok(DeliveryView {
                 id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
                 webhook_id: parsed(row, 1, "webhook id", WebhookId::parse)?,

@@ -167,16 +167,14 @@ pub(super) fn update_webhook(
     let Some(current) = load_webhook(conn, project, id, now)? else {
         return Ok(None);
     };
-    let name = patch.name.as_ref().unwrap_or(&current.name);
-    let uri = patch.uri.as_ref().unwrap_or(&current.uri);
-    let events = patch.subscribed_events.as_ref().unwrap_or(&current.subscribed_events);
-    let state = patch.state.unwrap_or(current.state);
-    // A user's explicit state change clears the reason Herald recorded.
-    let reason = if patch.state.is_some() {
-        None
-    } else {
-        current.state_reason.clone()
-    };
+    let updated = patch.applied_to(&current);
+    let (name, uri, events, state, reason) = (
+        &updated.name,
+        &updated.uri,
+        &updated.subscribed_events,
+        updated.state,
+        &updated.state_reason,
+    );
     conn.prepare_cached(
         "UPDATE webhooks SET name = ?2, uri = ?3, subscribed_events = ?4, state = ?5, state_reason = ?6, update_time = ?7
          WHERE id = ?1",

@@ -3,18 +3,18 @@
 //!
 //! The same test code is compiled twice (see `Cargo.toml`): the `server`
 //! binary runs every test on SQLite, `server_postgres` on PostgreSQL. On
-//! PostgreSQL each test gets its own database (`herald_t_<time>_<random>`,
-//! created from `HERALD_TEST_DATABASE_URL`, default
-//! `postgres://postgres@127.0.0.1:5432/postgres`), so tests run in
-//! parallel without seeing each other; databases left by runs more than an
-//! hour old are dropped.
+//! PostgreSQL each test gets its own database (`tests/common/test_database.rs`),
+//! so tests run in parallel without seeing each other.
 //!
 //! Without a reachable PostgreSQL, outside CI, a PostgreSQL test says so on
 //! stderr and ends its process successfully (nextest runs one process per
 //! test: this is a skip); the `postgres_availability` test prints the
 //! reason where `cargo nextest run` shows it. Under `CI=true` it fails.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+#[path = "../../common/test_database.rs"]
+mod test_database;
+
+pub use test_database::admin_url;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -30,26 +30,15 @@ pub fn backend() -> Backend {
     }
 }
 
-/// The server that test databases are created on.
-pub fn admin_url() -> String {
-    std::env::var("HERALD_TEST_DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
 /// Why PostgreSQL cannot be used, if it cannot.
 pub async fn unavailable() -> Option<String> {
-    match tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls).await {
-        Ok((client, connection)) => {
-            tokio::spawn(connection);
-            client.simple_query("SELECT 1").await.err().map(|e| e.to_string())
-        }
-        Err(error) => Some(error.to_string()),
-    }
+    test_database::connect_admin().await.err()
 }
 
 /// Skips (outside CI) or fails (under CI) when PostgreSQL is unreachable.
 pub async fn require_postgres() {
     let Some(reason) = unavailable().await else { return };
-    if std::env::var("CI").is_ok_and(|ci| ci == "true") {
+    if test_database::in_ci() {
         panic!("CI=true and PostgreSQL at {} is unreachable: {reason}", admin_url());
     }
     eprintln!(
@@ -62,45 +51,6 @@ pub async fn require_postgres() {
 /// Creates an empty database and returns its URL.
 pub async fn fresh_database() -> String {
     require_postgres().await;
-    let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
-        .await
-        .expect("connect to PostgreSQL");
-    tokio::spawn(connection);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
-    drop_stale(&client, now).await;
-    let name = format!("herald_t_{now}_{:016x}", rand::random::<u64>());
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create a test database");
-    let mut config: tokio_postgres::Config = admin_url().parse().expect("a valid test URL");
-    config.dbname(&name);
-    url_of(&config, &name)
-}
-
-/// Drops test databases created more than an hour ago (earlier runs).
-async fn drop_stale(client: &tokio_postgres::Client, now: u64) {
-    let Ok(rows) = client
-        .query("SELECT datname FROM pg_database WHERE datname LIKE 'herald_t_%'", &[])
-        .await
-    else {
-        return;
-    };
-    for row in rows {
-        let name: String = row.get(0);
-        let created = name.split('_').nth(2).and_then(|t| t.parse::<u64>().ok());
-        if created.is_some_and(|created| created + 3600 < now) {
-            let _ = client
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .await;
-        }
-    }
-}
-
-/// The admin URL with its database swapped for `name`.
-fn url_of(_config: &tokio_postgres::Config, name: &str) -> String {
-    let admin = admin_url();
-    let mut url = url::Url::parse(&admin).expect("HERALD_TEST_DATABASE_URL must be a postgres:// URL");
-    url.set_path(&format!("/{name}"));
-    url.to_string()
+    let client = test_database::connect_admin().await.expect("connect to PostgreSQL");
+    test_database::create(&client).await.0
 }

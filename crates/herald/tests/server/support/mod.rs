@@ -285,6 +285,22 @@ impl TestApp {
     }
 }
 
+/// POSTs JSON to a Herald process (not a `TestApp`), asserts a 2xx and
+/// returns the JSON answer (process-level tests: crash, multinode).
+pub async fn post_json(http: &reqwest::Client, base: &str, path: &str, key: &str, body: Value) -> Value {
+    let response = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).expect("json")
+}
+
 pub struct Project {
     pub id: String,
     pub key: String,
