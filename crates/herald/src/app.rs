@@ -17,9 +17,10 @@ use crate::delivery::{Dispatcher, DispatcherConfig, Jitter, ManualAttempts, Rand
 use crate::net::ssrf::AddressPolicy;
 use crate::store::Store;
 
-/// What tests replace: time, randomness, and whether the dispatcher loop
-/// runs by itself (tests drive it with [`Dispatcher::run_once`], one step
-/// of the same loop).
+/// What tests replace: time, randomness, and whether the background loops
+/// (the dispatcher and housekeeping) run by themselves; tests that step
+/// them call [`Dispatcher::run_once`] and `maintenance::run_once`, so no
+/// background step races a test's moves of the manual clock.
 pub struct Dependencies {
     pub clock: SharedClock,
     pub jitter: Arc<dyn Jitter>,
@@ -113,11 +114,13 @@ pub async fn start_on(
     if let Some(handle) = metrics.clone() {
         tokio::spawn(crate::telemetry::upkeep(handle, shutdown.child_token()));
     }
-    tokio::spawn(crate::maintenance::run(
-        Arc::clone(&store),
-        Arc::clone(&deps.clock),
-        shutdown.child_token(),
-    ));
+    if deps.run_dispatcher {
+        tokio::spawn(crate::maintenance::run(
+            Arc::clone(&store),
+            Arc::clone(&deps.clock),
+            shutdown.child_token(),
+        ));
+    }
     let state = AppState {
         store: Arc::clone(&store),
         auth: Arc::new(Authenticator::from_hash(admin_key_hash)),
