@@ -11,7 +11,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use sha2::{Digest, Sha256};
@@ -130,25 +129,18 @@ fn new_event(state: &AppState, event: &PublishEvent, field_prefix: &str) -> Resu
         ));
     }
     json_check::check_data(data.as_bytes(), &format!("{field_prefix}data"))?;
-    let id = EventId::generate();
-    let timestamp = state.clock.now();
-    let payload = crate::domain::event::envelope(id, &event_type, timestamp, data);
+    let event = NewEvent::new(event_type, state.clock.now(), data);
     let limit = state.limits.max_payload_bytes;
-    if payload.len() > limit {
+    if event.payload.len() > limit {
         return Err(ApiError::invalid(
             format!("{field_prefix}data"),
             format!(
                 "the event payload would be {} bytes; the limit is {limit} (limits.max_payload_bytes)",
-                payload.len()
+                event.payload.len()
             ),
         ));
     }
-    Ok(NewEvent {
-        id,
-        event_type,
-        timestamp,
-        payload: Bytes::from(payload),
-    })
+    Ok(event)
 }
 
 async fn commit(

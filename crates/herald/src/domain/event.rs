@@ -32,6 +32,44 @@ impl EventType {
     }
 }
 
+/// An event ready to publish: its id, type and time, and the envelope
+/// bytes every attempt sends. Build it with [`NewEvent::new`] (a producer's
+/// `data`, verbatim) or [`NewEvent::from_data`] (an event Herald emits
+/// itself: jobs' state changes, operational events), so every event in the
+/// system has the one envelope below.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub id: super::EventId,
+    pub event_type: EventType,
+    pub timestamp: super::Timestamp,
+    /// The exact bytes every attempt will send.
+    pub payload: bytes::Bytes,
+}
+
+impl NewEvent {
+    /// A fresh event whose `data` is `data`, byte for byte. `data` must be
+    /// a JSON object's text (the API checks a producer's before calling).
+    pub fn new(event_type: EventType, timestamp: super::Timestamp, data: &str) -> Self {
+        let id = super::EventId::generate();
+        let payload = envelope(id, &event_type, timestamp, data);
+        Self {
+            id,
+            event_type,
+            timestamp,
+            payload: bytes::Bytes::from(payload),
+        }
+    }
+
+    /// A fresh event whose `data` is `data` serialised (it must serialise
+    /// to a JSON object: Herald's own payload structs do).
+    pub fn from_data<T: serde::Serialize>(event_type: EventType, timestamp: super::Timestamp, data: &T) -> Self {
+        // Serialising a plain struct of strings and numbers cannot fail;
+        // should it, the event still goes out, with empty data.
+        let data = serde_json::to_string(data).unwrap_or_else(|_| "{}".to_owned());
+        Self::new(event_type, timestamp, &data)
+    }
+}
+
 /// The envelope every delivery sends: `{id, type, version, timestamp, data}`,
 /// serialised once. `data` must be a JSON object's exact bytes; the other
 /// parts are made of characters that need no JSON escaping (ids, validated

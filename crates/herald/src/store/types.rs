@@ -96,14 +96,7 @@ impl WebhookPatch {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub id: EventId,
-    pub event_type: EventType,
-    pub timestamp: Timestamp,
-    /// The exact bytes every attempt will send.
-    pub payload: Bytes,
-}
+pub use crate::domain::event::NewEvent;
 
 /// An `Idempotency-Key` and what to answer when it is used again.
 #[derive(Debug, Clone)]

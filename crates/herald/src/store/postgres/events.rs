@@ -54,9 +54,45 @@ const BULK_EVENTS: usize = 16;
 
 /// The publishing side of the store: hands requests to the batch tasks,
 /// small and bulk requests each to their own.
+#[allow(dead_code)] // `pools`/`work` serve `after_commit`, used by job stores as they land
 pub(super) struct Publisher {
     small: mpsc::Sender<Pending>,
     bulk: mpsc::Sender<Pending>,
+    /// For [`Publisher::after_commit`].
+    pools: Pools,
+    work: Arc<Notify>,
+}
+
+/// Deliveries a [`publish_within`] wrote: the webhooks' hints to lower
+/// after the caller's commit. Hand it to [`Publisher::after_commit`];
+/// dropping it only delays the deliveries until the next repair sweep or
+/// idle poll, never loses them.
+#[allow(dead_code)] // the in-transaction publish seam; job stores use it as they land
+#[must_use = "pass to Publisher::after_commit once the transaction has committed"]
+#[derive(Debug, Default)]
+pub(super) struct Fanned {
+    due: HashMap<WebhookId, i64>,
+}
+
+/// Publishes one request inside the caller's transaction, so that a state
+/// change (a job's status, a webhook's auto-disable) and the event that
+/// announces it commit together or not at all. Fan-out, limits and
+/// idempotency are the same as [`Publisher::publish`]'s.
+#[allow(dead_code)]
+pub(super) async fn publish_within(
+    tx: &deadpool_postgres::Transaction<'_>,
+    request: &PublishRequest,
+) -> StoreResult<(PublishOutcome, Fanned)> {
+    match write_set(tx, &[request]).await {
+        Ok((mut outcomes, due)) => {
+            let outcome = outcomes.pop().unwrap_or_else(|| Err(closed()))?;
+            Ok((outcome, Fanned { due }))
+        }
+        Err(Attempt::Raced) => Err(StoreError::Unavailable(
+            "the write conflicted with a concurrent transaction; retry".into(),
+        )),
+        Err(Attempt::Unreachable(error) | Attempt::Failed(error)) => Err(error),
+    }
 }
 
 impl Publisher {
@@ -69,8 +105,30 @@ impl Publisher {
             waker,
         };
         tokio::spawn(run(pools.clone(), small_jobs, Arc::clone(&work), CONCURRENT_BATCHES));
-        tokio::spawn(run(pools, bulk_jobs, work, BULK_CONCURRENT_BATCHES));
-        Self { small, bulk }
+        tokio::spawn(run(
+            pools.clone(),
+            bulk_jobs,
+            Arc::clone(&work),
+            BULK_CONCURRENT_BATCHES,
+        ));
+        Self {
+            small,
+            bulk,
+            pools,
+            work,
+        }
+    }
+
+    /// Tells the dispatchers (this node's and, by `NOTIFY`, every other
+    /// node's) about deliveries that [`publish_within`] wrote, once the
+    /// caller's transaction has committed.
+    #[allow(dead_code)]
+    pub(super) async fn after_commit(&self, fanned: Fanned) {
+        if fanned.due.is_empty() {
+            return;
+        }
+        hints::after_publish(&self.pools.hints, &self.pools.waker, &fanned.due).await;
+        self.work.notify_one();
     }
 
     pub(super) async fn publish(&self, request: PublishRequest) -> StoreResult<PublishOutcome> {
@@ -226,7 +284,22 @@ async fn publish_set(
 ) -> Result<(Vec<StoreResult<PublishOutcome>>, HashMap<WebhookId, i64>), Attempt> {
     let mut client = pool.get().await.map_err(|e| Attempt::Unreachable(pool_error(e)))?;
     let tx = client.transaction().await.map_err(classify)?;
+    let (outcomes, due) = write_set(&tx, requests).await?;
+    // The NOTIFY that wakes other nodes goes out after the commit, with
+    // the hints (see `hints::after_publish`): a notifying transaction
+    // takes a cluster-wide lock at commit, which would serialise the
+    // durable publish commits.
+    tx.commit().await.map_err(classify)?;
+    Ok((outcomes, due))
+}
 
+/// Writes every request in `requests` in the caller's transaction; one
+/// outcome each, and the hints to lower after the commit.
+#[allow(clippy::type_complexity)]
+async fn write_set(
+    tx: &deadpool_postgres::Transaction<'_>,
+    requests: &[&PublishRequest],
+) -> Result<(Vec<StoreResult<PublishOutcome>>, HashMap<WebhookId, i64>), Attempt> {
     // Idempotency keys seen before answer without writing.
     let mut outcomes: Vec<Option<StoreResult<PublishOutcome>>> = vec![None; requests.len()];
     let keyed: Vec<(usize, String, &crate::store::IdempotencyRecord)> = requests
@@ -265,7 +338,7 @@ async fn publish_set(
     projects.sort();
     projects.dedup();
     let mut subscribers: HashMap<ProjectId, Vec<Subscriber>> = HashMap::new();
-    for (project, subscriber) in enabled_subscribers(&tx, &projects).await? {
+    for (project, subscriber) in enabled_subscribers(tx, &projects).await? {
         subscribers.entry(project).or_default().push(subscriber);
     }
 
@@ -380,11 +453,6 @@ async fn publish_set(
             return Err(Attempt::Raced);
         }
     }
-    // The NOTIFY that wakes other nodes goes out after the commit, with
-    // the hints (see `hints::after_publish`): a notifying transaction
-    // takes a cluster-wide lock at commit, which would serialise the
-    // durable publish commits.
-    tx.commit().await.map_err(classify)?;
     let outcomes = outcomes
         .into_iter()
         .map(|o| o.unwrap_or_else(|| Err(closed())))

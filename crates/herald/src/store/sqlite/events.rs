@@ -15,6 +15,12 @@ use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishR
 
 /// Commits the events, one pending delivery per matching enabled webhook
 /// (due now), and the idempotency record, all in the caller's transaction.
+///
+/// This is also the seam for events Herald emits itself: a writer job that
+/// changes a job's status (or disables a webhook) calls it in the same
+/// transaction, so the change and its event commit together or not at all.
+/// The caller notifies the store's work notifier after the commit when
+/// deliveries were made.
 pub(super) fn publish(conn: &Connection, request: &PublishRequest) -> StoreResult<PublishOutcome> {
     let project = request.project_id.to_string();
     if let Some(idempotency) = &request.idempotency {
