@@ -1,6 +1,7 @@
 //! Housekeeping that runs beside the server: forgetting idempotency keys
 //! once their window has passed, and failing deliveries a deleted webhook
-//! left unfinished (only after a crash in the middle of a delete).
+//! left unfinished (only after a crash in the middle of a delete), and
+//! deleting signing secrets whose rotation overlap has ended.
 //!
 //! Policy: an `Idempotency-Key` protects a publish for 24 hours (the same
 //! window as the retry schedule); after that the key may be used again.
@@ -22,6 +23,8 @@ const INTERVAL: Duration = Duration::from_secs(600);
 /// Each store call does a bounded piece and says whether more is left.
 pub async fn run_once(store: &dyn Store, clock: &SharedClock) -> StoreResult<u64> {
     while !store.fail_orphaned_deliveries(clock.now()).await?.is_done() {}
+    // Secrets that stopped signing (a rotation's overlap ended) are deleted.
+    while !store.purge_expired_secrets(clock.now()).await?.is_done() {}
     let before = crate::domain::Timestamp::from_millis(
         clock.now().as_millis() - i64::try_from(IDEMPOTENCY_WINDOW.as_millis()).unwrap_or(i64::MAX),
     );

@@ -129,6 +129,10 @@ impl From<StoreError> for ApiError {
                 tracing::error!(%message, "stored data is corrupt");
                 Self::Internal("stored data is inconsistent; see the server log".into())
             }
+            StoreError::MasterKey(message) => {
+                tracing::error!(%message, "signing secrets cannot be opened");
+                Self::Internal("this node cannot open signing secrets; see the server log".into())
+            }
         }
     }
 }

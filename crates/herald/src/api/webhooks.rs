@@ -3,20 +3,21 @@
 use axum::Json;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use herald_signature::{Ed25519SecretKey, HmacKey};
 use serde::{Deserialize, Serialize};
-use zeroize::Zeroizing;
 
 use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, MAX_ECHO_CHARS, echo, truncate};
-use super::json::JsonBody;
+use super::json::{JsonBody, OptionalJsonBody};
+use axum::extract::FromRequest;
+use axum::response::IntoResponse;
 use super::pagination::{next_page_token, page_request};
 use super::path::ApiPath;
 use crate::domain::project::Name;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
+use crate::domain::secret::RevocationBehavior;
 use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
-use crate::store::{NewWebhook, StoredSecret, WebhookPatch};
+use crate::store::{NewSecret, NewWebhook, RotateSigningSecret, WebhookPatch};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -170,42 +171,9 @@ fn subscribed_events(items: &[String]) -> Result<SubscribedEvents, ApiError> {
     SubscribedEvents::parse(items).map_err(ApiError::invalid_field("subscribed_events"))
 }
 
-/// A fresh signing secret of `kind`, and the string shown once to the user.
-fn new_secret(kind: SigningKind) -> (StoredSecret, Option<String>) {
-    let id = SecretId::generate();
-    match kind {
-        SigningKind::Hmac => {
-            let key = HmacKey::generate();
-            let secret = Zeroizing::new(key.expose_secret().to_string());
-            let display = format!("{}…", &secret[..secret.len().min(12)]);
-            let shown = Some(secret.to_string());
-            (
-                StoredSecret {
-                    id,
-                    kind,
-                    secret,
-                    public_key: None,
-                    display,
-                },
-                shown,
-            )
-        }
-        SigningKind::Ed25519 => {
-            let key = Ed25519SecretKey::generate();
-            let public_key = key.public_key().to_string();
-            let secret = Zeroizing::new(key.expose_secret().to_string());
-            (
-                StoredSecret {
-                    id,
-                    kind,
-                    secret,
-                    public_key: Some(public_key.clone()),
-                    display: public_key,
-                },
-                None,
-            )
-        }
-    }
+/// A fresh signing secret of `kind` (minted by the domain).
+fn new_secret(kind: SigningKind) -> Result<NewSecret, ApiError> {
+    NewSecret::mint(kind).map_err(|e| ApiError::Internal(e.message))
 }
 
 pub(super) async fn create(
@@ -236,7 +204,8 @@ pub(super) async fn create(
             SigningKind::parse(text).ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?
         }
     };
-    let (secret, shown) = new_secret(signing);
+    let secret = new_secret(signing)?;
+    let shown = secret.material.reveal_once().map(|text| text.to_string());
     let new = NewWebhook {
         id: WebhookId::generate(),
         project_id: project,
@@ -423,27 +392,37 @@ pub(super) struct PingView {
     attempt: super::events::AttemptView,
 }
 
-/// `POST /v1/webhooks/{id}:ping`: sends a `webhook.ping` event to that
-/// webhook now (a real event and delivery, in the log) and answers with
-/// the attempt's outcome. Any body is ignored: the SDK sends none.
+/// `POST /v1/webhooks/{id}:ping` and `POST /v1/webhooks/{id}:rotateSigningSecret`.
 pub(super) async fn custom_method(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(segment): ApiPath<String>,
-) -> Result<Json<PingView>, ApiError> {
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, ApiError> {
     let project = principal.require_project()?;
     let Some((id, verb)) = segment.split_once(':') else {
         return Err(ApiError::MethodNotAllowed(format!(
-            "POST is not allowed on {}; methods are :ping",
+            "POST is not allowed on {}; methods are :ping and :rotateSigningSecret",
             echo(&segment)
         )));
     };
-    if verb != "ping" {
-        return Err(ApiError::NotFound(format!(
-            "no such method :{} on webhooks (expected :ping)",
-            echo(verb)
-        )));
+    match verb {
+        "ping" => Ok(ping(&state, project, id).await?.into_response()),
+        "rotateSigningSecret" => {
+            let OptionalJsonBody(body) = OptionalJsonBody::from_request(request, &state).await?;
+            Ok(rotate_signing_secret(&state, project, id, body).await?.into_response())
+        }
+        other => Err(ApiError::NotFound(format!(
+            "no such method :{} on webhooks (expected :ping or :rotateSigningSecret)",
+            echo(other)
+        ))),
     }
+}
+
+/// Sends a `webhook.ping` event to that webhook now (a real event and
+/// delivery, in the log) and answers with the attempt's outcome. Any body
+/// is ignored: the SDK sends none.
+async fn ping(state: &AppState, project: ProjectId, id: &str) -> Result<Json<PingView>, ApiError> {
     let outcome = state
         .manual_attempts
         .ping(project, webhook_id(id)?)
@@ -454,4 +433,61 @@ pub(super) async fn custom_method(
         delivery_id: outcome.delivery_id,
         attempt: outcome.attempt.into(),
     }))
+}
+
+/// `:rotateSigningSecret`'s body; empty, `{}` (what the google-genai SDK
+/// sends by default) and `null` all mean the default behaviour.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RotateBody {
+    revocation_behavior: Option<String>,
+}
+
+/// The new secret, shown this once: an HMAC webhook's `secret`, or an
+/// Ed25519 webhook's new `public_key` (Herald keeps the private key).
+#[derive(Serialize)]
+pub(super) struct RotatedView {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<String>,
+}
+
+async fn rotate_signing_secret(
+    state: &AppState,
+    project: ProjectId,
+    id: &str,
+    body: RotateBody,
+) -> Result<Json<RotatedView>, ApiError> {
+    let behavior = match body.revocation_behavior.as_deref() {
+        None => RevocationBehavior::default(),
+        Some(text) => RevocationBehavior::parse(text).ok_or_else(|| {
+            ApiError::invalid(
+                "revocation_behavior",
+                format!(
+                    "{} is not a revocation behavior (expected revoke_previous_secrets_after_h24 or revoke_previous_secrets_immediately)",
+                    echo(text)
+                ),
+            )
+        })?,
+    };
+    let webhook = load(state, project, id).await?;
+    let secret = new_secret(webhook.signing)?;
+    let view = RotatedView {
+        secret: secret.material.reveal_once().map(|text| text.to_string()),
+        public_key: secret.material.public_key(),
+    };
+    let now = state.clock.now();
+    state
+        .store
+        .rotate_signing_secret(RotateSigningSecret {
+            project_id: project,
+            webhook_id: webhook.id,
+            secret,
+            previous_expire_time: behavior.previous_expire_time(now),
+            now,
+        })
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook", id))?;
+    Ok(Json(view))
 }

@@ -4,6 +4,7 @@
 
 mod keys;
 mod listen;
+mod master_key;
 mod serve;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     Verify(keys::VerifyArgs),
     /// Run a local webhook receiver that verifies and prints every delivery.
     Listen(listen::ListenArgs),
+    /// Generate or rotate the master key that seals signing secrets at rest.
+    MasterKey(master_key::MasterKeyArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the subcommand on a
@@ -60,6 +63,7 @@ pub fn main() -> ExitCode {
             Command::Sign(args) => keys::sign(args),
             Command::Verify(args) => keys::verify(args).await,
             Command::Listen(args) => listen::listen(args).await,
+            Command::MasterKey(args) => master_key::master_key(&args).await,
         }
     });
     match result {

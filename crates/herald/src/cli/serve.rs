@@ -183,6 +183,7 @@ impl ServeArgs {
         if self.no_migrate {
             config.storage.migrate_on_start = false;
         }
+        config.master_keys = crate::master_key::from_environment()?;
         config.validate()?;
         Ok(config)
     }

@@ -33,6 +33,12 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// The master keys that seal signing secrets. Never a setting (never
+    /// printed, never in a file of settings): from `HERALD_MASTER_KEY` and
+    /// `HERALD_PREVIOUS_MASTER_KEYS` (see `master_key`); `None` on SQLite
+    /// means `<data_dir>/master.key`.
+    #[serde(skip)]
+    pub master_keys: Option<crate::domain::secret::Keyring>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -180,6 +186,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            master_keys: None,
         }
     }
 }
@@ -384,11 +391,13 @@ impl Config {
                 node_name: self.node_name(),
                 heartbeat: self.node.heartbeat,
                 node_timeout: self.node.timeout,
+                master_keys: self.master_keys.clone(),
             }),
             None => StorageConfig::Sqlite(SqliteOptions {
                 data_dir: self.data_dir.clone(),
                 durability: self.storage.durability,
                 read_connections: self.storage.read_connections,
+                master_keys: self.master_keys.clone(),
                 ..SqliteOptions::default()
             }),
         }

@@ -26,9 +26,9 @@ pub(super) fn signer_for(endpoint: &EndpointSnapshot) -> EndpointSigner {
     let keys: Result<Vec<SigningKey>, String> = endpoint
         .secrets
         .iter()
-        .map(|secret| {
-            SigningKey::parse(secret.secret.as_str())
-                .map_err(|e| format!("signing secret {} is unusable: {e}", secret.id))
+        .map(|secret| match &secret.material {
+            Ok(material) => Ok(material.signing_key().clone()),
+            Err(e) => Err(format!("signing secret {} is unusable: {e}", secret.id)),
         })
         .collect();
     Arc::new(keys.and_then(|keys| Signer::new(keys).map_err(|e| format!("cannot sign: {e}"))))

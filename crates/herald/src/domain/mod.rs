@@ -11,6 +11,7 @@ pub mod event;
 pub mod fanout;
 pub mod id;
 pub mod project;
+pub mod secret;
 pub mod time;
 pub mod webhook;
 

@@ -28,6 +28,7 @@
 mod codec;
 mod delivery_log;
 pub mod postgres;
+mod secrets;
 pub mod sqlite;
 mod types;
 
@@ -38,6 +39,7 @@ use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use delivery_log::*;
+pub use secrets::*;
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -58,6 +60,10 @@ pub enum StoreError {
     /// Stored data violates an invariant (a bug or outside tampering).
     #[error("corrupt stored data: {0}")]
     Corrupt(String),
+    /// The master keys given cannot open the database's signing secrets
+    /// (a wrong or missing key): the message says which key is needed.
+    #[error("{0}")]
+    MasterKey(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -126,7 +132,7 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + Send + Sync + 'static
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + SecretStore + Send + Sync + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;
@@ -177,5 +183,21 @@ pub async fn migrate(config: &StorageConfig) -> StoreResult<i64> {
                 .map_err(|e| StoreError::Unavailable(format!("migrating the database: {e}")))?
         }
         StorageConfig::Postgres(options) => postgres::migrate_only(options).await,
+    }
+}
+
+/// `herald master-key rotate`: makes the keyring's primary key the key in
+/// force and seals every secret under it anew, in bounded transactions, on
+/// a database that may be serving (PostgreSQL; on SQLite Herald must be
+/// stopped, as the data directory's lock enforces). Safe to run again.
+pub async fn rotate_master_key(config: &StorageConfig) -> StoreResult<MasterKeyRotation> {
+    match config {
+        StorageConfig::Sqlite(options) => {
+            let options = options.clone();
+            tokio::task::spawn_blocking(move || sqlite::rotate_master_key(&options))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("rotating the master key: {e}")))?
+        }
+        StorageConfig::Postgres(options) => postgres::rotate_master_key(options).await,
     }
 }

@@ -3,12 +3,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use zeroize::Zeroizing;
 
 use crate::domain::project::Name;
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{
-    AttemptRecord, DeliveryId, DeliveryState, EventId, EventType, ProjectId, SecretId, SigningKind, SubscribedEvents,
+    AttemptRecord, DeliveryId, DeliveryState, EventId, EventType, ProjectId, SigningKind, SubscribedEvents,
     Timestamp, WebhookId, WebhookState,
 };
 
@@ -27,28 +26,6 @@ pub struct Page<T> {
     pub next_after: Option<String>,
 }
 
-/// A signing secret as stored: the material the dispatcher signs with.
-#[derive(Clone)]
-pub struct StoredSecret {
-    pub id: SecretId,
-    pub kind: SigningKind,
-    /// `whsec_…` or `whsk_…`.
-    pub secret: Zeroizing<String>,
-    /// `whpk_…` for Ed25519.
-    pub public_key: Option<String>,
-    /// What the API may show of it.
-    pub display: String,
-}
-
-impl std::fmt::Debug for StoredSecret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StoredSecret")
-            .field("id", &self.id)
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct NewWebhook {
     pub id: WebhookId,
@@ -57,7 +34,8 @@ pub struct NewWebhook {
     pub uri: EndpointUri,
     pub subscribed_events: SubscribedEvents,
     pub signing: SigningKind,
-    pub secret: StoredSecret,
+    /// Its first signing secret, sealed by the store.
+    pub secret: super::NewSecret,
     pub now: Timestamp,
     /// Refuse (`LimitExceeded`) if the project already has this many
     /// webhooks; checked in the creating transaction.
@@ -177,7 +155,7 @@ pub struct EndpointSnapshot {
     pub webhook_id: WebhookId,
     pub uri: EndpointUri,
     /// Every secret that signs now (more than one during a rotation overlap).
-    pub secrets: Vec<StoredSecret>,
+    pub secrets: Vec<super::StoredSecret>,
 }
 
 #[derive(Debug, Clone)]

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use deadpool_postgres::GenericClient;
 
 use super::connect::store_error;
-use super::queue::{attempt_from_row, load_secrets};
+use super::queue::attempt_from_row;
+use super::secrets::signing_secrets;
+use crate::domain::secret::Keyring;
 use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
@@ -139,11 +141,12 @@ async fn live_endpoint(
 
 async fn snapshot(
     client: &impl GenericClient,
+    keyring: &Keyring,
     webhook: WebhookId,
     uri: EndpointUri,
     now: Timestamp,
 ) -> StoreResult<Arc<EndpointSnapshot>> {
-    let secrets = load_secrets(client, vec![webhook.to_string()], now)
+    let secrets = signing_secrets(client, keyring, vec![webhook.to_string()], now)
         .await?
         .remove(&webhook)
         .unwrap_or_default();
@@ -159,6 +162,7 @@ pub(super) async fn lease_for_redelivery(
     request: &ManualLeaseRequest,
     token: LeaseToken,
     node: &str,
+    keyring: &Keyring,
 ) -> StoreResult<ManualLease> {
     // Locks the row: a claim (SKIP LOCKED) passes it by meanwhile.
     let Some(before) = load_summary(client, request.project, request.delivery_id, true).await? else {
@@ -198,7 +202,7 @@ pub(super) async fn lease_for_redelivery(
         )
         .await
         .map_err(store_error)?;
-    let endpoint = snapshot(client, before.webhook_id, uri, request.now).await?;
+    let endpoint = snapshot(client, keyring, before.webhook_id, uri, request.now).await?;
     let job = DeliveryJob {
         delivery_id: before.id,
         lease: token,
@@ -219,6 +223,7 @@ pub(super) async fn create_ping(
     request: &PingRequest,
     token: LeaseToken,
     node: &str,
+    keyring: &Keyring,
 ) -> StoreResult<Option<DeliveryJob>> {
     let Some(uri) = live_endpoint(client, request.project, request.webhook_id).await? else {
         return Ok(None);
@@ -256,7 +261,7 @@ pub(super) async fn create_ping(
         )
         .await
         .map_err(store_error)?;
-    let endpoint = snapshot(client, request.webhook_id, uri, request.now).await?;
+    let endpoint = snapshot(client, keyring, request.webhook_id, uri, request.now).await?;
     Ok(Some(DeliveryJob {
         delivery_id: request.delivery_id,
         lease: token,

@@ -20,6 +20,7 @@ mod nodes;
 mod projects;
 mod queue;
 mod rows;
+mod secrets;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -35,13 +36,14 @@ pub use connect::{check_url, redact_url};
 
 use crate::clock::SharedClock;
 use crate::domain::project::{ApiKey, Project};
+use crate::domain::secret::Keyring;
 use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, DeliveryId, EventId, ProjectId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryDetail, DeliveryFilter, DeliveryJob, DeliveryLog,
     DeliveryQueue, DeliverySummary, EventDetail, EventStore, LeaseToken, ManualLease, ManualLeaseRequest, NewWebhook,
-    Page, PageRequest, PingRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
-    StoreError, StoreResult, WebhookPatch, WebhookStore,
+    Page, PageRequest, PingRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release,
+    RotateSigningSecret, SecretStore, Store, StoreError, StoreResult, WebhookPatch, WebhookStore,
 };
 use connect::{pool_error, store_error};
 use nodes::Node;
@@ -58,6 +60,21 @@ pub struct PostgresOptions {
     pub node_name: String,
     pub heartbeat: Duration,
     pub node_timeout: Duration,
+    /// The master keys that seal signing secrets (`HERALD_MASTER_KEY`,
+    /// `HERALD_PREVIOUS_MASTER_KEYS`). Required: every node of a shared
+    /// database must hold the key in force, so none is ever generated here.
+    pub master_keys: Option<Keyring>,
+}
+
+/// The keyring, or the one-line reason a shared database cannot start without it.
+fn required_keyring(options: &PostgresOptions) -> StoreResult<Keyring> {
+    options.master_keys.clone().ok_or_else(|| {
+        StoreError::MasterKey(
+            "missing master key: on PostgreSQL every node needs HERALD_MASTER_KEY (the same key on every node; \
+             generate one with `herald master-key generate`)"
+                .into(),
+        )
+    })
 }
 
 pub struct PostgresStore {
@@ -69,6 +86,8 @@ pub struct PostgresStore {
     work: Arc<Notify>,
     node: Node,
     clock: SharedClock,
+    /// Seals secrets on their way in, opens them for the dispatcher.
+    keyring: Keyring,
     /// Stops the background tasks (listener, heartbeats).
     stop: CancellationToken,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -88,6 +107,7 @@ impl PostgresStore {
     /// node (ending its previous run's leases) and starts the listener and
     /// heartbeats.
     pub async fn open(options: &PostgresOptions, clock: SharedClock) -> StoreResult<Arc<Self>> {
+        let keyring = required_keyring(options)?;
         let config = connect::parse(&options.url).map_err(StoreError::Unavailable)?;
         let pool = connect::pool(config.clone(), options.pool_size, &options.node_name, true)?;
         let hint_pool = connect::pool(config.clone(), 2, &options.node_name, false)?;
@@ -104,6 +124,15 @@ impl PostgresStore {
                         migrations::known_version()
                     )));
                 }
+            }
+        }
+        {
+            let mut client = pool.get().await.map_err(pool_error)?;
+            let tx = client.transaction().await.map_err(store_error)?;
+            let sealed = secrets::prepare(&tx, &keyring).await?;
+            tx.commit().await.map_err(store_error)?;
+            if sealed > 0 {
+                tracing::info!(sealed, "sealed plaintext signing secrets left by an older Herald");
             }
         }
         let node = Node::new(options.node_name.clone());
@@ -136,6 +165,7 @@ impl PostgresStore {
             work,
             node,
             clock,
+            keyring,
             stop,
             tasks: Mutex::new(tasks),
         }))
@@ -187,6 +217,43 @@ pub(crate) async fn migrate_only(options: &PostgresOptions) -> StoreResult<i64> 
     migrations::migrate(&mut client).await
 }
 
+/// `herald master-key rotate` on PostgreSQL, beside running nodes: each
+/// piece is one short transaction (the switch of the key in force, then
+/// up to `RESEAL_CHUNK` rows), so deliveries never wait on it.
+pub(crate) async fn rotate_master_key(options: &PostgresOptions) -> StoreResult<crate::store::MasterKeyRotation> {
+    let keyring = required_keyring(options)?;
+    let config = connect::parse(&options.url).map_err(StoreError::Unavailable)?;
+    let pool = connect::pool(config, 2, &options.node_name, true)?;
+    wait_for_server(&pool, &options.url, Some(5)).await?;
+    let mut client = pool.get().await.map_err(pool_error)?;
+    let current = migrations::current_version(&client).await?;
+    if current != migrations::known_version() {
+        return Err(StoreError::Unavailable(format!(
+            "the database schema is at version {current}, this Herald needs {}: run `herald migrate`",
+            migrations::known_version()
+        )));
+    }
+    let tx = client.transaction().await.map_err(store_error)?;
+    secrets::prepare(&tx, &keyring).await?;
+    let from = secrets::key_in_force(&tx, false).await?;
+    tx.commit().await.map_err(store_error)?;
+    let mut resealed = 0;
+    loop {
+        let tx = client.transaction().await.map_err(store_error)?;
+        let progress = secrets::reseal_piece(&tx, &keyring).await?;
+        tx.commit().await.map_err(store_error)?;
+        resealed += progress.count();
+        if progress.is_done() {
+            break;
+        }
+    }
+    Ok(crate::store::MasterKeyRotation {
+        from,
+        to: keyring.primary().id().clone(),
+        resealed,
+    })
+}
+
 /// Runs `$body` with `$tx` a transaction on a pooled connection; commits
 /// if the body succeeds (an early `?` return rolls back).
 macro_rules! in_transaction {
@@ -236,7 +303,7 @@ impl ProjectStore for PostgresStore {
 #[async_trait]
 impl WebhookStore for PostgresStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook> {
-        in_transaction!(self, |tx| webhooks::insert_webhook(&tx, &webhook).await?)
+        in_transaction!(self, |tx| webhooks::insert_webhook(&tx, &self.keyring, &webhook).await?)
     }
 
     async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp) -> StoreResult<Page<Webhook>> {
@@ -300,7 +367,7 @@ impl DeliveryQueue for PostgresStore {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
         let (batch, visited) = in_transaction!(self, |tx| {
             queue::asynchronous_commit(&tx).await?;
-            queue::claim(&tx, &request, token, &self.node.id).await?
+            queue::claim(&tx, &request, token, &self.node.id, &self.keyring).await?
         })?;
         hints::recheck_after_commit(&self.hint_pool, &visited).await;
         Ok(batch)
@@ -358,7 +425,7 @@ impl DeliveryLog for PostgresStore {
     async fn lease_for_redelivery(&self, request: ManualLeaseRequest) -> StoreResult<ManualLease> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
         in_transaction!(self, |tx| {
-            delivery_log::lease_for_redelivery(&tx, &request, token, &self.node.id).await?
+            delivery_log::lease_for_redelivery(&tx, &request, token, &self.node.id, &self.keyring).await?
         })
     }
 
@@ -368,9 +435,21 @@ impl DeliveryLog for PostgresStore {
             &tx,
             &request,
             token,
-            &self.node.id
+            &self.node.id,
+            &self.keyring
         )
         .await?)
+    }
+}
+
+#[async_trait]
+impl SecretStore for PostgresStore {
+    async fn rotate_signing_secret(&self, request: RotateSigningSecret) -> StoreResult<Option<Webhook>> {
+        in_transaction!(self, |tx| secrets::rotate_signing_secret(&tx, &self.keyring, &request).await?)
+    }
+
+    async fn purge_expired_secrets(&self, now: Timestamp) -> StoreResult<Progress> {
+        secrets::purge_expired(&self.client().await?, now).await
     }
 }
 

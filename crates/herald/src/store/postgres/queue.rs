@@ -21,11 +21,13 @@ use super::hints;
 use super::rows::{count, get, parsed, parsed_opt, timestamp};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{
-    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, SecretId, SigningKind, Timestamp, WebhookId,
+    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId,
 };
+use super::secrets::signing_secrets;
+use crate::domain::secret::Keyring;
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
-    QueueStats, Release, StoreResult, StoredSecret,
+    QueueStats, Release, StoreResult,
 };
 
 /// Webhooks visited per claim at most.
@@ -36,6 +38,7 @@ pub(super) async fn claim(
     request: &ClaimRequest,
     token: LeaseToken,
     node: &str,
+    keyring: &Keyring,
 ) -> StoreResult<(ClaimedBatch, Vec<String>)> {
     let now = request.now.as_millis();
     let room: HashMap<WebhookId, u32> = request.room.iter().copied().collect();
@@ -192,7 +195,7 @@ pub(super) async fn claim(
     }
 
     let payloads = load_payloads(client, event_ids.into_iter().collect()).await?;
-    let secrets = load_secrets(client, uris.keys().map(ToString::to_string).collect(), request.now).await?;
+    let secrets = signing_secrets(client, keyring, uris.keys().map(ToString::to_string).collect(), request.now).await?;
     let mut endpoints: HashMap<WebhookId, Arc<EndpointSnapshot>> = HashMap::new();
     for (webhook, uri) in uris {
         endpoints.insert(
@@ -269,39 +272,6 @@ async fn load_payloads(client: &impl GenericClient, ids: Vec<String>) -> StoreRe
     rows.iter()
         .map(|row| Ok((get::<String>(row, 0)?, Bytes::from(get::<Vec<u8>>(row, 1)?))))
         .collect()
-}
-
-pub(super) async fn load_secrets(
-    client: &impl GenericClient,
-    webhooks: Vec<String>,
-    now: Timestamp,
-) -> StoreResult<HashMap<WebhookId, Vec<StoredSecret>>> {
-    if webhooks.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let stmt = client
-        .prepare_cached(
-            "SELECT webhook_id, id, kind, secret, public_key, display FROM webhook_secrets
-             WHERE webhook_id = ANY($1) AND (expire_time IS NULL OR expire_time > $2) ORDER BY id",
-        )
-        .await
-        .map_err(store_error)?;
-    let rows = client
-        .query(&stmt, &[&webhooks, &now.as_millis()])
-        .await
-        .map_err(store_error)?;
-    let mut secrets: HashMap<WebhookId, Vec<StoredSecret>> = HashMap::new();
-    for row in &rows {
-        let webhook = parsed(row, 0, "webhook id", WebhookId::parse)?;
-        secrets.entry(webhook).or_default().push(StoredSecret {
-            id: parsed(row, 1, "secret id", SecretId::parse)?,
-            kind: parsed(row, 2, "signing kind", SigningKind::parse)?,
-            secret: get::<String>(row, 3)?.into(),
-            public_key: get(row, 4)?,
-            display: get(row, 5)?,
-        });
-    }
-    Ok(secrets)
 }
 
 /// Logs attempts; `replace` overwrites an `interrupted` placeholder of the

@@ -5,6 +5,7 @@ use deadpool_postgres::GenericClient;
 use super::connect::store_error;
 use super::rows::{get, parsed, timestamp, timestamp_opt};
 use crate::domain::delivery::reason;
+use crate::domain::secret::Keyring;
 use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
@@ -18,7 +19,11 @@ const WEBHOOK_COLUMNS: &str =
 /// Rows failed per transaction when a deleted webhook's deliveries are cleared.
 const FAIL_CHUNK: i64 = 10_000;
 
-pub(super) async fn insert_webhook(client: &impl GenericClient, webhook: &NewWebhook) -> StoreResult<Webhook> {
+pub(super) async fn insert_webhook(
+    client: &impl GenericClient,
+    keyring: &Keyring,
+    webhook: &NewWebhook,
+) -> StoreResult<Webhook> {
     // The project's row lock serializes webhook creation per project
     // across nodes, so the count below is exact.
     let exists = client
@@ -69,29 +74,7 @@ pub(super) async fn insert_webhook(client: &impl GenericClient, webhook: &NewWeb
         )
         .await
         .map_err(store_error)?;
-    let secret = &webhook.secret;
-    let stmt = client
-        .prepare_cached(
-            "INSERT INTO webhook_secrets (id, webhook_id, kind, secret, public_key, display, create_time)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .await
-        .map_err(store_error)?;
-    client
-        .execute(
-            &stmt,
-            &[
-                &secret.id.to_string(),
-                &webhook.id.to_string(),
-                &secret.kind.as_str(),
-                &secret.secret.as_str(),
-                &secret.public_key,
-                &secret.display,
-                &webhook.now.as_millis(),
-            ],
-        )
-        .await
-        .map_err(store_error)?;
+    super::secrets::insert_secret(client, keyring, webhook.id, &webhook.secret, webhook.now).await?;
     load_webhook(client, webhook.project_id, webhook.id, webhook.now)
         .await?
         .ok_or(StoreError::NotFound)

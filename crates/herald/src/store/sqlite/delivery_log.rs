@@ -6,7 +6,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::queue::{attempt_from_row, signing_secrets};
+use super::queue::attempt_from_row;
+use super::secrets::signing_secrets;
+use crate::domain::secret::Keyring;
 use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, WebhookId};
@@ -128,6 +130,7 @@ pub(super) fn lease_for_redelivery(
     conn: &Connection,
     request: &ManualLeaseRequest,
     token: LeaseToken,
+    keyring: &Keyring,
 ) -> StoreResult<ManualLease> {
     let Some(before) = load_summary(conn, request.project, request.delivery_id)? else {
         return Ok(ManualLease::NotFound);
@@ -154,7 +157,7 @@ pub(super) fn lease_for_redelivery(
     let endpoint = Arc::new(EndpointSnapshot {
         webhook_id: before.webhook_id,
         uri,
-        secrets: signing_secrets(conn, before.webhook_id, request.now)?,
+        secrets: signing_secrets(conn, keyring, before.webhook_id, request.now)?,
     });
     let job = DeliveryJob {
         delivery_id: before.id,
@@ -175,6 +178,7 @@ pub(super) fn create_ping(
     conn: &Connection,
     request: &PingRequest,
     token: LeaseToken,
+    keyring: &Keyring,
 ) -> StoreResult<Option<DeliveryJob>> {
     let Some(uri) = live_endpoint(conn, request.project, request.webhook_id)? else {
         return Ok(None);
@@ -212,7 +216,7 @@ pub(super) fn create_ping(
     let endpoint = Arc::new(EndpointSnapshot {
         webhook_id: request.webhook_id,
         uri,
-        secrets: signing_secrets(conn, request.webhook_id, request.now)?,
+        secrets: signing_secrets(conn, keyring, request.webhook_id, request.now)?,
     });
     Ok(Some(DeliveryJob {
         delivery_id: request.delivery_id,

@@ -17,11 +17,13 @@
 
 mod delivery_log;
 mod events;
+mod master_key_file;
 mod migrations;
 mod projects;
 mod queue;
 mod readers;
 mod rows;
+mod secrets;
 mod webhooks;
 mod writer;
 
@@ -36,13 +38,14 @@ use rusqlite::Connection;
 use tokio::sync::Notify;
 
 use crate::domain::project::{ApiKey, Project};
+use crate::domain::secret::Keyring;
 use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, DeliveryId, EventId, ProjectId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryDetail, DeliveryFilter, DeliveryJob, DeliveryLog,
     DeliveryQueue, DeliverySummary, EventDetail, EventStore, LeaseToken, ManualLease, ManualLeaseRequest, NewWebhook,
-    Page, PageRequest, PingRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release, Store,
-    StoreError, StoreResult, WebhookPatch, WebhookStore,
+    Page, PageRequest, PingRequest, Progress, ProjectStore, PublishOutcome, PublishRequest, QueueStats, Release,
+    RotateSigningSecret, SecretStore, Store, StoreError, StoreResult, WebhookPatch, WebhookStore,
 };
 
 use readers::ReadPool;
@@ -69,6 +72,9 @@ pub struct SqliteOptions {
     pub read_connections: usize,
     /// Page cache per connection, in KiB.
     pub cache_kib: u32,
+    /// The master keys that seal signing secrets (`HERALD_MASTER_KEY`);
+    /// `None`: `<data_dir>/master.key`, generated at first start.
+    pub master_keys: Option<Keyring>,
 }
 
 impl Default for SqliteOptions {
@@ -78,6 +84,7 @@ impl Default for SqliteOptions {
             durability: Durability::Full,
             read_connections: 4,
             cache_kib: 32 * 1024,
+            master_keys: None,
         }
     }
 }
@@ -93,6 +100,8 @@ pub struct SqliteStore {
     /// readiness then probes with a publish-sized write until one commits.
     failing: AtomicBool,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Seals secrets on their way in, opens them for the dispatcher.
+    keyring: Arc<Keyring>,
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
 }
@@ -110,6 +119,7 @@ impl SqliteStore {
         create_private_file(&path)?;
         let mut conn = open_connection(&path, options, false)?;
         migrations::migrate(&mut conn)?;
+        let keyring = open_secrets(&mut conn, options)?;
         let recovered = queue::recover_all_leases(&conn, now)?;
         if recovered > 0 {
             tracing::warn!(
@@ -130,6 +140,7 @@ impl SqliteStore {
             closing,
             failing: AtomicBool::new(false),
             writer_thread: Mutex::new(Some(thread)),
+            keyring: Arc::new(keyring),
             _lock: lock,
         })
     }
@@ -144,6 +155,72 @@ pub(crate) fn migrate_only(options: &SqliteOptions) -> StoreResult<i64> {
     create_private_file(&path)?;
     let mut conn = open_connection(&path, options, false)?;
     migrations::migrate(&mut conn)
+}
+
+/// The keyring, checked against the database (a wrong or missing master
+/// key fails here), with plaintext rows from older versions sealed.
+fn open_secrets(conn: &mut Connection, options: &SqliteOptions) -> StoreResult<Keyring> {
+    let keyring = match &options.master_keys {
+        Some(keyring) => keyring.clone(),
+        None => master_key_file::load_or_create(&options.data_dir)?,
+    };
+    let sealed = secrets::prepare(conn, &keyring)?;
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed plaintext signing secrets left by an older Herald");
+    }
+    if options.master_keys.is_none() {
+        let in_force = secrets::key_in_force(conn)?
+            .ok_or_else(|| StoreError::Corrupt("no master key is recorded as in force".into()))?;
+        master_key_file::settle(&options.data_dir, &in_force)?;
+    }
+    Ok(keyring)
+}
+
+/// `herald master-key rotate` on SQLite (Herald stopped: the directory lock
+/// refuses otherwise). With `master_keys` given, seals everything under
+/// its primary. Without, generates a new key into `master.key.next` first,
+/// seals everything under it in one transaction, then installs it as
+/// `master.key`.
+pub(crate) fn rotate_master_key(options: &SqliteOptions) -> StoreResult<crate::store::MasterKeyRotation> {
+    create_private_dir(&options.data_dir)?;
+    let _lock = lock_directory(&options.data_dir)?;
+    let path = options.data_dir.join("herald.db");
+    create_private_file(&path)?;
+    let mut conn = open_connection(&path, options, false)?;
+    migrations::migrate(&mut conn)?;
+    let (keyring, from_files) = match &options.master_keys {
+        Some(keyring) => (keyring.clone(), false),
+        None => {
+            let files = master_key_file::load_or_create(&options.data_dir)?;
+            secrets::prepare(&mut conn, &files)?;
+            let in_force = secrets::key_in_force(&conn)?;
+            master_key_file::settle(&options.data_dir, in_force.as_ref().unwrap_or(files.primary().id()))?;
+            let current = master_key_file::load_or_create(&options.data_dir)?;
+            let next = crate::domain::secret::MasterKey::generate().map_err(|e| StoreError::Unavailable(e.message))?;
+            master_key_file::write_next(&options.data_dir, &next)?;
+            (Keyring::new(next, vec![current.primary().clone()]), true)
+        }
+    };
+    secrets::prepare(&mut conn, &keyring)?;
+    let from = secrets::key_in_force(&conn)?;
+    let tx = conn.transaction().map_err(unavailable)?;
+    let mut resealed = 0;
+    loop {
+        let progress = secrets::reseal_piece(&tx, &keyring)?;
+        resealed += progress.count();
+        if progress.is_done() {
+            break;
+        }
+    }
+    tx.commit().map_err(unavailable)?;
+    if from_files {
+        master_key_file::install_next(&options.data_dir)?;
+    }
+    Ok(crate::store::MasterKeyRotation {
+        from,
+        to: keyring.primary().id().clone(),
+        resealed,
+    })
 }
 
 /// Creates the data directory readable by its owner only (an existing
@@ -283,8 +360,11 @@ impl ProjectStore for SqliteStore {
 #[async_trait]
 impl WebhookStore for SqliteStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook> {
+        let keyring = Arc::clone(&self.keyring);
         self.writer
-            .write(Lane::Api, 1, move |conn| webhooks::insert_webhook(conn, &webhook))
+            .write(Lane::Api, 1, move |conn| {
+                webhooks::insert_webhook(conn, &keyring, &webhook)
+            })
             .await
     }
 
@@ -377,9 +457,10 @@ impl EventStore for SqliteStore {
 impl DeliveryQueue for SqliteStore {
     async fn claim(&self, request: ClaimRequest) -> StoreResult<ClaimedBatch> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        let keyring = Arc::clone(&self.keyring);
         self.writer
             .write(Lane::Queue, request.limit, move |conn| {
-                queue::claim(conn, &request, token)
+                queue::claim(conn, &request, token, &keyring)
             })
             .await
     }
@@ -438,19 +519,39 @@ impl DeliveryLog for SqliteStore {
 
     async fn lease_for_redelivery(&self, request: ManualLeaseRequest) -> StoreResult<ManualLease> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        let keyring = Arc::clone(&self.keyring);
         self.writer
             .write(Lane::Queue, 1, move |conn| {
-                delivery_log::lease_for_redelivery(conn, &request, token)
+                delivery_log::lease_for_redelivery(conn, &request, token, &keyring)
             })
             .await
     }
 
     async fn create_ping(&self, request: PingRequest) -> StoreResult<Option<DeliveryJob>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
+        let keyring = Arc::clone(&self.keyring);
         self.writer
             .write(Lane::Api, 1, move |conn| {
-                delivery_log::create_ping(conn, &request, token)
+                delivery_log::create_ping(conn, &request, token, &keyring)
             })
+            .await
+    }
+}
+
+#[async_trait]
+impl SecretStore for SqliteStore {
+    async fn rotate_signing_secret(&self, request: RotateSigningSecret) -> StoreResult<Option<Webhook>> {
+        let keyring = Arc::clone(&self.keyring);
+        self.writer
+            .write(Lane::Api, 1, move |conn| {
+                secrets::rotate_signing_secret(conn, &keyring, &request)
+            })
+            .await
+    }
+
+    async fn purge_expired_secrets(&self, now: Timestamp) -> StoreResult<Progress> {
+        self.writer
+            .write(Lane::Api, 1, move |conn| secrets::purge_expired(conn, now))
             .await
     }
 }

@@ -21,17 +21,24 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::rows::{count, parsed, parsed_opt, store_error, timestamp};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{
-    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, SecretId, SigningKind, Timestamp, WebhookId,
+    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId,
 };
+use super::secrets::signing_secrets;
+use crate::domain::secret::Keyring;
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
-    QueueStats, Release, StoreResult, StoredSecret,
+    QueueStats, Release, StoreResult,
 };
 
 /// Webhooks visited per claim at most.
 const ENDPOINTS_PER_CLAIM: i64 = 256;
 
-pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken) -> StoreResult<ClaimedBatch> {
+pub(super) fn claim(
+    conn: &Connection,
+    request: &ClaimRequest,
+    token: LeaseToken,
+    keyring: &Keyring,
+) -> StoreResult<ClaimedBatch> {
     let mut room: HashMap<WebhookId, u32> = request.room.iter().copied().collect();
     let saturated = |room: &HashMap<WebhookId, u32>| -> String {
         let ids: Vec<String> = room
@@ -88,7 +95,7 @@ pub(super) fn claim(conn: &Connection, request: &ClaimRequest, token: LeaseToken
             let endpoint = Arc::new(EndpointSnapshot {
                 webhook_id: webhook,
                 uri,
-                secrets: signing_secrets(conn, webhook, request.now)?,
+                secrets: signing_secrets(conn, keyring, webhook, request.now)?,
             });
             room.insert(
                 webhook,
@@ -201,26 +208,6 @@ fn lease(
         payload: Bytes::from(payload),
         endpoint: Arc::clone(endpoint),
     })
-}
-
-pub(super) fn signing_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResult<Vec<StoredSecret>> {
-    conn.prepare_cached(
-        "SELECT id, kind, secret, public_key, display FROM webhook_secrets
-         WHERE webhook_id = ?1 AND (expire_time IS NULL OR expire_time > ?2) ORDER BY id",
-    )
-    .and_then(|mut stmt| {
-        stmt.query_map(params![webhook.to_string(), now.as_millis()], |row| {
-            Ok(StoredSecret {
-                id: parsed(row, 0, "secret id", SecretId::parse)?,
-                kind: parsed(row, 1, "signing kind", SigningKind::parse)?,
-                secret: row.get::<_, String>(2)?.into(),
-                public_key: row.get(3)?,
-                display: row.get(4)?,
-            })
-        })?
-        .collect()
-    })
-    .map_err(store_error)
 }
 
 pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreResult<Vec<CompletionResult>> {

@@ -4,6 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{parsed, store_error, timestamp, timestamp_opt};
 use crate::domain::delivery::reason;
+use crate::domain::secret::Keyring;
 use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
@@ -14,7 +15,7 @@ use crate::store::{NewWebhook, Page, PageRequest, Progress, StoreError, StoreRes
 const WEBHOOK_COLUMNS: &str =
     "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
 
-pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreResult<Webhook> {
+pub(super) fn insert_webhook(conn: &Connection, keyring: &Keyring, webhook: &NewWebhook) -> StoreResult<Webhook> {
     let exists: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM projects WHERE id = ?1")
         .and_then(|mut stmt| {
@@ -51,23 +52,7 @@ pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreRe
         ])
     })
     .map_err(store_error)?;
-    let secret = &webhook.secret;
-    conn.prepare_cached(
-        "INSERT INTO webhook_secrets (id, webhook_id, kind, secret, public_key, display, create_time)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            secret.id.to_string(),
-            webhook.id.to_string(),
-            secret.kind.as_str(),
-            secret.secret.as_str(),
-            secret.public_key,
-            secret.display,
-            webhook.now.as_millis(),
-        ])
-    })
-    .map_err(store_error)?;
+    super::secrets::insert_secret(conn, keyring, webhook.id, &webhook.secret, webhook.now)?;
     load_webhook(conn, webhook.project_id, webhook.id, webhook.now)?.ok_or(StoreError::NotFound)
 }
 
@@ -108,7 +93,7 @@ fn load_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreR
     .map_err(store_error)
 }
 
-fn load_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
+pub(super) fn load_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
     let sql =
         format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL");
     let webhook = conn
