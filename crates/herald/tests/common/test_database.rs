@@ -62,3 +62,17 @@ async fn drop_stale(client: &tokio_postgres::Client, now: u64) {
         }
     }
 }
+
+/// The master key every PostgreSQL test node is given (`HERALD_MASTER_KEY`):
+/// a shared database needs the same key on every node.
+#[allow(dead_code)]
+pub const TEST_MASTER_KEY: &str = "aGVyYWxkLXRlc3QtbWFzdGVyLWtleS0zMi1ieXRlcyE=";
+
+/// [`TEST_MASTER_KEY`] as a keyring.
+#[allow(dead_code)]
+pub fn test_keyring() -> herald::domain::secret::Keyring {
+    herald::domain::secret::Keyring::new(
+        herald::domain::secret::MasterKey::parse(TEST_MASTER_KEY).expect("the test master key is valid"),
+        Vec::new(),
+    )
+}

@@ -27,6 +27,7 @@ fn start_server(data_dir: &Path, database_url: Option<&str>) -> Server {
     if let Some(url) = database_url {
         command
             .env("HERALD_DATABASE_URL", url)
+            .env("HERALD_MASTER_KEY", crate::support::backend::TEST_MASTER_KEY)
             .env("HERALD_NODE_NAME", "crash-test");
     }
     let mut child = command

@@ -62,6 +62,8 @@ pub(crate) fn herald_command(data_dir: &Path) -> Command {
         .env_remove("HERALD_DATABASE_URL")
         .env_remove("HERALD_NODE_NAME")
         .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_MASTER_KEY")
+        .env_remove("HERALD_PREVIOUS_MASTER_KEYS")
         .env("HERALD_DATA_DIR", data_dir)
         .env("HERALD_LISTEN", "127.0.0.1:0")
         .env("HERALD_ALLOW_TARGET_CIDRS", "127.0.0.0/8")
@@ -391,6 +393,7 @@ async fn multinode_failover_delivers_every_acknowledged_event() {
             .arg("--max-in-flight-per-endpoint")
             .arg(CAP.to_string())
             .env("HERALD_DATABASE_URL", &database_url)
+            .env("HERALD_MASTER_KEY", crate::support::backend::TEST_MASTER_KEY)
             .env("HERALD_NODE_NAME", name);
         command
     };

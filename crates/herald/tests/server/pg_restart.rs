@@ -163,6 +163,7 @@ async fn pg_restart_refuses_with_503_then_recovers_and_delivers_everything() {
         .arg("--config")
         .arg(&config)
         .env("HERALD_DATABASE_URL", &database_url)
+        .env("HERALD_MASTER_KEY", crate::support::backend::TEST_MASTER_KEY)
         .env("HERALD_NODE_NAME", "restart-test");
     let mut server = tokio::task::block_in_place(|| start(command));
     wait_ready(&http, &server.base, Duration::from_secs(10)).await;

@@ -145,7 +145,9 @@ async fn migrate_applies_the_schema_once_even_when_nodes_race() {
         let mut command = herald();
         command.arg("migrate").arg("--data-dir").arg(data_dir.path());
         if let Some(url) = &database_url {
-            command.env("HERALD_DATABASE_URL", url);
+            command
+                .env("HERALD_DATABASE_URL", url)
+                .env("HERALD_MASTER_KEY", crate::support::backend::TEST_MASTER_KEY);
         }
         command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
     };

@@ -45,4 +45,5 @@ mod delivery_log;
 mod projects;
 mod publish;
 mod queue;
+mod secrets;
 mod webhooks;

@@ -12,16 +12,16 @@ use herald::clock::{ManualClock, SharedClock};
 use herald::domain::project::{ApiKey, Name, Project};
 use herald::domain::webhook::Webhook;
 use herald::domain::{
-    ApiKeyId, AttemptErrorKind, AttemptRecord, EndpointUri, EventId, EventType, ProjectId, SecretId, SigningKind,
+    ApiKeyId, AttemptErrorKind, AttemptRecord, EndpointUri, EventId, EventType, ProjectId, SigningKind,
     SubscribedEvents, Timestamp, WebhookId,
 };
+use herald::domain::secret::{Keyring, MasterKey};
 use herald::store::postgres::PostgresOptions;
 use herald::store::sqlite::SqliteOptions;
 use herald::store::{
     ClaimRequest, Completion, DeliveryJob, DeliveryView, EventDetail, IdempotencyRecord, NewEvent, NewWebhook,
-    NextStep, PublishOutcome, PublishRequest, StorageConfig, Store, StoredSecret,
+    NextStep, PublishOutcome, PublishRequest, StorageConfig, Store, NewSecret, StoreError,
 };
-use herald_signature::{Ed25519SecretKey, HmacKey};
 
 /// 2026-01-01T00:00:00Z: where every test's clock starts.
 pub const START: Timestamp = Timestamp::from_millis(1_767_225_600_000);
@@ -81,6 +81,7 @@ impl Harness {
             node_name: format!("contract-{:016x}", rand::random::<u64>()),
             heartbeat: Duration::from_secs(1),
             node_timeout: Duration::from_secs(5),
+            master_keys: Some(test_database::test_keyring()),
         });
         let clock = Arc::new(ManualClock::new(START));
         let store = open(&config, &clock).await;
@@ -124,6 +125,45 @@ impl Harness {
             Backend::Postgres => self.abandoned.push(old),
         }
         self.store = Some(open(&self.config, &self.clock).await);
+    }
+
+    /// The master key the store was opened with: SQLite's generated
+    /// `master.key`, or the PostgreSQL tests' key.
+    pub fn master_key(&self) -> MasterKey {
+        match &self._dir {
+            Some(dir) => MasterKey::parse(&std::fs::read_to_string(dir.path().join("master.key")).expect("master.key"))
+                .expect("a valid master key"),
+            None => MasterKey::parse(test_database::TEST_MASTER_KEY).expect("the test key"),
+        }
+    }
+
+    /// This store's configuration with other master keys.
+    pub fn config_with_keys(&self, keys: Option<Keyring>) -> StorageConfig {
+        let mut config = self.config.clone();
+        match &mut config {
+            StorageConfig::Sqlite(options) => options.master_keys = keys,
+            StorageConfig::Postgres(options) => options.master_keys = keys,
+        }
+        config
+    }
+
+    /// Closes the store (SQLite: releasing the directory), so that a
+    /// command that needs it alone can run; `reopen` starts it again.
+    pub async fn stop(&mut self) {
+        if let Some(store) = self.store.take() {
+            store.close().await;
+        }
+    }
+
+    /// Stops the store if it runs and opens it with `config`: the error,
+    /// if it does not open (the store stays stopped).
+    pub async fn reopen(&mut self, config: StorageConfig) -> Result<(), StoreError> {
+        self.stop().await;
+        let clock: SharedClock = self.clock.clone();
+        let store = herald::store::open(&config, clock).await?;
+        self.store = Some(store);
+        self.config = config;
+        Ok(())
     }
 
     /// Closes every store opened (once), then drops the test database.
@@ -209,31 +249,8 @@ pub fn api_key(project: ProjectId, now: Timestamp) -> ApiKey {
 }
 
 /// A fresh signing secret of `kind`, as the API mints one.
-pub fn secret(kind: SigningKind) -> StoredSecret {
-    match kind {
-        SigningKind::Hmac => {
-            let secret = HmacKey::generate().expose_secret();
-            let display = format!("{}…", &secret[..12]);
-            StoredSecret {
-                id: SecretId::generate(),
-                kind,
-                secret,
-                public_key: None,
-                display,
-            }
-        }
-        SigningKind::Ed25519 => {
-            let key = Ed25519SecretKey::generate();
-            let public_key = key.public_key().to_string();
-            StoredSecret {
-                id: SecretId::generate(),
-                kind,
-                secret: key.expose_secret(),
-                public_key: Some(public_key.clone()),
-                display: public_key,
-            }
-        }
-    }
+pub fn secret(kind: SigningKind) -> NewSecret {
+    NewSecret::mint(kind).expect("minted")
 }
 
 pub fn new_webhook(project: ProjectId, patterns: &[&str], kind: SigningKind, now: Timestamp) -> NewWebhook {

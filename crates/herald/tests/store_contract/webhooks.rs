@@ -13,7 +13,7 @@ contract_test!(
         let project = new_project(store, "acme", now).await;
         let other_project = new_project(store, "other", now).await;
         let new = new_webhook(project, &["batch.*", "job.done"], SigningKind::Hmac, now);
-        let (id, secret_id, display) = (new.id, new.secret.id, new.secret.display.clone());
+        let (id, secret_id, display) = (new.id, new.secret.id, new.secret.material.display());
         let created = store.create_webhook(new).await.unwrap();
         assert_eq!(created.id, id);
         assert_eq!(created.project_id, project);

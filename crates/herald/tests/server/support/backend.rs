@@ -14,7 +14,7 @@
 #[path = "../../common/test_database.rs"]
 mod test_database;
 
-pub use test_database::admin_url;
+pub use test_database::{TEST_MASTER_KEY, admin_url, test_keyring};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

@@ -68,6 +68,9 @@ impl TestApp {
             config.storage.database_url = Some(backend::fresh_database().await);
             config.storage.pool_size = 6;
         }
+        if config.storage.database_url.is_some() && config.master_keys.is_none() {
+            config.master_keys = Some(backend::test_keyring());
+        }
         let deps = Dependencies {
             clock: clock.clone(),
             jitter: Arc::new(FixedJitter(0.0)),
