@@ -1,5 +1,5 @@
 //! The official google-genai Python SDK's `client.webhooks` against a live
-//! Herald: create, list, get, update, ping, delete with nothing set but
+//! Herald: create, list, get, update, ping, rotate the signing secret, delete with nothing set but
 //! `base_url` and `api_key` (sent as `x-goog-api-key`). The SDK is pinned
 //! and installed into a venv under the target directory on first use; a
 //! missing `python3` or PyPI fails the test with the reason.
@@ -12,13 +12,16 @@ use serde_json::{Value, json};
 use crate::support::{Receiver, Reply, TestApp};
 
 const SDK: &str = "google-genai==3.6.1";
+/// The independent Standard Webhooks verifier the secret-rotation tests use.
+const STANDARD_WEBHOOKS: &str = "standardwebhooks==1.1.0";
 
 /// One venv per test binary (`server`, `server_postgres`), so the two
 /// binaries never install into the same directory at once.
-fn python() -> PathBuf {
+pub(crate) fn python() -> PathBuf {
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("genai-venv-{}", env!("CARGO_CRATE_NAME")));
     let marker = venv.join("installed");
-    if std::fs::read_to_string(&marker).ok().as_deref() == Some(SDK) {
+    let packages = format!("{SDK} {STANDARD_WEBHOOKS}");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(packages.as_str()) {
         return venv.join("bin/python");
     }
     let run = |command: &mut Command| {
@@ -39,8 +42,9 @@ fn python() -> PathBuf {
         "--disable-pip-version-check",
         "--quiet",
         SDK,
+        STANDARD_WEBHOOKS,
     ]));
-    std::fs::write(&marker, SDK).expect("marker written");
+    std::fs::write(&marker, &packages).expect("marker written");
     venv.join("bin/python")
 }
 
@@ -86,6 +90,16 @@ async fn the_google_genai_sdk_manages_webhooks() {
     assert_eq!(out["updated_name"], "renamed");
     assert_eq!(receiver.count(), 1, "the ping arrived: {out}");
     assert_eq!(receiver.received()[0].json()["type"], "webhook.ping");
+    let rotated = out["rotated_secret"].as_str().expect("a new secret");
+    assert!(rotated.starts_with("whsec_") && Some(rotated) != out["secret"].as_str(), "{out}");
+    let overlap = out["secrets_during_overlap"].as_array().expect("secrets");
+    assert_eq!(overlap.len(), 2, "old and new sign for a day: {out}");
+    assert!(overlap[0]["expire_time"].is_null() && overlap[1]["expire_time"].is_string(), "{out}");
+    assert!(rotated.starts_with(overlap[0]["truncated_secret"].as_str().unwrap().trim_end_matches('…')));
+    let revoked = out["revoked_secret"].as_str().expect("a new secret");
+    let after = out["secrets_after"].as_array().expect("secrets");
+    assert_eq!(after.len(), 1, "revoked immediately: only the newest signs: {out}");
+    assert!(revoked.starts_with(after[0]["truncated_secret"].as_str().unwrap().trim_end_matches('…')));
     let path = format!("/v1/webhooks/{id}");
     assert_eq!(
         app.call(reqwest::Method::GET, &path, Some(&project.key), None).await.0,

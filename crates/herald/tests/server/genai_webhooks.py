@@ -1,6 +1,7 @@
 """Drives Herald through the real google-genai SDK's `client.webhooks`.
 
-Reads {base_url, key, uri} as JSON on stdin; prints what each call returned
+Creates, lists, gets, updates, pings, rotates the signing secret of and
+deletes a webhook. Reads {base_url, key, uri} as JSON on stdin; prints what each call returned
 as JSON on stdout. Any SDK error fails the script (and the test).
 """
 
@@ -18,6 +19,13 @@ listed = hooks.list(page_size=10)
 fetched = hooks.get(id=created.id)
 updated = hooks.update(id=created.id, name="renamed", update_mask="name")
 pinged = hooks.ping(id=created.id)
+# The SDK sends `{}` without revocation_behavior.
+rotated = hooks.rotate_signing_secret(id=created.id)
+overlapping = hooks.get(id=created.id)
+revoked = hooks.rotate_signing_secret(
+    id=created.id, revocation_behavior="revoke_previous_secrets_immediately"
+)
+after = hooks.get(id=created.id)
 deleted = hooks.delete(id=created.id)
 
 
@@ -39,6 +47,10 @@ print(
             "fetched_name": fetched.name,
             "updated_name": updated.name,
             "ping": dump(pinged),
+            "rotated_secret": rotated.secret,
+            "secrets_during_overlap": dump(overlapping)["signing_secrets"],
+            "revoked_secret": revoked.secret,
+            "secrets_after": dump(after)["signing_secrets"],
             "deleted": dump(deleted),
         }
     )

@@ -22,4 +22,5 @@ mod operators;
 mod pg_restart;
 mod process;
 mod queue;
+mod secrets;
 mod tls;

@@ -286,6 +286,11 @@ impl TestApp {
     pub fn advance(&self, by: Duration) {
         self.clock.advance(by);
     }
+
+    /// The manual clock's instant.
+    pub fn clock_now(&self) -> herald::domain::Timestamp {
+        herald::clock::Clock::now(self.clock.as_ref())
+    }
 }
 
 /// POSTs JSON to a Herald process (not a `TestApp`), asserts a 2xx and
