@@ -428,6 +428,68 @@ fn cases() -> Vec<Case> {
         )
         .expect(404, "not_found", None),
         case(
+            "rotate: unknown webhook",
+            Method::POST,
+            "/v1/webhooks/wh_nope:rotateSigningSecret",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "rotate: unknown revocation behavior",
+            Method::POST,
+            "/v1/webhooks/{webhook}:rotateSigningSecret",
+            Project,
+            Body::Json(json!({ "revocation_behavior": "revoke_previous_secrets_never" })),
+        )
+        .expect(400, "invalid_argument", Some("revocation_behavior")),
+        case(
+            "rotate: revocation behavior not a string",
+            Method::POST,
+            "/v1/webhooks/{webhook}:rotateSigningSecret",
+            Project,
+            Body::Json(json!({ "revocation_behavior": ["x"] })),
+        )
+        .expect(400, "invalid_argument", Some("revocation_behavior")),
+        case(
+            "rotate: unknown field",
+            Method::POST,
+            "/v1/webhooks/{webhook}:rotateSigningSecret",
+            Project,
+            Body::Json(json!({ "new_secret": "whsec_mine" })),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "rotate: not JSON",
+            Method::POST,
+            "/v1/webhooks/{webhook}:rotateSigningSecret",
+            Project,
+            Body::Raw {
+                content_type: "application/json",
+                bytes: b"{revocation".to_vec(),
+            },
+        )
+        .expect(400, "invalid_json", None),
+        case(
+            "rotate: not a JSON content type",
+            Method::POST,
+            "/v1/webhooks/{webhook}:rotateSigningSecret",
+            Project,
+            Body::Raw {
+                content_type: "text/plain",
+                bytes: b"{}".to_vec(),
+            },
+        )
+        .expect(415, "unsupported_media_type", None),
+        case(
+            "rotate: admin key",
+            Method::POST,
+            "/v1/webhooks/{webhook}:rotateSigningSecret",
+            Admin,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
+        case(
             "webhooks: unknown method",
             Method::POST,
             "/v1/webhooks/{webhook}:explode",
