@@ -19,7 +19,10 @@ pub const PREVIOUS_VARIABLE: &str = "HERALD_PREVIOUS_MASTER_KEYS";
 pub fn from_environment() -> anyhow::Result<Option<Keyring>> {
     let primary = std::env::var(PRIMARY_VARIABLE).ok().map(zeroize::Zeroizing::new);
     let previous = std::env::var(PREVIOUS_VARIABLE).ok().map(zeroize::Zeroizing::new);
-    keyring(primary.as_deref().map(String::as_str), previous.as_deref().map(String::as_str))
+    keyring(
+        primary.as_deref().map(String::as_str),
+        previous.as_deref().map(String::as_str),
+    )
 }
 
 /// The keyring from the two variables' values.
@@ -31,7 +34,9 @@ pub fn keyring(primary: Option<&str>, previous: Option<&str>) -> anyhow::Result<
         }
         return Ok(None);
     };
-    let primary = MasterKey::parse(primary).map_err(anyhow::Error::msg).context(PRIMARY_VARIABLE)?;
+    let primary = MasterKey::parse(primary)
+        .map_err(anyhow::Error::msg)
+        .context(PRIMARY_VARIABLE)?;
     let previous = previous
         .into_iter()
         .flat_map(|text| text.split(','))

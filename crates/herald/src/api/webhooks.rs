@@ -9,15 +9,15 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, MAX_ECHO_CHARS, echo, truncate};
 use super::json::{JsonBody, OptionalJsonBody};
-use axum::extract::FromRequest;
-use axum::response::IntoResponse;
 use super::pagination::{next_page_token, page_request};
 use super::path::ApiPath;
 use crate::domain::project::Name;
-use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::secret::RevocationBehavior;
+use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
 use crate::store::{NewSecret, NewWebhook, RotateSigningSecret, WebhookPatch};
+use axum::extract::FromRequest;
+use axum::response::IntoResponse;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -15,6 +15,7 @@ pub struct MasterKeyArgs {
 }
 
 #[derive(Subcommand)]
+#[allow(clippy::large_enum_variant, reason = "parsed once per process")]
 enum MasterKeyCommand {
     /// Print a new random master key (base64 of 32 bytes) and its id.
     Generate,
@@ -38,9 +39,7 @@ pub async fn master_key(args: &MasterKeyArgs) -> anyhow::Result<ExitCode> {
             let config = args.effective_config()?;
             crate::telemetry::init_tracing(&config.log);
             let rotation = crate::store::rotate_master_key(&config.storage_config()).await?;
-            let from = rotation
-                .from
-                .map_or_else(|| "none".to_owned(), |id| id.to_string());
+            let from = rotation.from.map_or_else(|| "none".to_owned(), |id| id.to_string());
             println!(
                 "master key in force: {} (was {from}); sealed {} signing secrets anew",
                 rotation.to, rotation.resealed

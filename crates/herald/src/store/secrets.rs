@@ -124,6 +124,9 @@ mod tests {
         let alone = Keyring::new(new.clone(), vec![]);
         let error = check_master_keys(&alone, Some(new.id()), &[old.id().clone()]).expect_err("missing");
         let message = error.to_string();
-        assert!(message.contains(old.id().as_str()) && !message.contains('\n'), "{message}");
+        assert!(
+            message.contains(old.id().as_str()) && !message.contains('\n'),
+            "{message}"
+        );
     }
 }

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use crate::domain::project::Name;
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{
-    AttemptRecord, DeliveryId, DeliveryState, EventId, EventType, ProjectId, SigningKind, SubscribedEvents,
-    Timestamp, WebhookId, WebhookState,
+    AttemptRecord, DeliveryId, DeliveryState, EventId, EventType, ProjectId, SigningKind, SubscribedEvents, Timestamp,
+    WebhookId, WebhookState,
 };
 
 /// A page of a listing ordered by id. `after` is the last id of the previous

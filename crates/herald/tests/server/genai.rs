@@ -91,10 +91,16 @@ async fn the_google_genai_sdk_manages_webhooks() {
     assert_eq!(receiver.count(), 1, "the ping arrived: {out}");
     assert_eq!(receiver.received()[0].json()["type"], "webhook.ping");
     let rotated = out["rotated_secret"].as_str().expect("a new secret");
-    assert!(rotated.starts_with("whsec_") && Some(rotated) != out["secret"].as_str(), "{out}");
+    assert!(
+        rotated.starts_with("whsec_") && Some(rotated) != out["secret"].as_str(),
+        "{out}"
+    );
     let overlap = out["secrets_during_overlap"].as_array().expect("secrets");
     assert_eq!(overlap.len(), 2, "old and new sign for a day: {out}");
-    assert!(overlap[0]["expire_time"].is_null() && overlap[1]["expire_time"].is_string(), "{out}");
+    assert!(
+        overlap[0]["expire_time"].is_null() && overlap[1]["expire_time"].is_string(),
+        "{out}"
+    );
     assert!(rotated.starts_with(overlap[0]["truncated_secret"].as_str().unwrap().trim_end_matches('…')));
     let revoked = out["revoked_secret"].as_str().expect("a new secret");
     let after = out["secrets_after"].as_array().expect("secrets");

@@ -82,7 +82,12 @@ async fn during_the_overlap_both_secrets_verify_then_the_old_one_stops() {
 
     // The google-genai SDK's body: `{}`, meaning the default 24 h overlap.
     let (status, rotated) = app
-        .call(Method::POST, &rotate_path(&webhook), Some(&project.key), Some(json!({})))
+        .call(
+            Method::POST,
+            &rotate_path(&webhook),
+            Some(&project.key),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     let new = rotated["secret"].as_str().expect("the new secret, once").to_owned();
@@ -103,7 +108,11 @@ async fn during_the_overlap_both_secrets_verify_then_the_old_one_stops() {
     app.publish(&project, "batch.succeeded", json!({ "id": "b1" })).await;
     assert_eq!(app.deliver_due().await, 1);
     let during = &receiver.received()[0];
-    assert_eq!(during.header("webhook-signature").matches("v1,").count(), 2, "one entry per live secret");
+    assert_eq!(
+        during.header("webhook-signature").matches("v1,").count(),
+        2,
+        "one entry per live secret"
+    );
     let now = app.clock_now().as_unix_seconds();
     assert_eq!(
         verify_with_standardwebhooks(now, during, &[&old, &new]),
@@ -127,13 +136,18 @@ async fn during_the_overlap_both_secrets_verify_then_the_old_one_stops() {
     assert_eq!(results[1], Ok(()));
 
     // And it is deleted by housekeeping.
-    herald::maintenance::run_once(app.running().store.as_ref(), &(app.clock.clone() as herald::clock::SharedClock))
-        .await
-        .unwrap();
+    herald::maintenance::run_once(
+        app.running().store.as_ref(),
+        &(app.clock.clone() as herald::clock::SharedClock),
+    )
+    .await
+    .unwrap();
     let id = webhook["id"].as_str().unwrap();
     assert_eq!(
-        app.query_count(&format!("SELECT COUNT(*) FROM webhook_secrets WHERE webhook_id = '{id}'"))
-            .await,
+        app.query_count(&format!(
+            "SELECT COUNT(*) FROM webhook_secrets WHERE webhook_id = '{id}'"
+        ))
+        .await,
         1
     );
 }
@@ -196,9 +210,13 @@ async fn immediate_revocation_and_what_the_method_accepts() {
 
     // An Ed25519 webhook: the answer is the new public key, never a private one.
     let body = json!({ "uri": receiver.url("/ed"), "subscribed_events": ["*"], "signing": "ed25519" });
-    let (status, ed) = app.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body)).await;
+    let (status, ed) = app
+        .call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+        .await;
     assert_eq!(status, StatusCode::CREATED, "{ed}");
-    let (status, rotated) = app.call(Method::POST, &rotate_path(&ed), Some(&project.key), None).await;
+    let (status, rotated) = app
+        .call(Method::POST, &rotate_path(&ed), Some(&project.key), None)
+        .await;
     assert_eq!(status, StatusCode::OK, "{rotated}");
     assert!(rotated.get("secret").is_none(), "{rotated}");
     let public_key = rotated["public_key"].as_str().expect("the new public key");
@@ -305,10 +323,14 @@ async fn the_database_alone_reveals_no_secret() {
     let project = app.project("acme").await;
     let hmac = app.webhook(&project, &receiver.url("/a"), &["*"]).await;
     let body = json!({ "uri": receiver.url("/b"), "subscribed_events": ["*"], "signing": "ed25519" });
-    let (status, ed) = app.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body)).await;
+    let (status, ed) = app
+        .call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+        .await;
     assert_eq!(status, StatusCode::CREATED);
     for webhook in [&hmac, &ed] {
-        let (status, _) = app.call(Method::POST, &rotate_path(webhook), Some(&project.key), None).await;
+        let (status, _) = app
+            .call(Method::POST, &rotate_path(webhook), Some(&project.key), None)
+            .await;
         assert_eq!(status, StatusCode::OK);
     }
     let secrets = every_live_secret(&app, &project).await;
@@ -383,7 +405,10 @@ async fn a_wrong_or_missing_master_key_stops_the_process_with_one_line() {
     let first_key = match &database_url {
         Some(_) => {
             let stderr = failed_start(command(None));
-            assert!(stderr.contains("missing master key") && stderr.contains("HERALD_MASTER_KEY"), "{stderr}");
+            assert!(
+                stderr.contains("missing master key") && stderr.contains("HERALD_MASTER_KEY"),
+                "{stderr}"
+            );
             Some(TEST_MASTER_KEY)
         }
         None => None,
@@ -393,7 +418,11 @@ async fn a_wrong_or_missing_master_key_stops_the_process_with_one_line() {
     server.kill();
     if database_url.is_none() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("master.key")).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(dir.path().join("master.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600, "master.key: owner only");
     }
     let wrong = herald::domain::secret::MasterKey::generate().unwrap();
@@ -401,7 +430,10 @@ async fn a_wrong_or_missing_master_key_stops_the_process_with_one_line() {
     let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "one line: {stderr}");
     assert!(lines[0].contains("wrong or missing master key"), "{stderr}");
-    assert!(lines[0].contains(wrong.id().as_str()) && lines[0].contains("mk_"), "{stderr}");
+    assert!(
+        lines[0].contains(wrong.id().as_str()) && lines[0].contains("mk_"),
+        "{stderr}"
+    );
     let bad = failed_start(command(Some("not-a-key")));
     assert!(bad.contains("HERALD_MASTER_KEY"), "{bad}");
 }
@@ -443,7 +475,11 @@ async fn master_key_rotate_replaces_the_generated_key_file() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(stdout.contains("sealed 1 signing secrets anew"), "{stdout}");
     let after = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
     assert_ne!(before, after, "a new key");
@@ -451,7 +487,14 @@ async fn master_key_rotate_replaces_the_generated_key_file() {
 
     let server = tokio::task::block_in_place(|| start(herald_command(dir.path())));
     wait_ready(&http, &server.base, Duration::from_secs(10)).await;
-    post_json(&http, &server.base, "/v1/events", &key, json!({ "type": "batch.succeeded", "data": {} })).await;
+    post_json(
+        &http,
+        &server.base,
+        "/v1/events",
+        &key,
+        json!({ "type": "batch.succeeded", "data": {} }),
+    )
+    .await;
     let received = receiver.wait_for(1, Duration::from_secs(10)).await;
     let at: i64 = received[0].header("webhook-timestamp").parse().unwrap();
     Verifier::new(vec![TrustedKey::Hmac(HmacKey::parse(&secret).unwrap())])

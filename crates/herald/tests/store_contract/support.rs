@@ -10,17 +10,17 @@ use std::time::Duration;
 use bytes::Bytes;
 use herald::clock::{ManualClock, SharedClock};
 use herald::domain::project::{ApiKey, Name, Project};
+use herald::domain::secret::{Keyring, MasterKey};
 use herald::domain::webhook::Webhook;
 use herald::domain::{
     ApiKeyId, AttemptErrorKind, AttemptRecord, EndpointUri, EventId, EventType, ProjectId, SigningKind,
     SubscribedEvents, Timestamp, WebhookId,
 };
-use herald::domain::secret::{Keyring, MasterKey};
 use herald::store::postgres::PostgresOptions;
 use herald::store::sqlite::SqliteOptions;
 use herald::store::{
-    ClaimRequest, Completion, DeliveryJob, DeliveryView, EventDetail, IdempotencyRecord, NewEvent, NewWebhook,
-    NextStep, PublishOutcome, PublishRequest, StorageConfig, Store, NewSecret, StoreError,
+    ClaimRequest, Completion, DeliveryJob, DeliveryView, EventDetail, IdempotencyRecord, NewEvent, NewSecret,
+    NewWebhook, NextStep, PublishOutcome, PublishRequest, StorageConfig, Store, StoreError,
 };
 
 /// 2026-01-01T00:00:00Z: where every test's clock starts.

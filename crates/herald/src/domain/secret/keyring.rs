@@ -72,7 +72,10 @@ impl Keyring {
                 kept.push(key);
             }
         }
-        Self { primary, previous: kept }
+        Self {
+            primary,
+            previous: kept,
+        }
     }
 
     pub fn primary(&self) -> &MasterKey {
@@ -153,7 +156,13 @@ impl Keyring {
         let aad = binding.associated_data();
         let plaintext = Zeroizing::new(
             cipher(key)
-                .decrypt(&XNonce::from(nonce), Payload { msg: ciphertext, aad: &aad })
+                .decrypt(
+                    &XNonce::from(nonce),
+                    Payload {
+                        msg: ciphertext,
+                        aad: &aad,
+                    },
+                )
                 .map_err(|_| UnsealError::Tampered(binding.secret))?,
         );
         let text = std::str::from_utf8(&plaintext).map_err(|_| malformed("not text"))?;
@@ -199,7 +208,10 @@ mod tests {
             "no plaintext in the blob"
         );
         let opened = ring.open(&sealed, here).expect("opens");
-        assert_eq!(opened.reveal_once().as_deref().map(String::as_str), Some(shown.as_str()));
+        assert_eq!(
+            opened.reveal_once().as_deref().map(String::as_str),
+            Some(shown.as_str())
+        );
 
         // Another row: refused.
         let elsewhere = SecretBinding {

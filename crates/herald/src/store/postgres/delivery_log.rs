@@ -9,9 +9,9 @@ use deadpool_postgres::GenericClient;
 
 use super::connect::store_error;
 use super::queue::attempt_from_row;
+use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use super::secrets::signing_secrets;
 use crate::domain::secret::Keyring;
-use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, Timestamp, WebhookId};
 use crate::store::codec::page_of;

@@ -303,7 +303,8 @@ impl ProjectStore for PostgresStore {
 #[async_trait]
 impl WebhookStore for PostgresStore {
     async fn create_webhook(&self, webhook: NewWebhook) -> StoreResult<Webhook> {
-        in_transaction!(self, |tx| webhooks::insert_webhook(&tx, &self.keyring, &webhook).await?)
+        in_transaction!(self, |tx| webhooks::insert_webhook(&tx, &self.keyring, &webhook)
+            .await?)
     }
 
     async fn list_webhooks(&self, project: ProjectId, page: PageRequest, now: Timestamp) -> StoreResult<Page<Webhook>> {
@@ -445,7 +446,8 @@ impl DeliveryLog for PostgresStore {
 #[async_trait]
 impl SecretStore for PostgresStore {
     async fn rotate_signing_secret(&self, request: RotateSigningSecret) -> StoreResult<Option<Webhook>> {
-        in_transaction!(self, |tx| secrets::rotate_signing_secret(&tx, &self.keyring, &request).await?)
+        in_transaction!(self, |tx| secrets::rotate_signing_secret(&tx, &self.keyring, &request)
+            .await?)
     }
 
     async fn purge_expired_secrets(&self, now: Timestamp) -> StoreResult<Progress> {

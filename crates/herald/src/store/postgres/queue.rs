@@ -19,12 +19,10 @@ use deadpool_postgres::GenericClient;
 use super::connect::store_error;
 use super::hints;
 use super::rows::{count, get, parsed, parsed_opt, timestamp};
-use crate::domain::webhook::EndpointUri;
-use crate::domain::{
-    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId,
-};
 use super::secrets::signing_secrets;
 use crate::domain::secret::Keyring;
+use crate::domain::webhook::EndpointUri;
+use crate::domain::{AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
     QueueStats, Release, StoreResult,
@@ -195,7 +193,13 @@ pub(super) async fn claim(
     }
 
     let payloads = load_payloads(client, event_ids.into_iter().collect()).await?;
-    let secrets = signing_secrets(client, keyring, uris.keys().map(ToString::to_string).collect(), request.now).await?;
+    let secrets = signing_secrets(
+        client,
+        keyring,
+        uris.keys().map(ToString::to_string).collect(),
+        request.now,
+    )
+    .await?;
     let mut endpoints: HashMap<WebhookId, Arc<EndpointSnapshot>> = HashMap::new();
     for (webhook, uri) in uris {
         endpoints.insert(

@@ -43,7 +43,10 @@ pub(super) async fn key_in_force(client: &impl GenericClient, lock: bool) -> Sto
 
 async fn keys_in_use(client: &impl GenericClient) -> StoreResult<Vec<MasterKeyId>> {
     client
-        .query("SELECT DISTINCT key_id FROM webhook_secrets WHERE key_id IS NOT NULL", &[])
+        .query(
+            "SELECT DISTINCT key_id FROM webhook_secrets WHERE key_id IS NOT NULL",
+            &[],
+        )
         .await
         .map_err(store_error)?
         .iter()
@@ -82,7 +85,10 @@ pub(super) async fn prepare(client: &impl GenericClient, keyring: &Keyring) -> S
         };
         let text = zeroize::Zeroizing::new(get::<Option<String>>(row, 2)?.unwrap_or_default());
         let material = SecretMaterial::parse(&text).map_err(|e| {
-            StoreError::Corrupt(format!("the plaintext signing secret {} is not valid: {e}", binding.secret))
+            StoreError::Corrupt(format!(
+                "the plaintext signing secret {} is not valid: {e}",
+                binding.secret
+            ))
         })?;
         let sealed = seal(keyring, &in_force, &material, binding)?;
         write_sealed(client, binding.secret, &sealed, None).await?;
@@ -203,10 +209,7 @@ pub(super) async fn signing_secrets(
             return Err(StoreError::Corrupt(format!("the signing secret {id} is not sealed")));
         };
         let material = keyring.open(&SealedSecret { key_id, blob }, SecretBinding { webhook, secret: id });
-        secrets
-            .entry(webhook)
-            .or_default()
-            .push(StoredSecret { id, material });
+        secrets.entry(webhook).or_default().push(StoredSecret { id, material });
     }
     Ok(secrets)
 }
@@ -238,7 +241,11 @@ pub(super) async fn rotate_signing_secret(
         .execute(
             "UPDATE webhook_secrets SET expire_time = LEAST(COALESCE(expire_time, $2), $2)
              WHERE webhook_id = $1 AND (expire_time IS NULL OR expire_time > $3)",
-            &[&webhook.to_string(), &request.previous_expire_time.as_millis(), &now.as_millis()],
+            &[
+                &webhook.to_string(),
+                &request.previous_expire_time.as_millis(),
+                &now.as_millis(),
+            ],
         )
         .await
         .map_err(store_error)?;

@@ -7,9 +7,9 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::queue::attempt_from_row;
+use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use super::secrets::signing_secrets;
 use crate::domain::secret::Keyring;
-use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{DeliveryId, DeliveryState, EventId, EventType, ProjectId, WebhookId};
 use crate::store::codec::page_of;

@@ -46,8 +46,7 @@ pub(super) fn settle(data_dir: &Path, in_force: &MasterKeyId) -> StoreResult<()>
     if key.id() == in_force {
         install_next(data_dir)
     } else {
-        std::fs::remove_file(&next)
-            .map_err(|e| StoreError::Unavailable(format!("removing {}: {e}", next.display())))
+        std::fs::remove_file(&next).map_err(|e| StoreError::Unavailable(format!("removing {}: {e}", next.display())))
     }
 }
 
@@ -60,7 +59,9 @@ pub(super) fn write_next(data_dir: &Path, key: &MasterKey) -> StoreResult<()> {
 pub(super) fn install_next(data_dir: &Path) -> StoreResult<()> {
     let fail = |e: std::io::Error| StoreError::Unavailable(format!("installing the new master key: {e}"));
     std::fs::rename(next_path(data_dir), current_path(data_dir)).map_err(fail)?;
-    std::fs::File::open(data_dir).and_then(|dir| dir.sync_all()).map_err(fail)
+    std::fs::File::open(data_dir)
+        .and_then(|dir| dir.sync_all())
+        .map_err(fail)
 }
 
 fn read(path: &Path) -> StoreResult<Option<MasterKey>> {

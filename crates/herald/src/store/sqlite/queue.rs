@@ -19,12 +19,10 @@ use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{count, parsed, parsed_opt, store_error, timestamp};
-use crate::domain::webhook::EndpointUri;
-use crate::domain::{
-    AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId,
-};
 use super::secrets::signing_secrets;
 use crate::domain::secret::Keyring;
+use crate::domain::webhook::EndpointUri;
+use crate::domain::{AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, ClaimedBatch, Completion, CompletionResult, DeliveryJob, EndpointSnapshot, LeaseToken, NextStep,
     QueueStats, Release, StoreResult,

@@ -76,7 +76,10 @@ pub(super) fn prepare(conn: &mut Connection, keyring: &Keyring) -> StoreResult<u
     for (binding, text) in legacy {
         let text = zeroize::Zeroizing::new(text);
         let material = SecretMaterial::parse(&text).map_err(|e| {
-            StoreError::Corrupt(format!("the plaintext signing secret {} is not valid: {e}", binding.secret))
+            StoreError::Corrupt(format!(
+                "the plaintext signing secret {} is not valid: {e}",
+                binding.secret
+            ))
         })?;
         let sealed = seal(keyring, &in_force, &material, binding)?;
         write_sealed(&tx, binding.secret, &sealed, None)?;
@@ -136,8 +139,8 @@ pub(super) fn insert_secret(
     secret: &NewSecret,
     now: Timestamp,
 ) -> StoreResult<()> {
-    let in_force = key_in_force(conn)?
-        .ok_or_else(|| StoreError::Corrupt("no master key is recorded as in force".into()))?;
+    let in_force =
+        key_in_force(conn)?.ok_or_else(|| StoreError::Corrupt("no master key is recorded as in force".into()))?;
     let sealed = seal(
         keyring,
         &in_force,

@@ -4,9 +4,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{parsed, store_error, timestamp, timestamp_opt};
 use crate::domain::delivery::reason;
-use crate::domain::secret::Keyring;
 use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
+use crate::domain::secret::Keyring;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp, WebhookId, WebhookState};
 use crate::store::codec::{page_of, parse_patterns, patterns_json};
@@ -93,7 +93,12 @@ fn load_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreR
     .map_err(store_error)
 }
 
-pub(super) fn load_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
+pub(super) fn load_webhook(
+    conn: &Connection,
+    project: ProjectId,
+    id: WebhookId,
+    now: Timestamp,
+) -> StoreResult<Option<Webhook>> {
     let sql =
         format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL");
     let webhook = conn
