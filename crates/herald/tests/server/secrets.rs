@@ -501,3 +501,45 @@ async fn master_key_rotate_replaces_the_generated_key_file() {
         .verify_at(&received[0].headers, &received[0].body, at)
         .expect("the same secret signs, sealed under the new key");
 }
+
+/// The sealed secret is bound to its row: copied into another webhook's
+/// row it does not open, and that webhook's deliveries fail as `signing`
+/// instead of going out signed with another webhook's secret.
+#[tokio::test]
+async fn a_sealed_secret_moved_to_another_row_never_signs() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::status(200));
+    let project = app.project("acme").await;
+    let a = app.webhook(&project, &receiver.url("/a"), &["*"]).await;
+    let b = app.webhook(&project, &receiver.url("/b"), &["*"]).await;
+    let (a_id, b_id) = (a["id"].as_str().unwrap(), b["id"].as_str().unwrap());
+    let app = app
+        .restart_with_sql(&format!(
+            "UPDATE webhook_secrets SET
+                 sealed = (SELECT sealed FROM webhook_secrets WHERE webhook_id = '{b_id}'),
+                 key_id = (SELECT key_id FROM webhook_secrets WHERE webhook_id = '{b_id}')
+             WHERE webhook_id = '{a_id}'"
+        ))
+        .await;
+    let event = app.publish(&project, "batch.succeeded", json!({})).await;
+    app.deliver_due().await;
+    let received = receiver.received();
+    assert!(received.iter().all(|r| r.path == "/b"), "nothing went to /a");
+    assert_eq!(received.len(), 1);
+    let event = app.event(&project, &event).await;
+    let to_a = event["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["webhook_id"] == a_id)
+        .expect("the delivery to a")
+        .clone();
+    assert_eq!(to_a["last_attempt"]["error_kind"], "signing", "{to_a}");
+    assert!(
+        to_a["last_attempt"]["error_message"]
+            .as_str()
+            .is_some_and(|m| m.contains("altered or moved")),
+        "{to_a}"
+    );
+}
