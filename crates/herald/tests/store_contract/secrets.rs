@@ -215,6 +215,13 @@ contract_test!(
         let old = h.master_key();
         let new = MasterKey::generate().unwrap();
         let both = Keyring::new(new.clone(), vec![old.clone()]);
+        if h.backend == Backend::Postgres {
+            // A running node that lacks the new key blocks the switch.
+            let error = herald::store::rotate_master_key(&h.config_with_keys(Some(both.clone())))
+                .await
+                .expect_err("a live node lacks the new key");
+            assert!(error.to_string().contains("do not hold"), "{error}");
+        }
         // Every node first learns both keys (a rolling restart); SQLite's
         // one process is stopped for the rotation itself.
         h.reopen(h.config_with_keys(Some(both.clone()))).await.unwrap();

@@ -135,7 +135,8 @@ impl PostgresStore {
                 tracing::info!(sealed, "sealed plaintext signing secrets left by an older Herald");
             }
         }
-        let node = Node::new(options.node_name.clone());
+        let mut node = Node::new(options.node_name.clone());
+        node.master_key_ids = keyring.ids().iter().map(|id| id.as_str()).collect::<Vec<_>>().join(",");
         let resumed = nodes::register(&pool, &node, &clock).await?;
         hints::repair(&pool).await?;
         if resumed > 0 {
@@ -233,6 +234,7 @@ pub(crate) async fn rotate_master_key(options: &PostgresOptions) -> StoreResult<
             migrations::known_version()
         )));
     }
+    secrets::check_nodes_hold(&client, keyring.primary().id()).await?;
     let tx = client.transaction().await.map_err(store_error)?;
     secrets::prepare(&tx, &keyring).await?;
     let from = secrets::key_in_force(&tx, false).await?;

@@ -36,6 +36,9 @@ pub(super) struct Node {
     /// Stable across restarts: how a restarted node finds its previous run.
     pub name: String,
     pub role: &'static str,
+    /// The master keys this node holds (comma-separated ids): a master-key
+    /// rotation refuses to switch to a key some live node lacks.
+    pub master_key_ids: String,
 }
 
 impl Node {
@@ -44,6 +47,7 @@ impl Node {
             id: format!("node_{}", ulid::Ulid::generate().to_string().to_lowercase()),
             name,
             role: "all",
+            master_key_ids: String::new(),
         }
     }
 }
@@ -85,10 +89,11 @@ async fn insert(client: &impl GenericClient, node: &Node) -> StoreResult<()> {
     client
         .execute(
             &format!(
-                "INSERT INTO nodes (id, name, role, started_at, heartbeat_at) VALUES ($1, $2, $3, {DB_NOW}, {DB_NOW})
+                "INSERT INTO nodes (id, name, role, started_at, heartbeat_at, master_key_ids)
+                 VALUES ($1, $2, $3, {DB_NOW}, {DB_NOW}, $4)
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at"
             ),
-            &[&node.id, &node.name, &node.role],
+            &[&node.id, &node.name, &node.role, &node.master_key_ids],
         )
         .await
         .map_err(store_error)?;

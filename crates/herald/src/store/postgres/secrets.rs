@@ -340,3 +340,26 @@ pub(super) async fn reseal_piece(client: &impl GenericClient, keyring: &Keyring)
         Progress::More(count)
     })
 }
+
+/// Refuses a master-key rotation while a live node does not hold `key`:
+/// once it is in force, such a node could open no secret sealed under it.
+pub(super) async fn check_nodes_hold(client: &impl GenericClient, key: &MasterKeyId) -> StoreResult<()> {
+    let lacking: Vec<String> = client
+        .query(
+            "SELECT name FROM nodes WHERE NOT ($1 = ANY(string_to_array(master_key_ids, ','))) ORDER BY name",
+            &[&key.as_str()],
+        )
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| get(row, 0))
+        .collect::<StoreResult<_>>()?;
+    if lacking.is_empty() {
+        return Ok(());
+    }
+    Err(StoreError::MasterKey(format!(
+        "nothing changed: running nodes {} do not hold master key {key}; restart each with HERALD_MASTER_KEY set to \
+         the new key and the old one in HERALD_PREVIOUS_MASTER_KEYS, then rotate",
+        lacking.join(", ")
+    )))
+}
