@@ -485,8 +485,24 @@ async fn master_key_rotate_replaces_the_generated_key_file() {
     assert_ne!(before, after, "a new key");
     assert!(!dir.path().join("master.key.next").exists());
 
+    // A crash after the commit but before the rename leaves both files:
+    // the next start finishes the switch.
+    std::fs::write(dir.path().join("master.key"), &before).unwrap();
+    std::fs::write(dir.path().join("master.key.next"), &after).unwrap();
+    let mut server = tokio::task::block_in_place(|| start(herald_command(dir.path())));
+    wait_ready(&http, &server.base, Duration::from_secs(10)).await;
+    server.kill();
+    assert_eq!(std::fs::read_to_string(dir.path().join("master.key")).unwrap(), after);
+    assert!(!dir.path().join("master.key.next").exists());
+    // A crash before the commit leaves a key nothing was sealed under:
+    // the next start discards it.
+    let stray = herald::domain::secret::MasterKey::generate().unwrap();
+    std::fs::write(dir.path().join("master.key.next"), stray.expose_secret().as_str()).unwrap();
+
     let server = tokio::task::block_in_place(|| start(herald_command(dir.path())));
     wait_ready(&http, &server.base, Duration::from_secs(10)).await;
+    assert_eq!(std::fs::read_to_string(dir.path().join("master.key")).unwrap(), after);
+    assert!(!dir.path().join("master.key.next").exists());
     post_json(
         &http,
         &server.base,
@@ -542,4 +558,43 @@ async fn a_sealed_secret_moved_to_another_row_never_signs() {
             .is_some_and(|m| m.contains("altered or moved")),
         "{to_a}"
     );
+}
+
+/// An Ed25519 webhook during the overlap: one `v1a` entry per live key,
+/// each verifying with its public key; after the overlap only the new one.
+#[tokio::test]
+async fn an_ed25519_rotation_signs_with_both_keys_during_the_overlap() {
+    use herald_signature::Ed25519PublicKey;
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::status(200));
+    let project = app.project("acme").await;
+    let body = json!({ "uri": receiver.url("/ed"), "subscribed_events": ["*"], "signing": "ed25519" });
+    let (status, ed) = app
+        .call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{ed}");
+    let old = ed["signing_secrets"][0]["public_key"].as_str().unwrap().to_owned();
+    let (_, rotated) = app
+        .call(Method::POST, &rotate_path(&ed), Some(&project.key), None)
+        .await;
+    let new = rotated["public_key"].as_str().unwrap().to_owned();
+    let verifies = |request: &Received, public_key: &str, at: i64| {
+        Verifier::new(vec![TrustedKey::Ed25519(Ed25519PublicKey::parse(public_key).unwrap())])
+            .verify_at(&request.headers, &request.body, at)
+            .is_ok()
+    };
+    app.publish(&project, "batch.succeeded", json!({})).await;
+    assert_eq!(app.deliver_due().await, 1);
+    let at = app.clock_now().as_unix_seconds();
+    let during = &receiver.received()[0];
+    assert_eq!(during.header("webhook-signature").matches("v1a,").count(), 2);
+    assert!(verifies(during, &old, at) && verifies(during, &new, at));
+    app.advance(DAY);
+    app.publish(&project, "batch.succeeded", json!({})).await;
+    assert_eq!(app.deliver_due().await, 1);
+    let at = app.clock_now().as_unix_seconds();
+    let after = &receiver.received()[1];
+    assert_eq!(after.header("webhook-signature").matches("v1a,").count(), 1);
+    assert!(!verifies(after, &old, at) && verifies(after, &new, at));
 }

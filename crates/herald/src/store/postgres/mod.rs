@@ -130,7 +130,11 @@ impl PostgresStore {
             let mut client = pool.get().await.map_err(pool_error)?;
             let tx = client.transaction().await.map_err(store_error)?;
             let sealed = secrets::prepare(&tx, &keyring).await?;
+            let in_force = secrets::key_in_force(&tx, false).await?;
             tx.commit().await.map_err(store_error)?;
+            if let Some(key) = in_force {
+                tracing::info!(%key, "signing secrets are sealed under this master key");
+            }
             if sealed > 0 {
                 tracing::info!(sealed, "sealed plaintext signing secrets left by an older Herald");
             }

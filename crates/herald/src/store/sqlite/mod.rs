@@ -168,11 +168,17 @@ fn open_secrets(conn: &mut Connection, options: &SqliteOptions) -> StoreResult<K
     if sealed > 0 {
         tracing::info!(sealed, "sealed plaintext signing secrets left by an older Herald");
     }
+    let in_force = secrets::key_in_force(conn)?
+        .ok_or_else(|| StoreError::Corrupt("no master key is recorded as in force".into()))?;
     if options.master_keys.is_none() {
-        let in_force = secrets::key_in_force(conn)?
-            .ok_or_else(|| StoreError::Corrupt("no master key is recorded as in force".into()))?;
         master_key_file::settle(&options.data_dir, &in_force)?;
     }
+    let source = if options.master_keys.is_some() {
+        "HERALD_MASTER_KEY"
+    } else {
+        "master.key"
+    };
+    tracing::info!(key = %in_force, source, "signing secrets are sealed under this master key");
     Ok(keyring)
 }
 
