@@ -209,6 +209,9 @@ pub(crate) fn rotate_master_key(options: &SqliteOptions) -> StoreResult<crate::s
     };
     secrets::prepare(&mut conn, &keyring)?;
     let from = secrets::key_in_force(&conn)?;
+    // The old sealed bytes are zeroed, not left in free space, and the WAL
+    // is emptied after: a leaked old key then opens nothing in the files.
+    conn.execute_batch("PRAGMA secure_delete = ON").map_err(unavailable)?;
     let tx = conn.transaction().map_err(unavailable)?;
     let mut resealed = 0;
     loop {
@@ -219,6 +222,8 @@ pub(crate) fn rotate_master_key(options: &SqliteOptions) -> StoreResult<crate::s
         }
     }
     tx.commit().map_err(unavailable)?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .map_err(unavailable)?;
     if from_files {
         master_key_file::install_next(&options.data_dir)?;
     }
