@@ -15,6 +15,7 @@ mod pagination;
 mod path;
 mod projects;
 pub mod rate_limit;
+mod secrets;
 pub mod server;
 mod webhooks;
 

@@ -1,8 +1,9 @@
 //! `/v1/webhooks`: a project's endpoint subscriptions.
 
 use axum::Json;
-use axum::extract::{RawQuery, State};
+use axum::extract::{FromRequest, RawQuery, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
@@ -12,12 +13,9 @@ use super::json::{JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request};
 use super::path::ApiPath;
 use crate::domain::project::Name;
-use crate::domain::secret::RevocationBehavior;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, SubscribedEvents, Timestamp, WebhookId, WebhookState};
-use crate::store::{NewSecret, NewWebhook, RotateSigningSecret, WebhookPatch};
-use axum::extract::FromRequest;
-use axum::response::IntoResponse;
+use crate::store::{NewSecret, NewWebhook, WebhookPatch};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,7 +170,7 @@ fn subscribed_events(items: &[String]) -> Result<SubscribedEvents, ApiError> {
 }
 
 /// A fresh signing secret of `kind` (minted by the domain).
-fn new_secret(kind: SigningKind) -> Result<NewSecret, ApiError> {
+pub(super) fn new_secret(kind: SigningKind) -> Result<NewSecret, ApiError> {
     NewSecret::mint(kind).map_err(|e| ApiError::Internal(e.message))
 }
 
@@ -244,7 +242,7 @@ fn webhook_id(text: &str) -> Result<WebhookId, ApiError> {
     WebhookId::parse(text).ok_or_else(|| ApiError::not_found("webhook", text))
 }
 
-async fn load(state: &AppState, project: ProjectId, id: &str) -> Result<Webhook, ApiError> {
+pub(super) async fn load(state: &AppState, project: ProjectId, id: &str) -> Result<Webhook, ApiError> {
     state
         .store
         .get_webhook(project, webhook_id(id)?, state.clock.now())
@@ -410,7 +408,9 @@ pub(super) async fn custom_method(
         "ping" => Ok(ping(&state, project, id).await?.into_response()),
         "rotateSigningSecret" => {
             let OptionalJsonBody(body) = OptionalJsonBody::from_request(request, &state).await?;
-            Ok(rotate_signing_secret(&state, project, id, body).await?.into_response())
+            Ok(super::secrets::rotate_signing_secret(&state, project, id, body)
+                .await?
+                .into_response())
         }
         other => Err(ApiError::NotFound(format!(
             "no such method :{} on webhooks (expected :ping or :rotateSigningSecret)",
@@ -433,61 +433,4 @@ async fn ping(state: &AppState, project: ProjectId, id: &str) -> Result<Json<Pin
         delivery_id: outcome.delivery_id,
         attempt: outcome.attempt.into(),
     }))
-}
-
-/// `:rotateSigningSecret`'s body; empty, `{}` (what the google-genai SDK
-/// sends by default) and `null` all mean the default behaviour.
-#[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RotateBody {
-    revocation_behavior: Option<String>,
-}
-
-/// The new secret, shown this once: an HMAC webhook's `secret`, or an
-/// Ed25519 webhook's new `public_key` (Herald keeps the private key).
-#[derive(Serialize)]
-pub(super) struct RotatedView {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    secret: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    public_key: Option<String>,
-}
-
-async fn rotate_signing_secret(
-    state: &AppState,
-    project: ProjectId,
-    id: &str,
-    body: RotateBody,
-) -> Result<Json<RotatedView>, ApiError> {
-    let behavior = match body.revocation_behavior.as_deref() {
-        None => RevocationBehavior::default(),
-        Some(text) => RevocationBehavior::parse(text).ok_or_else(|| {
-            ApiError::invalid(
-                "revocation_behavior",
-                format!(
-                    "{} is not a revocation behavior (expected revoke_previous_secrets_after_h24 or revoke_previous_secrets_immediately)",
-                    echo(text)
-                ),
-            )
-        })?,
-    };
-    let webhook = load(state, project, id).await?;
-    let secret = new_secret(webhook.signing)?;
-    let view = RotatedView {
-        secret: secret.material.reveal_once().map(|text| text.to_string()),
-        public_key: secret.material.public_key(),
-    };
-    let now = state.clock.now();
-    state
-        .store
-        .rotate_signing_secret(RotateSigningSecret {
-            project_id: project,
-            webhook_id: webhook.id,
-            secret,
-            previous_expire_time: behavior.previous_expire_time(now),
-            now,
-        })
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook", id))?;
-    Ok(Json(view))
 }
