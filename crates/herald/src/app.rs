@@ -106,6 +106,7 @@ pub async fn start_on(
             lease: config.lease(),
             idle_poll: config.delivery.idle_poll,
             shutdown_grace: config.delivery.shutdown_grace,
+            health: config.health.policy(),
         },
     );
 

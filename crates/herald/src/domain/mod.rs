@@ -9,7 +9,9 @@
 pub mod delivery;
 pub mod event;
 pub mod fanout;
+pub mod health;
 pub mod id;
+pub mod operational;
 pub mod project;
 pub mod time;
 pub mod webhook;

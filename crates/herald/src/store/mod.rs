@@ -27,6 +27,7 @@
 
 mod codec;
 mod delivery_log;
+pub mod health;
 pub mod postgres;
 pub mod sqlite;
 mod types;

@@ -17,6 +17,7 @@
 
 mod delivery_log;
 mod events;
+mod health;
 mod migrations;
 mod projects;
 mod queue;
@@ -310,7 +311,11 @@ impl WebhookStore for SqliteStore {
         let updated = self
             .writer
             .write(Lane::Api, 1, move |conn| {
-                webhooks::update_webhook(conn, project, id, &patch, now)
+                let updated = webhooks::update_webhook(conn, project, id, &patch, now)?;
+                if updated.is_some() && patch.state == Some(crate::domain::WebhookState::Enabled) {
+                    health::reset(conn, id)?;
+                }
+                Ok(updated)
             })
             .await?;
         // Re-enabling may make held deliveries due.
@@ -386,10 +391,13 @@ impl DeliveryQueue for SqliteStore {
 
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
         let cost = completions.len();
-        let results = self
+        let (results, delivered) = self
             .writer
             .write(Lane::Queue, cost, move |conn| queue::complete(conn, &completions))
             .await?;
+        if delivered {
+            self.work.notify_one();
+        }
         Ok(results)
     }
 
