@@ -14,6 +14,7 @@ mod deliveries;
 mod delivery;
 mod disk_full;
 mod genai;
+mod health;
 mod hostile;
 mod limits;
 mod live;
