@@ -18,7 +18,7 @@ pub mod webhook;
 
 pub use delivery::{AttemptErrorKind, AttemptRecord, DeliveryState};
 pub use event::{EventPattern, EventType, SubscribedEvents};
-pub use id::{ApiKeyId, DeliveryId, EventId, ProjectId, SecretId, WebhookId};
+pub use id::{ApiKeyId, DeliveryId, EventId, ProjectId, ReplayId, SecretId, WebhookId};
 pub use time::Timestamp;
 pub use webhook::{EndpointUri, SigningKind, WebhookState};
 

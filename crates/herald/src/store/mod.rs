@@ -29,6 +29,7 @@ mod codec;
 mod delivery_log;
 pub mod health;
 pub mod postgres;
+mod replays;
 pub mod sqlite;
 mod types;
 
@@ -39,6 +40,7 @@ use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use delivery_log::*;
+pub use replays::*;
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -127,7 +129,7 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + Send + Sync + 'static
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + ReplayStore + Send + Sync + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

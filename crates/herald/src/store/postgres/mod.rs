@@ -20,6 +20,7 @@ mod migrations;
 mod nodes;
 mod projects;
 mod queue;
+mod replays;
 mod rows;
 mod webhooks;
 

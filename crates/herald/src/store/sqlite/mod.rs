@@ -22,6 +22,7 @@ mod migrations;
 mod projects;
 mod queue;
 mod readers;
+mod replays;
 mod rows;
 mod webhooks;
 mod writer;

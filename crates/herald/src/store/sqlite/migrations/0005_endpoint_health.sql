@@ -12,7 +12,7 @@ ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;
 ALTER TABLE deliveries ADD COLUMN replay_id TEXT;
 -- A replay walks one webhook's deliveries by creation time, in chunks;
 -- `state` makes the index covering, so a chunk reads only the index.
-CREATE INDEX deliveries_by_webhook_time ON deliveries(webhook_id, create_time, state);
+CREATE INDEX deliveries_by_webhook_time ON deliveries(webhook_id, create_time, id, state);
 
 -- A replay: a durable background task that re-queues one webhook's
 -- deliveries created in [since, until). `cursor_time`/`cursor_id` is the
