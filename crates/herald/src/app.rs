@@ -122,6 +122,13 @@ pub async fn start_on(
             shutdown.child_token(),
         ));
     }
+    if deps.run_dispatcher && config.node.role.delivers() {
+        tokio::spawn(crate::replay::run(
+            Arc::clone(&store),
+            Arc::clone(&deps.clock),
+            shutdown.child_token(),
+        ));
+    }
     let state = AppState {
         store: Arc::clone(&store),
         auth: Arc::new(Authenticator::from_hash(admin_key_hash)),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod maintenance;
+pub mod replay;
 pub mod net;
 pub mod store;
 pub mod telemetry;

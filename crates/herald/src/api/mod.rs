@@ -14,6 +14,7 @@ mod json_check;
 mod pagination;
 mod path;
 mod projects;
+mod replays;
 pub mod rate_limit;
 pub mod server;
 mod webhooks;
@@ -97,6 +98,8 @@ fn api_routes() -> Router<AppState> {
             "/v1/deliveries/{delivery_id}",
             get(deliveries::get).post(deliveries::custom_method),
         )
+        .route("/v1/replays", get(replays::list))
+        .route("/v1/replays/{replay_id}", get(replays::get))
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))

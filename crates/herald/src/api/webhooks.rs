@@ -430,17 +430,22 @@ pub(super) async fn custom_method(
     State(state): State<AppState>,
     principal: Principal,
     ApiPath(segment): ApiPath<String>,
-) -> Result<Json<PingView>, ApiError> {
+    body: axum::body::Bytes,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     let project = principal.require_project()?;
     let Some((id, verb)) = segment.split_once(':') else {
         return Err(ApiError::MethodNotAllowed(format!(
-            "POST is not allowed on {}; methods are :ping",
+            "POST is not allowed on {}; methods are :ping, :replay",
             echo(&segment)
         )));
     };
+    if verb == "replay" {
+        return super::replays::create(&state, project, webhook_id(id)?, &body).await;
+    }
     if verb != "ping" {
         return Err(ApiError::NotFound(format!(
-            "no such method :{} on webhooks (expected :ping)",
+            "no such method :{} on webhooks (expected :ping or :replay)",
             echo(verb)
         )));
     }
@@ -453,5 +458,6 @@ pub(super) async fn custom_method(
         event_id: outcome.event_id,
         delivery_id: outcome.delivery_id,
         attempt: outcome.attempt.into(),
-    }))
+    })
+    .into_response())
 }

@@ -23,4 +23,5 @@ mod operators;
 mod pg_restart;
 mod process;
 mod queue;
+mod replay;
 mod tls;

@@ -194,8 +194,8 @@ async fn step(client: &impl GenericClient, now: Timestamp) -> StoreResult<(Progr
     client
         .execute(
             "UPDATE replays SET cursor_time = $2, cursor_id = $3, examined = examined + $4, requeued = requeued + $5,
-                    update_time = $6, state = CASE WHEN $7 THEN 'succeeded' ELSE state END,
-                    finish_time = CASE WHEN $7 THEN $6 END
+                    update_time = $6::int8, state = CASE WHEN $7::bool THEN 'succeeded' ELSE state END,
+                    finish_time = CASE WHEN $7::bool THEN $6::int8 END
              WHERE id = $1",
             &[
                 &id,
