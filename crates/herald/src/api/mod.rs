@@ -17,6 +17,7 @@ mod projects;
 mod replays;
 pub mod rate_limit;
 pub mod server;
+mod stats;
 mod webhooks;
 
 use std::sync::Arc;
@@ -93,6 +94,7 @@ fn api_routes() -> Router<AppState> {
                 .delete(webhooks::delete)
                 .post(webhooks::custom_method),
         )
+        .route("/v1/webhooks/{webhook_id}/stats", get(stats::get))
         .route("/v1/deliveries", get(deliveries::list))
         .route(
             "/v1/deliveries/{delivery_id}",

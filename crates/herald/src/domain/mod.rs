@@ -13,6 +13,7 @@ pub mod health;
 pub mod id;
 pub mod operational;
 pub mod project;
+pub mod stats;
 pub mod time;
 pub mod webhook;
 

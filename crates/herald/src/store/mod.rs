@@ -30,6 +30,7 @@ mod delivery_log;
 pub mod health;
 pub mod postgres;
 mod replays;
+mod stats;
 pub mod sqlite;
 mod types;
 
@@ -41,6 +42,7 @@ use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use delivery_log::*;
 pub use replays::*;
+pub use stats::*;
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,7 +131,7 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + ReplayStore + Send + Sync + 'static
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + ReplayStore + StatsStore + Send + Sync + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

@@ -24,4 +24,5 @@ mod pg_restart;
 mod process;
 mod queue;
 mod replay;
+mod stats;
 mod tls;

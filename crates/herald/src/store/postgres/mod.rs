@@ -22,6 +22,7 @@ mod projects;
 mod queue;
 mod replays;
 mod rows;
+mod stats;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -315,6 +316,7 @@ impl DeliveryQueue for PostgresStore {
         let (results, due, fanned) = in_transaction!(self, |tx| {
             queue::asynchronous_commit(&tx).await?;
             let (results, due) = queue::complete(&tx, &completions).await?;
+            stats::record(&tx, &completions).await?;
             let fanned = health::apply(&tx, &completions, &results).await?;
             (results, due, fanned)
         })?;

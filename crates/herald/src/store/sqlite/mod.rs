@@ -24,6 +24,7 @@ mod queue;
 mod readers;
 mod replays;
 mod rows;
+mod stats;
 mod webhooks;
 mod writer;
 

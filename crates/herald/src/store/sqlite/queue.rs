@@ -223,12 +223,13 @@ pub(super) fn signing_secrets(conn: &Connection, webhook: WebhookId, now: Timest
     .map_err(store_error)
 }
 
-/// Records outcomes (see `complete_deliveries`), then their consequences for
-/// endpoint health (a `410` or the auto-disable rule disabling the webhook,
+/// Records outcomes (see `complete_deliveries`) and adds the attempts to the
+/// statistics rollup, then applies their consequences for endpoint health (a `410` or the auto-disable rule disabling the webhook,
 /// operational events), all in the caller's transaction. The bool: whether
 /// operational events made deliveries.
 pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreResult<(Vec<CompletionResult>, bool)> {
     let results = complete_deliveries(conn, completions)?;
+    super::stats::record(conn, completions)?;
     let delivered = super::health::apply(conn, completions, &results)?;
     Ok((results, delivered))
 }

@@ -26,3 +26,13 @@ CREATE TABLE replays (
 CREATE INDEX replays_by_project ON replays(project_id, id);
 CREATE INDEX replays_running ON replays(update_time) WHERE state = 'running';
 CREATE INDEX replays_by_webhook ON replays(webhook_id) WHERE state = 'running';
+
+CREATE TABLE webhook_stats (
+    webhook_id TEXT NOT NULL,
+    minute     BIGINT NOT NULL,
+    outcome    TEXT NOT NULL,
+    bucket     INTEGER NOT NULL,
+    count      BIGINT NOT NULL,
+    PRIMARY KEY (webhook_id, minute, outcome, bucket)
+);
+CREATE INDEX webhook_stats_by_minute ON webhook_stats(minute);

@@ -37,3 +37,17 @@ CREATE TABLE replays (
 CREATE INDEX replays_by_project ON replays(project_id, id);
 CREATE INDEX replays_running ON replays(update_time) WHERE state = 'running';
 CREATE INDEX replays_by_webhook ON replays(webhook_id) WHERE state = 'running';
+
+-- Per-webhook statistics: attempts per minute, outcome (`success` or the
+-- error kind) and latency bucket (`domain::stats`), added to by the
+-- completion transaction. `GET /v1/webhooks/{id}/stats` reads at most a
+-- day of one webhook's rows through the primary key.
+CREATE TABLE webhook_stats (
+    webhook_id TEXT NOT NULL,
+    minute     INTEGER NOT NULL,   -- minutes since the epoch
+    outcome    TEXT NOT NULL,
+    bucket     INTEGER NOT NULL,
+    count      INTEGER NOT NULL,
+    PRIMARY KEY (webhook_id, minute, outcome, bucket)
+) WITHOUT ROWID;
+CREATE INDEX webhook_stats_by_minute ON webhook_stats(minute);
