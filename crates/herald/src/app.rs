@@ -119,6 +119,7 @@ pub async fn start_on(
         tokio::spawn(crate::maintenance::run(
             Arc::clone(&store),
             Arc::clone(&deps.clock),
+            config.retention.max_age,
             shutdown.child_token(),
         ));
     }

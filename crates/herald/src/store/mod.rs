@@ -30,6 +30,7 @@ mod delivery_log;
 pub mod health;
 pub mod postgres;
 mod replays;
+mod retention;
 mod stats;
 pub mod sqlite;
 mod types;
@@ -42,6 +43,7 @@ use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use delivery_log::*;
 pub use replays::*;
+pub use retention::*;
 pub use stats::*;
 pub use types::*;
 
@@ -131,7 +133,7 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + ReplayStore + StatsStore + Send + Sync + 'static
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + ReplayStore + StatsStore + RetentionStore + Send + Sync + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

@@ -24,5 +24,6 @@ mod pg_restart;
 mod process;
 mod queue;
 mod replay;
+mod retention;
 mod stats;
 mod tls;

@@ -21,6 +21,7 @@ mod nodes;
 mod projects;
 mod queue;
 mod replays;
+mod retention;
 mod rows;
 mod stats;
 mod webhooks;

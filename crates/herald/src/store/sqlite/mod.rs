@@ -23,6 +23,7 @@ mod projects;
 mod queue;
 mod readers;
 mod replays;
+mod retention;
 mod rows;
 mod stats;
 mod webhooks;

@@ -36,3 +36,5 @@ CREATE TABLE webhook_stats (
     PRIMARY KEY (webhook_id, minute, outcome, bucket)
 );
 CREATE INDEX webhook_stats_by_minute ON webhook_stats(minute);
+
+CREATE INDEX events_by_time ON events(timestamp, id);

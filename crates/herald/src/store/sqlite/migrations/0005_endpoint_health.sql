@@ -51,3 +51,6 @@ CREATE TABLE webhook_stats (
     PRIMARY KEY (webhook_id, minute, outcome, bucket)
 ) WITHOUT ROWID;
 CREATE INDEX webhook_stats_by_minute ON webhook_stats(minute);
+
+-- Retention walks events oldest first.
+CREATE INDEX events_by_time ON events(timestamp, id);
