@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use herald::clock::{SharedClock, SystemClock};
 use herald::domain::project::{Name, Project};
-use herald::domain::{EndpointUri, EventId, EventType, ProjectId, ReplayId, SecretId, SigningKind, SubscribedEvents, WebhookId};
+use herald::domain::{
+    EndpointUri, EventId, EventType, ProjectId, ReplayId, SecretId, SigningKind, SubscribedEvents, WebhookId,
+};
 use herald::store::sqlite::SqliteOptions;
 use herald::store::{
     ClaimRequest, Completion, CreatedReplay, NewEvent, NewReplay, NewWebhook, NextStep, PublishRequest, ReplayFilter,
@@ -102,7 +104,11 @@ async fn main() -> anyhow::Result<()> {
             let mut latencies = Vec::new();
             while !stop.is_cancelled() {
                 let began = Instant::now();
-                if store.publish(request(busy, vec![event(clock.now())], clock.now())).await.is_err() {
+                if store
+                    .publish(request(busy, vec![event(clock.now())], clock.now()))
+                    .await
+                    .is_err()
+                {
                     break;
                 }
                 latencies.push(began.elapsed());
@@ -127,9 +133,15 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| failed deliveries staged | {deliveries} (in {:.1} s) |", staged.as_secs_f64());
+    println!(
+        "| failed deliveries staged | {deliveries} (in {:.1} s) |",
+        staged.as_secs_f64()
+    );
     println!("| replay: time to re-queue all | {:.2} s |", replayed.as_secs_f64());
-    println!("| replay: rate | {:.0} deliveries/s |", deliveries as f64 / replayed.as_secs_f64());
+    println!(
+        "| replay: rate | {:.0} deliveries/s |",
+        deliveries as f64 / replayed.as_secs_f64()
+    );
     println!("| publishes beside it (one event each) | {} |", latencies.len());
     println!(
         "| publish latency beside it, p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |",
@@ -141,7 +153,11 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn tenant(store: &Arc<dyn Store>, name: &str, now: herald::domain::Timestamp) -> anyhow::Result<(ProjectId, WebhookId)> {
+async fn tenant(
+    store: &Arc<dyn Store>,
+    name: &str,
+    now: herald::domain::Timestamp,
+) -> anyhow::Result<(ProjectId, WebhookId)> {
     let project = ProjectId::generate();
     store
         .create_project(Project {

@@ -10,7 +10,7 @@ pub mod config;
 pub mod delivery;
 pub mod domain;
 pub mod maintenance;
-pub mod replay;
 pub mod net;
+pub mod replay;
 pub mod store;
 pub mod telemetry;

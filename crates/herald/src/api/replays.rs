@@ -150,8 +150,15 @@ pub(super) async fn list(
 ) -> Result<Json<ReplayList>, ApiError> {
     let project = principal.require_project()?;
     let page = page_request(&query)?;
-    if page.after.as_deref().is_some_and(|after| ReplayId::parse(after).is_none()) {
-        return Err(ApiError::invalid("page_token", "not a page token from a previous response"));
+    if page
+        .after
+        .as_deref()
+        .is_some_and(|after| ReplayId::parse(after).is_none())
+    {
+        return Err(ApiError::invalid(
+            "page_token",
+            "not a page token from a previous response",
+        ));
     }
     let page = state.store.list_replays(project, page).await?;
     let next_page_token = next_page_token(&page);

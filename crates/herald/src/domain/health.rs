@@ -108,7 +108,9 @@ impl HealthPolicy {
     }
 
     fn should_disable(&self, counters: HealthCounters, now: Timestamp) -> bool {
-        let Some(since) = counters.failing_since else { return false };
+        let Some(since) = counters.failing_since else {
+            return false;
+        };
         self.disable_after_failures > 0
             && counters.consecutive_failures >= self.disable_after_failures
             && since.saturating_add(self.disable_after) <= now
@@ -116,7 +118,9 @@ impl HealthPolicy {
 
     /// The `state_reason` a disabled webhook shows.
     pub fn disable_reason(&self, counters: HealthCounters, now: Timestamp) -> String {
-        let since = counters.failing_since.map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
+        let since = counters
+            .failing_since
+            .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339());
         format!(
             "no successful delivery since {since} and {} failed attempts in a row; Herald disabled it at {}",
             counters.consecutive_failures,

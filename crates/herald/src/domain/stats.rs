@@ -67,7 +67,10 @@ mod tests {
             let bucket = bucket_of(Duration::from_millis(ms));
             assert!(upper_bound_ms(bucket) >= ms, "{ms} ms in bucket {bucket}");
             if bucket > 0 {
-                assert!(upper_bound_ms(bucket - 1) < ms.max(2), "{ms} ms is not in a lower bucket");
+                assert!(
+                    upper_bound_ms(bucket - 1) < ms.max(2),
+                    "{ms} ms is not in a lower bucket"
+                );
             }
         }
         assert_eq!(bucket_of(Duration::from_secs(3600)), BUCKETS - 1);

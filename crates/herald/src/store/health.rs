@@ -90,7 +90,9 @@ pub fn plan(
     let mut plan = HealthPlan::default();
     let mut changed: Vec<WebhookId> = Vec::new();
     for c in applied(completions, results) {
-        let Some(row) = rows.get_mut(&c.webhook_id) else { continue };
+        let Some(row) = rows.get_mut(&c.webhook_id) else {
+            continue;
+        };
         if let (Some(policy), Some(attempt)) = (c.health, &c.attempt) {
             let step = policy.after_attempt(
                 row.counters,
@@ -118,7 +120,11 @@ pub fn plan(
                 };
                 plan.events.push((
                     row.project_id,
-                    NewEvent::from_data(operational::event_type(operational::DELIVERY_RECOVERED), c.now, &payload),
+                    NewEvent::from_data(
+                        operational::event_type(operational::DELIVERY_RECOVERED),
+                        c.now,
+                        &payload,
+                    ),
                 ));
             }
         }
@@ -141,7 +147,11 @@ pub fn plan(
             };
             plan.events.push((
                 row.project_id,
-                NewEvent::from_data(operational::event_type(operational::DELIVERY_EXHAUSTED), c.now, &payload),
+                NewEvent::from_data(
+                    operational::event_type(operational::DELIVERY_EXHAUSTED),
+                    c.now,
+                    &payload,
+                ),
             ));
         }
     }
@@ -184,4 +194,3 @@ pub fn events_by_project(events: Vec<(ProjectId, NewEvent)>) -> Vec<(ProjectId, 
     }
     groups
 }
-

@@ -31,8 +31,8 @@ pub mod health;
 pub mod postgres;
 mod replays;
 mod retention;
-mod stats;
 pub mod sqlite;
+mod stats;
 mod types;
 
 use async_trait::async_trait;
@@ -133,7 +133,17 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + ReplayStore + StatsStore + RetentionStore + Send + Sync + 'static
+    ProjectStore
+    + WebhookStore
+    + EventStore
+    + DeliveryQueue
+    + DeliveryLog
+    + ReplayStore
+    + StatsStore
+    + RetentionStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

@@ -73,7 +73,12 @@ async fn a_dead_webhook_is_disabled_once_both_limits_pass_announced_to_others_an
 
     // A manual attempt does not count.
     let (status, _) = app
-        .call(Method::POST, &format!("/v1/webhooks/{dead_id}:ping"), Some(&project.key), None)
+        .call(
+            Method::POST,
+            &format!("/v1/webhooks/{dead_id}:ping"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(failures_counted(&app, &dead_id).await, 3);

@@ -13,7 +13,9 @@ use crate::support::{Receiver, Reply, START, TestApp};
 const EVENTS: usize = 300;
 
 async fn replay(app: &TestApp, key: &str, id: &str) -> Value {
-    let (status, replay) = app.call(Method::GET, &format!("/v1/replays/{id}"), Some(key), None).await;
+    let (status, replay) = app
+        .call(Method::GET, &format!("/v1/replays/{id}"), Some(key), None)
+        .await;
     assert_eq!(status, 200, "{replay}");
     replay
 }
@@ -67,7 +69,12 @@ async fn a_failed_range_is_replayed_once_each_across_a_restart_and_an_overlap_is
     // A second replay over part of the range is refused while it runs; a
     // disjoint one is not.
     let (status, refused) = app
-        .call(Method::POST, &path, Some(&project.key), Some(json!({ "since": START, "state": "all" })))
+        .call(
+            Method::POST,
+            &path,
+            Some(&project.key),
+            Some(json!({ "since": START, "state": "all" })),
+        )
         .await;
     assert_eq!(status, 409, "{refused}");
     assert_eq!(refused["error"]["code"], "conflict");
@@ -118,7 +125,12 @@ async fn a_failed_range_is_replayed_once_each_across_a_restart_and_an_overlap_is
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["replays"].as_array().unwrap().len(), 2, "{list}");
     let (status, _) = app
-        .call(Method::GET, "/v1/replays/rpl_01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(&project.key), None)
+        .call(
+            Method::GET,
+            "/v1/replays/rpl_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, 404);
 }

@@ -24,7 +24,11 @@ async fn stats_count_outcomes_and_latency_per_window() {
     .await;
     let receiver = Receiver::start().await;
     // Eight successes (one slow), two failures.
-    let mut replies = vec![Reply::status(500), Reply::status(500), Reply::status(200).after(Duration::from_millis(400))];
+    let mut replies = vec![
+        Reply::status(500),
+        Reply::status(500),
+        Reply::status(200).after(Duration::from_millis(400)),
+    ];
     replies.extend((0..7).map(|_| Reply::status(204)));
     receiver.script(replies);
     let project = app.project("acme").await;
@@ -60,7 +64,12 @@ async fn stats_count_outcomes_and_latency_per_window() {
     assert_eq!(later["last_day"]["attempts"], 0, "{later}");
 
     let (status, _) = app
-        .call(Method::GET, "/v1/webhooks/wh_01ARZ3NDEKTSV4RRFFQ69G5FAV/stats", Some(&project.key), None)
+        .call(
+            Method::GET,
+            "/v1/webhooks/wh_01ARZ3NDEKTSV4RRFFQ69G5FAV/stats",
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, 404);
 }

@@ -120,7 +120,11 @@ pub(super) async fn apply(
         let failures = i32::try_from(counters.consecutive_failures).unwrap_or(i32::MAX);
         tx.execute(
             &stmt,
-            &[&webhook.to_string(), &failures, &counters.failing_since.map(|t| t.as_millis())],
+            &[
+                &webhook.to_string(),
+                &failures,
+                &counters.failing_since.map(|t| t.as_millis()),
+            ],
         )
         .await
         .map_err(store_error)?;
@@ -141,7 +145,9 @@ pub(super) async fn apply(
     }
     let mut fanned = Vec::new();
     for (project, events) in health::events_by_project(plan.events) {
-        let Some(now) = completions.last().map(|c| c.now) else { break };
+        let Some(now) = completions.last().map(|c| c.now) else {
+            break;
+        };
         let request = PublishRequest {
             project_id: project,
             events,

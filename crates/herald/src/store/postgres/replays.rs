@@ -158,7 +158,13 @@ async fn step(client: &impl GenericClient, now: Timestamp) -> StoreResult<(Progr
             "SELECT id, state, create_time FROM deliveries
              WHERE webhook_id = $1 AND (create_time, id) > ($2, $3) AND create_time < $4
              ORDER BY create_time, id LIMIT $5",
-            &[&webhook.to_string(), &cursor_time, &cursor_id, &until, &(POSTGRES_CHUNK as i64)],
+            &[
+                &webhook.to_string(),
+                &cursor_time,
+                &cursor_id,
+                &until,
+                &(POSTGRES_CHUNK as i64),
+            ],
         )
         .await
         .map_err(store_error)?;

@@ -44,8 +44,10 @@ async fn prune(client: &impl GenericClient, request: &PruneRequest) -> StoreResu
             )
             .await
             .map_err(store_error)?;
-        let kept: std::collections::HashSet<String> =
-            kept.iter().map(|row| get::<String>(row, 0)).collect::<StoreResult<_>>()?;
+        let kept: std::collections::HashSet<String> = kept
+            .iter()
+            .map(|row| get::<String>(row, 0))
+            .collect::<StoreResult<_>>()?;
         let prunable: Vec<String> = ids.into_iter().filter(|id| !kept.contains(id)).collect();
         if !prunable.is_empty() {
             client

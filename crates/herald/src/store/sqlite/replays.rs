@@ -39,8 +39,10 @@ pub(super) fn create(conn: &Connection, new: &NewReplay) -> StoreResult<CreatedR
     let exists: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL")
         .and_then(|mut stmt| {
-            stmt.query_row([new.webhook_id.to_string(), new.project_id.to_string()], |row| row.get(0))
-                .optional()
+            stmt.query_row([new.webhook_id.to_string(), new.project_id.to_string()], |row| {
+                row.get(0)
+            })
+            .optional()
         })
         .map_err(store_error)?;
     if exists.is_none() {
@@ -85,12 +87,14 @@ pub(super) fn create(conn: &Connection, new: &NewReplay) -> StoreResult<CreatedR
 }
 
 pub(super) fn get(conn: &Connection, project: ProjectId, id: ReplayId) -> StoreResult<Option<Replay>> {
-    conn.prepare_cached(&format!("SELECT {COLUMNS} FROM replays WHERE id = ?1 AND project_id = ?2"))
-        .and_then(|mut stmt| {
-            stmt.query_row([id.to_string(), project.to_string()], replay_from_row)
-                .optional()
-        })
-        .map_err(store_error)
+    conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM replays WHERE id = ?1 AND project_id = ?2"
+    ))
+    .and_then(|mut stmt| {
+        stmt.query_row([id.to_string(), project.to_string()], replay_from_row)
+            .optional()
+    })
+    .map_err(store_error)
 }
 
 pub(super) fn list(conn: &Connection, project: ProjectId, page: &PageRequest) -> StoreResult<Page<Replay>> {
@@ -117,7 +121,14 @@ pub(super) fn step(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, 
         )
         .and_then(|mut stmt| {
             stmt.query_row([], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    row.get(3)?,
+                    row.get(4)?,
+                    row.get(5)?,
+                ))
             })
             .optional()
         })
@@ -164,9 +175,7 @@ pub(super) fn step(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, 
                                      create_time, replay_id)
              SELECT ?2, event_id, webhook_id, project_id, ?3, 'pending', ?3, ?3, ?4 FROM deliveries WHERE id = ?1",
         )
-        .and_then(|mut stmt| {
-            stmt.execute(params![source, DeliveryId::generate().to_string(), now.as_millis(), id])
-        })
+        .and_then(|mut stmt| stmt.execute(params![source, DeliveryId::generate().to_string(), now.as_millis(), id]))
         .map_err(store_error)?;
         requeued += 1;
     }
@@ -176,9 +185,9 @@ pub(super) fn step(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, 
         lower_due_hint(conn, webhook, now)?;
     }
     let done = finished(chunk.len(), SQLITE_CHUNK);
-    let (next_time, next_id) = chunk
-        .last()
-        .map_or((cursor_time, cursor_id), |(source, _, created)| (*created, source.clone()));
+    let (next_time, next_id) = chunk.last().map_or((cursor_time, cursor_id), |(source, _, created)| {
+        (*created, source.clone())
+    });
     conn.prepare_cached(
         "UPDATE replays SET cursor_time = ?2, cursor_id = ?3, examined = examined + ?4, requeued = requeued + ?5,
                 update_time = ?6, state = CASE WHEN ?7 THEN 'succeeded' ELSE state END,
