@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{count, parsed, store_error, timestamp_opt};
+use crate::domain::fanout;
 use crate::domain::health::HealthCounters;
 use crate::domain::{DeliveryId, EventId, EventType, ProjectId, WebhookId};
 use crate::store::health::{self, ExhaustedFacts, HealthRow};
@@ -63,6 +64,15 @@ pub(super) fn apply(conn: &Connection, completions: &[Completion], results: &[Co
     let mut delivered = false;
     for (project, events) in health::events_by_project(plan.events) {
         let Some(now) = now else { break };
+        // An operational event nobody would receive is not stored.
+        let subscribers = super::webhooks::enabled_subscribers(conn, project)?;
+        let events: Vec<_> = events
+            .into_iter()
+            .filter(|e| fanout::recipients(&e.event_type, &subscribers).next().is_some())
+            .collect();
+        if events.is_empty() {
+            continue;
+        }
         let outcome = super::events::publish(
             conn,
             &PublishRequest {
