@@ -92,21 +92,24 @@ pub(super) async fn create(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     let request: ReplayRequest = super::json::parse(if body.is_empty() { b"{}" } else { body })?;
-    let now = state.clock.now();
-    let since = instant("since", &request.since)?;
-    let until = match &request.until {
-        Some(text) => instant("until", text)?,
-        None => now,
-    };
-    if until <= since {
-        return Err(ApiError::invalid("until", "must be after since"));
-    }
     let filter = match request.state.as_deref() {
         None => ReplayFilter::Failed,
         Some(text) => {
             ReplayFilter::parse(text).ok_or_else(|| ApiError::invalid("state", "must be \"failed\" or \"all\""))?
         }
     };
+    let now = state.clock.now();
+    let since = instant("since", &request.since)?;
+    let until = match &request.until {
+        Some(text) => instant("until", text)?,
+        None => now,
+    };
+    if request.until.is_none() && since >= now {
+        return Err(ApiError::invalid("since", "must be in the past"));
+    }
+    if until <= since {
+        return Err(ApiError::invalid("until", "must be after since"));
+    }
     let created = state
         .store
         .create_replay(NewReplay {
