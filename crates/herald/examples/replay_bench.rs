@@ -1,9 +1,12 @@
 //! How long a replay of 100,000 failed deliveries takes on SQLite (the
-//! embedded default, `durability = full`), and what it does to publishes
-//! running beside it.
+//! embedded default, `durability = full`) or PostgreSQL, and what it does
+//! to publishes running beside it.
 //!
 //! ```sh
 //! cargo run --release -p herald --example replay_bench [-- DELIVERIES]
+//! # on PostgreSQL, in an empty database:
+//! HERALD_BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/replay_bench \
+//!     cargo run --release -p herald --example replay_bench
 //! ```
 //!
 //! Stages the deliveries through the store (publish, claim, fail), then
@@ -20,6 +23,7 @@ use herald::domain::project::{Name, Project};
 use herald::domain::{
     EndpointUri, EventId, EventType, ProjectId, ReplayId, SecretId, SigningKind, SubscribedEvents, WebhookId,
 };
+use herald::store::postgres::PostgresOptions;
 use herald::store::sqlite::SqliteOptions;
 use herald::store::{
     ClaimRequest, Completion, CreatedReplay, NewEvent, NewReplay, NewWebhook, NextStep, PublishRequest, ReplayFilter,
@@ -31,10 +35,21 @@ async fn main() -> anyhow::Result<()> {
     let deliveries: usize = std::env::args().nth(1).map_or(Ok(100_000), |n| n.parse())?;
     let dir = tempfile::tempdir()?;
     let clock: SharedClock = Arc::new(SystemClock);
-    let config = StorageConfig::Sqlite(SqliteOptions {
-        data_dir: dir.path().to_path_buf(),
-        ..SqliteOptions::default()
-    });
+    // PostgreSQL when given an (empty) database; the embedded SQLite otherwise.
+    let config = match std::env::var("HERALD_BENCH_DATABASE_URL") {
+        Ok(url) => StorageConfig::Postgres(PostgresOptions {
+            url,
+            pool_size: 16,
+            migrate_on_start: true,
+            node_name: "replay-bench".into(),
+            heartbeat: Duration::from_secs(1),
+            node_timeout: Duration::from_secs(5),
+        }),
+        Err(_) => StorageConfig::Sqlite(SqliteOptions {
+            data_dir: dir.path().to_path_buf(),
+            ..SqliteOptions::default()
+        }),
+    };
     let store = herald::store::open(&config, Arc::clone(&clock)).await?;
     let start = clock.now();
     let (project, webhook) = tenant(&store, "replayed", start).await?;
