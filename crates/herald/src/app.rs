@@ -106,6 +106,7 @@ pub async fn start_on(
             lease: config.lease(),
             idle_poll: config.delivery.idle_poll,
             shutdown_grace: config.delivery.shutdown_grace,
+            health: config.health.policy(),
         },
     );
 
@@ -116,6 +117,14 @@ pub async fn start_on(
     }
     if deps.run_dispatcher {
         tokio::spawn(crate::maintenance::run(
+            Arc::clone(&store),
+            Arc::clone(&deps.clock),
+            config.retention.max_age,
+            shutdown.child_token(),
+        ));
+    }
+    if deps.run_dispatcher && config.node.role.delivers() {
+        tokio::spawn(crate::replay::run(
             Arc::clone(&store),
             Arc::clone(&deps.clock),
             shutdown.child_token(),

@@ -12,5 +12,6 @@ pub mod domain;
 pub mod maintenance;
 pub mod master_key;
 pub mod net;
+pub mod replay;
 pub mod store;
 pub mod telemetry;

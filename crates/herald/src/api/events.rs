@@ -121,6 +121,12 @@ fn accepted(event: &NewEvent) -> Accepted<'_> {
 fn new_event(state: &AppState, event: &PublishEvent, field_prefix: &str) -> Result<NewEvent, ApiError> {
     let event_type =
         EventType::parse(&event.event_type).map_err(ApiError::invalid_field(format!("{field_prefix}type")))?;
+    if crate::domain::operational::is_operational(&event_type) {
+        return Err(ApiError::invalid(
+            format!("{field_prefix}type"),
+            "the webhook.* and delivery.* event types are Herald's own; choose another name",
+        ));
+    }
     let data = event.data.get();
     if !data.starts_with('{') {
         return Err(ApiError::invalid(

@@ -43,7 +43,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJ
 /// The body bytes, if the content type (when given) is JSON, no content
 /// encoding is applied, the size is within the router's limit and the body
 /// does not stall (the server's body timeout: 408).
-async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
+pub(super) async fn read_body<S: Send + Sync>(request: Request, state: &S) -> Result<Bytes, ApiError> {
     // Herald does not decompress: an encoded body would otherwise be
     // misreported as invalid JSON.
     if let Some(encoding) = request.headers().get(CONTENT_ENCODING)

@@ -16,7 +16,9 @@ mod path;
 mod projects;
 pub mod rate_limit;
 mod secrets;
+mod replays;
 pub mod server;
+mod stats;
 mod webhooks;
 
 use std::sync::Arc;
@@ -93,11 +95,14 @@ fn api_routes() -> Router<AppState> {
                 .delete(webhooks::delete)
                 .post(webhooks::custom_method),
         )
+        .route("/v1/webhooks/{webhook_id}/stats", get(stats::get))
         .route("/v1/deliveries", get(deliveries::list))
         .route(
             "/v1/deliveries/{delivery_id}",
             get(deliveries::get).post(deliveries::custom_method),
         )
+        .route("/v1/replays", get(replays::list))
+        .route("/v1/replays/{replay_id}", get(replays::get))
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))

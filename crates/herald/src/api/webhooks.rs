@@ -390,7 +390,7 @@ pub(super) struct PingView {
     attempt: super::events::AttemptView,
 }
 
-/// `POST /v1/webhooks/{id}:ping` and `POST /v1/webhooks/{id}:rotateSigningSecret`.
+/// `POST /v1/webhooks/{id}:ping`, `…:rotateSigningSecret` and `…:replay`.
 pub(super) async fn custom_method(
     State(state): State<AppState>,
     principal: Principal,
@@ -400,7 +400,7 @@ pub(super) async fn custom_method(
     let project = principal.require_project()?;
     let Some((id, verb)) = segment.split_once(':') else {
         return Err(ApiError::MethodNotAllowed(format!(
-            "POST is not allowed on {}; methods are :ping and :rotateSigningSecret",
+            "POST is not allowed on {}; methods are :ping, :rotateSigningSecret and :replay",
             echo(&segment)
         )));
     };
@@ -412,8 +412,12 @@ pub(super) async fn custom_method(
                 .await?
                 .into_response())
         }
+        "replay" => {
+            let body = super::json::read_body(request, &state).await?;
+            super::replays::create(&state, project, webhook_id(id)?, &body).await
+        }
         other => Err(ApiError::NotFound(format!(
-            "no such method :{} on webhooks (expected :ping or :rotateSigningSecret)",
+            "no such method :{} on webhooks (expected :ping, :rotateSigningSecret or :replay)",
             echo(other)
         ))),
     }
@@ -432,5 +436,6 @@ async fn ping(state: &AppState, project: ProjectId, id: &str) -> Result<Json<Pin
         event_id: outcome.event_id,
         delivery_id: outcome.delivery_id,
         attempt: outcome.attempt.into(),
-    }))
+    })
+    .into_response())
 }

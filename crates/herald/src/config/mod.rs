@@ -6,8 +6,10 @@
 //! validated once here; the rest of the program trusts them.
 
 mod durations;
+mod health;
 mod node;
 
+pub use health::{HealthConfig, RetentionConfig};
 pub use node::{NodeConfig, Role};
 
 use std::net::SocketAddr;
@@ -29,6 +31,8 @@ pub struct Config {
     pub storage: StorageSettings,
     pub node: NodeConfig,
     pub delivery: DeliveryConfig,
+    pub health: HealthConfig,
+    pub retention: RetentionConfig,
     pub security: SecurityConfig,
     pub limits: LimitsConfig,
     pub http: HttpConfig,
@@ -182,6 +186,8 @@ impl Default for Config {
             storage: StorageSettings::default(),
             node: NodeConfig::default(),
             delivery: DeliveryConfig::default(),
+            health: HealthConfig::default(),
+            retention: RetentionConfig::default(),
             security: SecurityConfig::default(),
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
@@ -328,6 +334,8 @@ impl Config {
             return fail("storage.database_url", &message);
         }
         self.node.validate()?;
+        self.health.validate()?;
+        self.retention.validate(d.max_age)?;
         let l = &self.limits;
         if l.max_payload_bytes < 1024 || l.max_batch_events == 0 || l.max_request_bytes < l.max_payload_bytes {
             return fail(

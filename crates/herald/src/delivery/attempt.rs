@@ -117,6 +117,8 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
         last_error,
         disable_webhook: decision.disable_webhook,
         now,
+        // The caller says whether the attempt was scheduled.
+        health: None,
     }
 }
 

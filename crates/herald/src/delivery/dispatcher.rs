@@ -41,6 +41,7 @@ use super::failure_log::FailureLog;
 use super::retry::{Jitter, RetryPolicy};
 use crate::clock::SharedClock;
 use crate::domain::delivery::reason;
+use crate::domain::health::HealthPolicy;
 use crate::domain::{AttemptRecord, DeliveryId, Timestamp, WebhookId};
 use crate::store::{
     ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Release, Store, StoreResult,
@@ -62,6 +63,8 @@ pub struct DispatcherConfig {
     pub idle_poll: Duration,
     /// How long shutdown waits for in-flight attempts before releasing them.
     pub shutdown_grace: Duration,
+    /// Scheduled attempts count toward endpoint health under this rule.
+    pub health: HealthPolicy,
 }
 
 pub struct Dispatcher {
@@ -220,7 +223,7 @@ impl Dispatcher {
         let mut expired_jobs = 0;
         for job in jobs {
             if self.window_closed(&job, now) {
-                let _ = outcomes.send(expired(&job, now));
+                let _ = outcomes.send(expired(&job, now, self.config.health));
                 expired_jobs += 1;
                 continue;
             }
@@ -257,7 +260,8 @@ impl Dispatcher {
                 .catch_unwind()
                 .await;
             let health = match attempted {
-                Ok(completion) => {
+                Ok(mut completion) => {
+                    completion.health = Some(self.config.health);
                     let health = Health::of(&completion);
                     self.failures.note(&completion);
                     let _ = outcomes.send(completion);
@@ -615,7 +619,7 @@ fn signers(jobs: &[DeliveryJob]) -> HashMap<WebhookId, EndpointSigner> {
 }
 
 /// The outcome of a delivery whose window closed before it could be sent.
-fn expired(job: &DeliveryJob, now: Timestamp) -> Completion {
+fn expired(job: &DeliveryJob, now: Timestamp, health: HealthPolicy) -> Completion {
     Completion {
         delivery_id: job.delivery_id,
         webhook_id: job.endpoint.webhook_id,
@@ -625,5 +629,6 @@ fn expired(job: &DeliveryJob, now: Timestamp) -> Completion {
         last_error: Some(reason::EXPIRED.into()),
         disable_webhook: None,
         now,
+        health: Some(health),
     }
 }

@@ -169,6 +169,14 @@ impl SubscribedEvents {
         self.0.iter().any(|pattern| pattern.matches(event_type))
     }
 
+    /// Whether a pattern other than `*` matches: how Herald's own
+    /// (operational) events select their recipients.
+    pub fn names(&self, event_type: &EventType) -> bool {
+        self.0
+            .iter()
+            .any(|pattern| *pattern != EventPattern::All && pattern.matches(event_type))
+    }
+
     /// The patterns as strings, the form kept in storage and on the wire.
     pub fn to_strings(&self) -> Vec<String> {
         self.0.iter().map(ToString::to_string).collect()

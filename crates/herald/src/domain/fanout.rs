@@ -1,6 +1,7 @@
 //! Fan-out: which webhooks receive an event. One rule for every backend:
 //! each enabled, undeleted webhook of the event's project whose subscribed
-//! patterns match the event's type gets exactly one delivery. The store
+//! patterns match the event's type gets exactly one delivery; Herald's own
+//! (operational) events only reach webhooks that name them, not `*`. The store
 //! loads the subscribers inside the publishing transaction and persists
 //! what this module decides.
 
@@ -20,7 +21,13 @@ pub fn recipients<'a>(
 ) -> impl Iterator<Item = WebhookId> + 'a {
     subscribers
         .iter()
-        .filter(move |subscriber| subscriber.events.matches(event_type))
+        .filter(move |subscriber| {
+            if super::operational::is_operational(event_type) {
+                subscriber.events.names(event_type)
+            } else {
+                subscriber.events.matches(event_type)
+            }
+        })
         .map(|subscriber| subscriber.id)
 }
 

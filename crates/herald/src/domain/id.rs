@@ -76,6 +76,10 @@ define_id!(
     /// One event's delivery to one webhook.
     DeliveryId, "dlv"
 );
+define_id!(
+    /// A replay: re-queueing a webhook's past deliveries in the background.
+    ReplayId, "rpl"
+);
 
 #[cfg(test)]
 mod tests {

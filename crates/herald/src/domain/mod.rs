@@ -9,15 +9,18 @@
 pub mod delivery;
 pub mod event;
 pub mod fanout;
+pub mod health;
 pub mod id;
+pub mod operational;
 pub mod project;
 pub mod secret;
+pub mod stats;
 pub mod time;
 pub mod webhook;
 
 pub use delivery::{AttemptErrorKind, AttemptRecord, DeliveryState};
 pub use event::{EventPattern, EventType, SubscribedEvents};
-pub use id::{ApiKeyId, DeliveryId, EventId, ProjectId, SecretId, WebhookId};
+pub use id::{ApiKeyId, DeliveryId, EventId, ProjectId, ReplayId, SecretId, WebhookId};
 pub use time::Timestamp;
 pub use webhook::{EndpointUri, SigningKind, WebhookState};
 

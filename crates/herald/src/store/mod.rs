@@ -27,9 +27,13 @@
 
 mod codec;
 mod delivery_log;
+pub mod health;
 pub mod postgres;
+mod replays;
+mod retention;
 mod secrets;
 pub mod sqlite;
+mod stats;
 mod types;
 
 use async_trait::async_trait;
@@ -39,7 +43,10 @@ use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use delivery_log::*;
+pub use replays::*;
+pub use retention::*;
 pub use secrets::*;
+pub use stats::*;
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -132,7 +139,18 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + SecretStore + Send + Sync + 'static
+    ProjectStore
+    + WebhookStore
+    + EventStore
+    + DeliveryQueue
+    + DeliveryLog
+    + SecretStore
+    + ReplayStore
+    + StatsStore
+    + RetentionStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

@@ -201,6 +201,10 @@ pub struct Completion {
     /// Disable the webhook (state `disabled`) with this reason, e.g. on `410 Gone`.
     pub disable_webhook: Option<String>,
     pub now: Timestamp,
+    /// A scheduled attempt counts toward endpoint health under this rule
+    /// (auto-disable, `delivery.recovered`) and may emit
+    /// `delivery.exhausted`; a manual one (`None`) does neither.
+    pub health: Option<crate::domain::health::HealthPolicy>,
 }
 
 /// A lease handed back unfinished (at shutdown), due again at once.

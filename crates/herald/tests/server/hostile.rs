@@ -388,6 +388,86 @@ fn cases() -> Vec<Case> {
         )
         .expect(400, "invalid_argument", Some("page_token")),
         case(
+            "replay: not JSON",
+            Method::POST,
+            "/v1/webhooks/{webhook}:replay",
+            Project,
+            Body::Raw {
+                content_type: "application/json",
+                bytes: b"{since".to_vec(),
+            },
+        )
+        .expect(400, "invalid_json", None),
+        case(
+            "replay: no since",
+            Method::POST,
+            "/v1/webhooks/{webhook}:replay",
+            Project,
+            Body::Json(json!({ "state": "failed" })),
+        )
+        .expect(400, "invalid_argument", Some("since")),
+        case(
+            "replay: unknown field",
+            Method::POST,
+            "/v1/webhooks/{webhook}:replay",
+            Project,
+            Body::Json(json!({ "since": "2026-01-01T00:00:00Z", "cursor": 1 })),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "replay: bad state",
+            Method::POST,
+            "/v1/webhooks/{webhook}:replay",
+            Project,
+            Body::Json(json!({ "since": "2026-01-01T00:00:00Z", "state": "pending" })),
+        )
+        .expect(400, "invalid_argument", Some("state")),
+        case(
+            "replay: unknown webhook",
+            Method::POST,
+            "/v1/webhooks/wh_nope:replay",
+            Project,
+            Body::Json(json!({ "since": "2026-01-01T00:00:00Z" })),
+        )
+        .expect(404, "not_found", None),
+        case(
+            "replays: unknown id",
+            Method::GET,
+            "/v1/replays/rpl_nope",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "replays: page token that is no id",
+            Method::GET,
+            "/v1/replays?page_token=eA",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("page_token")),
+        case("replays: admin key", Method::GET, "/v1/replays", Admin, Body::None).expect(
+            403,
+            "permission_denied",
+            None,
+        ),
+        case(
+            "stats: unknown webhook",
+            Method::GET,
+            "/v1/webhooks/wh_nope/stats",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "events: Herald's own type",
+            Method::POST,
+            "/v1/events",
+            Project,
+            Body::Json(json!({ "type": "delivery.exhausted", "data": {} })),
+        )
+        .expect(400, "invalid_argument", Some("type")),
+        case(
             "deliveries: unknown id",
             Method::GET,
             "/v1/deliveries/dlv_nope",

@@ -37,6 +37,7 @@ fn completion(job: &DeliveryJob, status: u16, next: NextStep, now: Timestamp) ->
         next,
         last_error: None,
         disable_webhook: None,
+        health: None,
         now,
     }
 }

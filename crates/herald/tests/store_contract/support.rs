@@ -378,6 +378,7 @@ pub fn completion(job: &DeliveryJob, status: u16, next: NextStep, now: Timestamp
         next,
         last_error: (!ok).then(|| "http_status".to_owned()),
         disable_webhook: None,
+        health: None,
         now,
     }
 }

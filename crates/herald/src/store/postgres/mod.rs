@@ -13,14 +13,18 @@
 mod connect;
 mod delivery_log;
 mod events;
+mod health;
 mod hints;
 mod listener;
 mod migrations;
 mod nodes;
 mod projects;
 mod queue;
+mod replays;
+mod retention;
 mod rows;
 mod secrets;
+mod stats;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -330,6 +334,9 @@ impl WebhookStore for PostgresStore {
     ) -> StoreResult<Option<Webhook>> {
         let updated = in_transaction!(self, |tx| {
             let updated = webhooks::update_webhook(&tx, project, id, &patch, now).await?;
+            if updated.is_some() && patch.state == Some(crate::domain::WebhookState::Enabled) {
+                health::reset(&tx, id).await?;
+            }
             // Re-enabling may make held deliveries due, on any node.
             tx.execute("SELECT pg_notify('herald_work', '')", &[])
                 .await
@@ -381,11 +388,17 @@ impl DeliveryQueue for PostgresStore {
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
-        let (results, due) = in_transaction!(self, |tx| {
+        let (results, due, fanned) = in_transaction!(self, |tx| {
             queue::asynchronous_commit(&tx).await?;
-            queue::complete(&tx, &completions).await?
+            let (results, due) = queue::complete(&tx, &completions).await?;
+            stats::record(&tx, &completions).await?;
+            let fanned = health::apply(&tx, &completions, &results).await?;
+            (results, due, fanned)
         })?;
         hints::lower_after_commit(&self.hint_pool, &due).await;
+        for fanned in fanned {
+            self.publisher.after_commit(fanned).await;
+        }
         Ok(results)
     }
 

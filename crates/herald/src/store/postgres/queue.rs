@@ -335,7 +335,8 @@ async fn insert_attempts(
     Ok(())
 }
 
-/// Returns the results and the hints to lower after the commit.
+/// Returns the results and the hints to lower after the commit. The
+/// health consequences (a `410`'s disable included) are `health::apply`'s.
 pub(super) async fn complete(
     client: &impl GenericClient,
     completions: &[Completion],
@@ -408,16 +409,6 @@ pub(super) async fn complete(
         if let NextStep::RetryAt(at) = c.next {
             let at = at.as_millis();
             due.entry(c.webhook_id).and_modify(|d| *d = (*d).min(at)).or_insert(at);
-        }
-        if let Some(reason) = &c.disable_webhook {
-            client
-                .execute(
-                    "UPDATE webhooks SET state = 'disabled', state_reason = $2, update_time = $3, next_due_at = NULL
-                     WHERE id = $1 AND state = 'enabled' AND delete_time IS NULL",
-                    &[&c.webhook_id.to_string(), reason, &c.now.as_millis()],
-                )
-                .await
-                .map_err(store_error)?;
         }
         results.push(CompletionResult::Applied);
     }

@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_shared_contract.sql"),
     include_str!("migrations/0003_delivery_log.sql"),
     include_str!("migrations/0004_sealed_secrets.sql"),
+    include_str!("migrations/0005_endpoint_health.sql"),
 ];
 
 /// Applies pending migrations; returns the schema version now in force.

@@ -18,12 +18,16 @@
 mod delivery_log;
 mod events;
 mod master_key_file;
+mod health;
 mod migrations;
 mod projects;
 mod queue;
 mod readers;
+mod replays;
+mod retention;
 mod rows;
 mod secrets;
+mod stats;
 mod webhooks;
 mod writer;
 
@@ -401,7 +405,11 @@ impl WebhookStore for SqliteStore {
         let updated = self
             .writer
             .write(Lane::Api, 1, move |conn| {
-                webhooks::update_webhook(conn, project, id, &patch, now)
+                let updated = webhooks::update_webhook(conn, project, id, &patch, now)?;
+                if updated.is_some() && patch.state == Some(crate::domain::WebhookState::Enabled) {
+                    health::reset(conn, id)?;
+                }
+                Ok(updated)
             })
             .await?;
         // Re-enabling may make held deliveries due.
@@ -478,10 +486,13 @@ impl DeliveryQueue for SqliteStore {
 
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
         let cost = completions.len();
-        let results = self
+        let (results, delivered) = self
             .writer
             .write(Lane::Queue, cost, move |conn| queue::complete(conn, &completions))
             .await?;
+        if delivered {
+            self.work.notify_one();
+        }
         Ok(results)
     }
 

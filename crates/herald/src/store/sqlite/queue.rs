@@ -208,7 +208,18 @@ fn lease(
     })
 }
 
-pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreResult<Vec<CompletionResult>> {
+/// Records outcomes (see `complete_deliveries`) and adds the attempts to the
+/// statistics rollup, then applies their consequences for endpoint health (a `410` or the auto-disable rule disabling the webhook,
+/// operational events), all in the caller's transaction. The bool: whether
+/// operational events made deliveries.
+pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreResult<(Vec<CompletionResult>, bool)> {
+    let results = complete_deliveries(conn, completions)?;
+    super::stats::record(conn, completions)?;
+    let delivered = super::health::apply(conn, completions, &results)?;
+    Ok((results, delivered))
+}
+
+fn complete_deliveries(conn: &Connection, completions: &[Completion]) -> StoreResult<Vec<CompletionResult>> {
     let mut results = Vec::with_capacity(completions.len());
     for completion in completions {
         // The attempt happened whatever became of the lease: always log it
@@ -248,14 +259,6 @@ pub(super) fn complete(conn: &Connection, completions: &[Completion]) -> StoreRe
         }
         if let NextStep::RetryAt(at) = completion.next {
             lower_due_hint(conn, completion.webhook_id, at)?;
-        }
-        if let Some(reason) = &completion.disable_webhook {
-            conn.prepare_cached(
-                "UPDATE webhooks SET state = 'disabled', state_reason = ?2, update_time = ?3, next_due_at = NULL
-                 WHERE id = ?1 AND state = 'enabled' AND delete_time IS NULL",
-            )
-            .and_then(|mut stmt| stmt.execute(params![completion.webhook_id.to_string(), reason, now]))
-            .map_err(store_error)?;
         }
         results.push(CompletionResult::Applied);
     }
