@@ -436,6 +436,5 @@ async fn ping(state: &AppState, project: ProjectId, id: &str) -> Result<Json<Pin
         event_id: outcome.event_id,
         delivery_id: outcome.delivery_id,
         attempt: outcome.attempt.into(),
-    })
-    .into_response())
+    }))
 }
