@@ -76,6 +76,18 @@ define_id!(
     /// One event's delivery to one webhook.
     DeliveryId, "dlv"
 );
+define_id!(
+    /// A stored file (a batch's input, output or error file).
+    FileId, "file"
+);
+define_id!(
+    /// An OpenAI-compatible batch.
+    BatchId, "batch"
+);
+define_id!(
+    /// One request of a batch, as named in its output line (`id`).
+    BatchRequestId, "batch_req"
+);
 
 #[cfg(test)]
 mod tests {

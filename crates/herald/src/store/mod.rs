@@ -25,6 +25,7 @@
 //! [`open`] is the only place that chooses a backend; nothing above this
 //! module names one.
 
+pub mod batches;
 mod codec;
 mod delivery_log;
 pub mod postgres;
@@ -37,6 +38,7 @@ use crate::domain::project::{ApiKey, Project};
 use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
+pub use batches::BatchStore;
 pub use delivery_log::*;
 pub use types::*;
 
@@ -126,7 +128,7 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + Send + Sync + 'static
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + BatchStore + Send + Sync + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;
