@@ -5,9 +5,11 @@
 //! Every field has a default, so `herald serve` needs no set-up. Values are
 //! validated once here; the rest of the program trusts them.
 
+mod batches;
 mod durations;
 mod node;
 
+pub use batches::{BatchesConfig, ECHO_BASE_URL, HeaderValueSource, UpstreamConfig};
 pub use node::{NodeConfig, Role};
 
 use std::net::SocketAddr;
@@ -33,6 +35,12 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub http: HttpConfig,
     pub log: LogConfig,
+    /// The batch API (`/v1/files`, `/v1/batches`).
+    pub batches: BatchesConfig,
+    /// Servers batches run against (`[[upstreams]]`); `builtin:echo` is
+    /// offered besides unless `batches.echo_upstream` is off.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -180,6 +188,8 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
+            batches: BatchesConfig::default(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -370,7 +380,7 @@ impl Config {
         if h.max_connections == 0 {
             return fail("http.max_connections", "must be at least 1");
         }
-        Ok(())
+        batches::validate(&self.batches, &self.upstreams)
     }
 
     /// The storage backend these settings select.

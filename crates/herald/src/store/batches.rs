@@ -106,6 +106,8 @@ pub struct RequestClaim {
     pub lease_until: Timestamp,
     /// Requests to lease at most, per upstream name.
     pub room: Vec<(String, usize)>,
+    /// Requests to lease at most, in all.
+    pub limit: usize,
     /// Requests to take from one batch per claim (fairness).
     pub per_batch: usize,
     /// Batches visited per claim, least recently served first.

@@ -463,7 +463,9 @@ pub(super) async fn claim_requests(
         let batch_id = BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
         let mut took = 0;
         for (upstream, left) in &mut room {
-            let want = (*left).min(claim.per_batch.saturating_sub(took));
+            let want = (*left)
+                .min(claim.per_batch.saturating_sub(took))
+                .min(claim.limit.saturating_sub(jobs.len()));
             if want == 0 {
                 continue;
             }

@@ -468,7 +468,9 @@ pub(super) fn claim_requests(
         };
         let mut took = 0;
         for (upstream, left) in &mut room {
-            let want = (*left).min(claim.per_batch.saturating_sub(took));
+            let want = (*left)
+                .min(claim.per_batch.saturating_sub(took))
+                .min(claim.limit.saturating_sub(jobs.len()));
             if want == 0 {
                 continue;
             }
