@@ -8,6 +8,7 @@ mod support;
 
 mod api;
 mod availability;
+mod batches;
 mod connections;
 mod crash;
 mod deliveries;
