@@ -19,6 +19,7 @@ mod hostile;
 mod limits;
 mod live;
 mod multinode;
+mod openai_sdk;
 mod operators;
 mod pg_restart;
 mod process;

@@ -86,7 +86,7 @@ impl BatchStore for PostgresStore {
 
     async fn claim_validation(&self, now: Timestamp, lease_until: Timestamp) -> StoreResult<Option<ValidationLease>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        transaction!(self, |tx| batches::claim_validation(&tx, now, lease_until, token).await?)
+        transaction!(self, |tx| batches::claim_validation(&tx, now, lease_until, token, &self.node.id).await?)
     }
 
     async fn add_batch_requests(
@@ -118,7 +118,7 @@ impl BatchStore for PostgresStore {
 
     async fn claim_requests(&self, claim: RequestClaim) -> StoreResult<Vec<RequestJob>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        transaction!(self, |tx| batches::claim_requests(&tx, &claim, token).await?)
+        transaction!(self, |tx| batches::claim_requests(&tx, &claim, token, &self.node.id).await?)
     }
 
     async fn complete_requests(&self, completions: Vec<RequestCompletion>) -> StoreResult<Vec<bool>> {

@@ -18,6 +18,29 @@ use crate::store::batches::{
 };
 use crate::store::{LeaseToken, PublishRequest, StoreError, StoreResult};
 
+/// Ends the batch leases `node` holds (it died, restarted or stopped):
+/// its requests are due at once and its validations reclaimable. Called in
+/// the transaction that ends its delivery leases. A request that was in
+/// flight may be sent twice; its `Idempotency-Key` lets the upstream tell.
+pub(super) async fn end_node_leases(client: &impl GenericClient, node: &str) -> StoreResult<u64> {
+    let requests = client
+        .execute(
+            "UPDATE batch_requests SET state = 0, next_attempt_at = 0, lease_token = NULL, lease_node = NULL
+             WHERE lease_node = $1 AND state = 1",
+            &[&node],
+        )
+        .await
+        .map_err(store_error)?;
+    client
+        .execute(
+            "UPDATE batches SET lease_until = NULL, lease_token = NULL, lease_node = NULL WHERE lease_node = $1",
+            &[&node],
+        )
+        .await
+        .map_err(store_error)?;
+    Ok(requests)
+}
+
 const FILE_COLUMNS: &str = "id, project_id, purpose, filename, bytes, create_time";
 
 fn file_from_row(row: &Row) -> StoreResult<FileRecord> {
@@ -288,7 +311,7 @@ async fn change_status(
     tx.execute(
         &format!(
             "UPDATE batches SET status = $2, {column} = $3, sequence = sequence + $4, lease_token = NULL,
-                    lease_until = NULL {extra_sql} WHERE id = $1"
+                    lease_until = NULL, lease_node = NULL {extra_sql} WHERE id = $1"
         ),
         &[&id.to_string(), &status.as_str(), &now.as_millis(), &bump],
     )
@@ -314,6 +337,7 @@ pub(super) async fn claim_validation(
     now: Timestamp,
     lease_until: Timestamp,
     token: LeaseToken,
+    node: &str,
 ) -> StoreResult<Option<ValidationLease>> {
     let row = tx
         .query_opt(
@@ -326,8 +350,8 @@ pub(super) async fn claim_validation(
     let Some(row) = row else { return Ok(None) };
     let id: String = get(&row, 0)?;
     tx.execute(
-        "UPDATE batches SET lease_token = $2, lease_until = $3 WHERE id = $1",
-        &[&id, &token.0, &lease_until.as_millis()],
+        "UPDATE batches SET lease_token = $2, lease_until = $3, lease_node = $4 WHERE id = $1",
+        &[&id, &token.0, &lease_until.as_millis(), &node],
     )
     .await
     .map_err(store_error)?;
@@ -432,6 +456,7 @@ pub(super) async fn claim_requests(
     tx: &Transaction<'_>,
     claim: &RequestClaim,
     token: LeaseToken,
+    node: &str,
 ) -> StoreResult<Vec<RequestJob>> {
     let mut room: Vec<(String, usize)> = claim.room.iter().filter(|(_, room)| *room > 0).cloned().collect();
     if room.is_empty() {
@@ -450,7 +475,7 @@ pub(super) async fn claim_requests(
                 SELECT line FROM batch_requests
                 WHERE batch_id = $1 AND upstream = $2 AND state < 2 AND next_attempt_at <= $3
                 ORDER BY next_attempt_at, line LIMIT $4 FOR UPDATE SKIP LOCKED)
-             UPDATE batch_requests r SET state = 1, lease_token = $5, next_attempt_at = $6
+             UPDATE batch_requests r SET state = 1, lease_token = $5, next_attempt_at = $6, lease_node = $7
              FROM due WHERE r.batch_id = $1 AND r.line = due.line
              RETURNING r.line, r.custom_id, r.body, r.attempts",
         )
@@ -479,6 +504,7 @@ pub(super) async fn claim_requests(
                         &(want as i64),
                         &token.0,
                         &claim.lease_until.as_millis(),
+                        &node,
                     ],
                 )
                 .await
@@ -543,7 +569,7 @@ pub(super) async fn complete_requests(
     if !done.0.is_empty() {
         let rows = tx
             .query(
-                "UPDATE batch_requests r SET state = 2, result = u.result, failed = u.failed, lease_token = NULL,
+                "UPDATE batch_requests r SET state = 2, result = u.result, failed = u.failed, lease_token = NULL, lease_node = NULL,
                         attempts = r.attempts + 1
                  FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bytea[], $5::bool[])
                       AS u(batch_id, line, token, result, failed)
@@ -581,7 +607,7 @@ pub(super) async fn complete_requests(
     if !retry.0.is_empty() {
         let rows = tx
             .query(
-                "UPDATE batch_requests r SET state = 0, next_attempt_at = u.at, lease_token = NULL,
+                "UPDATE batch_requests r SET state = 0, next_attempt_at = u.at, lease_token = NULL, lease_node = NULL,
                         attempts = r.attempts + 1
                  FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS u(batch_id, line, token, at)
                  WHERE r.batch_id = u.batch_id AND r.line = u.line AND r.lease_token = u.token AND r.state = 1

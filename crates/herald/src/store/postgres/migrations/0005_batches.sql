@@ -38,6 +38,8 @@ CREATE TABLE batches (
     -- The validation lease (validating batches only).
     lease_token BIGINT,
     lease_until BIGINT,
+    -- The node holding the validation lease (ended when it dies).
+    lease_node TEXT,
     -- When a claim last took requests from it (round robin between batches).
     last_claim_at BIGINT NOT NULL DEFAULT 0,
     -- Reserved for per-batch webhook targets (webhook_config); unused yet.
@@ -67,9 +69,12 @@ CREATE TABLE batch_requests (
     attempts BIGINT NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
     lease_token BIGINT,
+    -- The node holding the lease (ended at once when it dies or restarts).
+    lease_node TEXT,
     result BYTEA,
     failed BOOLEAN NOT NULL DEFAULT false,
     PRIMARY KEY (batch_id, line)
 );
 CREATE UNIQUE INDEX batch_requests_custom_id ON batch_requests (batch_id, custom_id);
+CREATE INDEX batch_requests_by_node ON batch_requests (lease_node) WHERE lease_node IS NOT NULL;
 CREATE INDEX batch_requests_due ON batch_requests (batch_id, upstream, next_attempt_at, line) WHERE state < 2;
