@@ -8,6 +8,7 @@ mod support;
 
 mod api;
 mod availability;
+mod batch_crash;
 mod batches;
 mod connections;
 mod crash;
