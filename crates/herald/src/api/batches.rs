@@ -105,7 +105,7 @@ impl BatchView {
             id: batch.id,
             object: "batch",
             endpoint: batch.endpoint,
-            errors: (!batch.errors.is_empty()).then(|| ErrorsView {
+            errors: (!batch.errors.is_empty()).then_some(ErrorsView {
                 object: "list",
                 data: batch.errors,
             }),
@@ -229,7 +229,7 @@ pub(super) async fn cancel(
     let project = principal.require_project()?;
     match state.store.cancel_batch(project, batch_id(&id)?, state.clock.now()).await? {
         None => Err(ApiError::not_found("batch", &id)),
-        Some(CancelOutcome::Cancelling(batch)) => Ok(Json(BatchView::new(batch))),
+        Some(CancelOutcome::Cancelling(batch)) => Ok(Json(BatchView::new(*batch))),
         Some(CancelOutcome::Finished(status)) => Err(ApiError::Conflict(format!(
             "batch {id} is {}: only a validating or in_progress batch can be cancelled",
             status.as_str()

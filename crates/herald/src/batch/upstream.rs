@@ -47,7 +47,7 @@ pub enum Answer {
 enum Transport {
     Echo { latency: Duration },
     Http {
-        client: Client<HttpsConnector<GuardedConnector>, Full<Bytes>>,
+        client: Box<Client<HttpsConnector<GuardedConnector>, Full<Bytes>>>,
         base_url: String,
         /// Resolved at start; never logged.
         headers: Vec<(HeaderName, HeaderValue)>,
@@ -275,7 +275,7 @@ impl Upstreams {
                 headers.push((name, value));
             }
             Transport::Http {
-                client,
+                client: Box::new(client),
                 base_url: config.base_url.trim_end_matches('/').to_owned(),
                 headers,
                 timeout: config.timeout,

@@ -62,7 +62,7 @@ pub struct ListPage<T> {
 #[derive(Debug, Clone)]
 pub enum CancelOutcome {
     /// Now `cancelling` (or already was).
-    Cancelling(Batch),
+    Cancelling(Box<Batch>),
     /// Already finished: cannot be cancelled.
     Finished(BatchStatus),
 }

@@ -29,6 +29,9 @@ pub struct Runner<K: WorkKind> {
     config: RunnerConfig,
 }
 
+/// Longest wait for more outcomes before completing those in hand.
+const GATHER: Duration = Duration::from_millis(2);
+
 /// Tries of one completion before its outcomes are left to lease expiry.
 const COMPLETE_TRIES: u32 = 3;
 
@@ -78,11 +81,19 @@ impl<K: WorkKind> Runner<K> {
                 () = tokio::time::sleep(self.config.idle_poll), if !saturated => {}
             }
             while tasks.try_join_next().is_some() {}
-            while pending.len() < self.config.max_completion_batch {
+            // Gather the outcomes arriving together (fast jobs end within
+            // microseconds of each other) into one completion: one commit.
+            let gather_until = tokio::time::Instant::now() + GATHER;
+            while pending.len() < self.config.max_completion_batch && !pending.is_empty() {
                 match outcomes.try_recv() {
                     Ok(outcome) => pending.push(outcome),
-                    Err(_) => break,
+                    Err(_) if tasks.is_empty() || tokio::time::Instant::now() >= gather_until => break,
+                    Err(_) => match tokio::time::timeout_at(gather_until, outcomes.recv()).await {
+                        Ok(Some(outcome)) => pending.push(outcome),
+                        _ => break,
+                    },
                 }
+                while tasks.try_join_next().is_some() {}
             }
             if !pending.is_empty() {
                 self.complete(std::mem::take(&mut pending)).await;

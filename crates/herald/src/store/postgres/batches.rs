@@ -280,9 +280,9 @@ pub(super) async fn cancel_batch(
             )
             .await
             .map_err(store_error)?;
-            Ok(load_batch(tx, id, false).await?.map(CancelOutcome::Cancelling))
+            Ok(load_batch(tx, id, false).await?.map(|b| CancelOutcome::Cancelling(Box::new(b))))
         }
-        BatchStatus::Cancelling => Ok(Some(CancelOutcome::Cancelling(batch))),
+        BatchStatus::Cancelling => Ok(Some(CancelOutcome::Cancelling(Box::new(batch)))),
         status => Ok(Some(CancelOutcome::Finished(status))),
     }
 }
@@ -469,6 +469,8 @@ pub(super) async fn claim_requests(
         )
         .await
         .map_err(store_error)?;
+    // Equal shares: a lone batch may take the whole room.
+    let per_batch = claim.per_batch.max(claim.limit.div_ceil(batches.len().max(1)));
     let take = tx
         .prepare_cached(
             "WITH due AS (
@@ -489,7 +491,7 @@ pub(super) async fn claim_requests(
         let mut took = 0;
         for (upstream, left) in &mut room {
             let want = (*left)
-                .min(claim.per_batch.saturating_sub(took))
+                .min(per_batch.saturating_sub(took))
                 .min(claim.limit.saturating_sub(jobs.len()));
             if want == 0 {
                 continue;

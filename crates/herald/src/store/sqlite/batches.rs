@@ -250,9 +250,9 @@ pub(super) fn cancel_batch(
                 params![id.to_string(), now.as_millis()],
             )
             .map_err(store_error)?;
-            Ok(load_batch(conn, id)?.map(CancelOutcome::Cancelling))
+            Ok(load_batch(conn, id)?.map(|b| CancelOutcome::Cancelling(Box::new(b))))
         }
-        BatchStatus::Cancelling => Ok(Some(CancelOutcome::Cancelling(batch))),
+        BatchStatus::Cancelling => Ok(Some(CancelOutcome::Cancelling(Box::new(batch)))),
         status => Ok(Some(CancelOutcome::Finished(status))),
     }
 }
@@ -446,6 +446,8 @@ pub(super) fn claim_requests(
                 .collect()
         })
         .map_err(store_error)?;
+    // Equal shares: a lone batch may take the whole room.
+    let per_batch = claim.per_batch.max(claim.limit.div_ceil(batches.len().max(1)));
     let mut select = conn
         .prepare_cached(
             "SELECT line, custom_id, body, attempts FROM batch_requests
@@ -469,7 +471,7 @@ pub(super) fn claim_requests(
         let mut took = 0;
         for (upstream, left) in &mut room {
             let want = (*left)
-                .min(claim.per_batch.saturating_sub(took))
+                .min(per_batch.saturating_sub(took))
                 .min(claim.limit.saturating_sub(jobs.len()));
             if want == 0 {
                 continue;
