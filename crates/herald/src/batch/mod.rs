@@ -68,6 +68,7 @@ impl BatchEngine {
                 max: b.retry_max,
             },
             max_response_bytes: b.max_response_bytes,
+            progress_interval: b.progress_interval,
             notify: requests_notify,
             in_flight: Mutex::new(HashMap::new()),
         };

@@ -41,6 +41,8 @@ pub struct Requests {
     pub(super) lease: Duration,
     pub(super) retry: RetrySettings,
     pub(super) max_response_bytes: usize,
+    /// `batch.progress` at most this often per batch; zero: never.
+    pub(super) progress_interval: Duration,
     pub(super) notify: Arc<Notify>,
     /// Requests this node has in flight, per upstream.
     pub(super) in_flight: Mutex<HashMap<String, usize>>,
@@ -133,6 +135,10 @@ impl WorkKind for Requests {
                 tracing::info!(batch = %batch.id, status = batch.status.as_str(), "batch finished");
                 finished += 1;
             }
+        }
+        if !self.progress_interval.is_zero() {
+            // Not counted as work done: progress alone never keeps a step going.
+            self.store.publish_progress(now, self.progress_interval).await?;
         }
         Ok(finished)
     }

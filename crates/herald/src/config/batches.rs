@@ -43,6 +43,10 @@ pub struct BatchesConfig {
     pub idle_poll: Duration,
     /// Largest upstream response body kept, in bytes.
     pub max_response_bytes: usize,
+    /// Publish `batch.progress` for a running batch at most this often
+    /// (when its counts moved); `0s` turns progress events off.
+    #[serde(with = "humantime_serde")]
+    pub progress_interval: Duration,
 }
 
 impl Default for BatchesConfig {
@@ -60,6 +64,7 @@ impl Default for BatchesConfig {
             lease: Duration::from_secs(300),
             idle_poll: Duration::from_secs(1),
             max_response_bytes: 10 * 1024 * 1024,
+            progress_interval: Duration::ZERO,
         }
     }
 }

@@ -208,7 +208,11 @@ impl<'a> ErrorList<'a> {
 /// already count it), or `None` for a status without one. Both backends
 /// call this in the transaction that changes the status.
 pub fn status_event(batch: &Batch, now: Timestamp) -> Option<NewEvent> {
-    let event_type = EventType::parse(batch.status.event_type()?).ok()?;
+    event_of(batch, batch.status.event_type()?, now)
+}
+
+fn event_of(batch: &Batch, event_type: &str, now: Timestamp) -> Option<NewEvent> {
+    let event_type = EventType::parse(event_type).ok()?;
     let null = RawValue::NULL;
     let metadata = serde_json::from_str::<&RawValue>(&batch.metadata).unwrap_or(null);
     let data = BatchEventData {
@@ -222,6 +226,12 @@ pub fn status_event(batch: &Batch, now: Timestamp) -> Option<NewEvent> {
         metadata,
     };
     Some(NewEvent::from_data(event_type, now, &data))
+}
+
+/// The throttled `batch.progress` event of a running batch (whose
+/// `sequence` must already count it).
+pub fn progress_event(batch: &Batch, now: Timestamp) -> Option<NewEvent> {
+    event_of(batch, "batch.progress", now)
 }
 
 /// Limits a line is checked against.

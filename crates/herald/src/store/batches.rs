@@ -231,6 +231,11 @@ pub trait BatchStore: Send + Sync {
     /// order), drops the batch's request rows, sets the final status and
     /// publishes its event. `None` if the batch had already ended.
     async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<Batch>>;
+    /// Publishes `batch.progress` for running batches whose finished count
+    /// changed since their last one, at most once per `interval` each
+    /// (the event and the batch's `sequence` in one transaction). Returns
+    /// how many were published.
+    async fn publish_progress(&self, now: Timestamp, interval: std::time::Duration) -> StoreResult<usize>;
     /// Notified when batch work may be waiting (a batch created, cancelled
     /// or validated on this node); the runner's idle poll covers the rest.
     fn batch_notifier(&self) -> std::sync::Arc<tokio::sync::Notify>;

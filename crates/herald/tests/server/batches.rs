@@ -502,3 +502,44 @@ async fn files_round_trip_and_bad_batch_requests_name_the_field() {
     assert_eq!(app.call(Method::GET, &format!("/v1/files/{id}/content"), Some(&project.key), None).await.0, 404);
     assert_eq!(app.query_count("SELECT COUNT(*) FROM file_chunks").await, 0);
 }
+
+#[tokio::test]
+async fn progress_events_are_opt_in_and_throttled() {
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::status(200).with_body(r#"{"ok":true}"#));
+    let url = format!("http://{}", receiver.addr);
+    let app = TestApp::spawn_with(|config| {
+        config.batches.echo_upstream = false;
+        config.batches.progress_interval = Duration::from_secs(10);
+        config.upstreams = vec![upstream("local", url, &[], 1)];
+    })
+    .await;
+    let hooks = Receiver::start().await;
+    let project = app.project("acme").await;
+    app.webhook(&project, &hooks.url("/hook"), &["batch.*"]).await;
+    let lines: Vec<String> = (1..=4).map(|i| line(&format!("p{i}"), "m", "x")).collect();
+    create_batch(&app, &project, &jsonl(&lines), json!({})).await;
+    validate_and_run_one(&app).await; // t0: 1 done, progress
+    validate_and_run_one(&app).await; // t0: 2 done, within the interval: no progress
+    app.advance(Duration::from_secs(10));
+    validate_and_run_one(&app).await; // t10: progress (2 done), then 3 done
+    app.advance(Duration::from_secs(10));
+    run_batches(&app).await; // t20: progress (3 done), then 4 done: completed
+    app.deliver_due().await;
+    let events = batch_events(&hooks);
+    let summary: Vec<(&str, i64, i64)> = events
+        .iter()
+        .map(|(t, d)| (t.as_str(), d["sequence"].as_i64().unwrap(), d["request_counts"]["completed"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("batch.in_progress", 1, 0),
+            ("batch.progress", 2, 1),
+            ("batch.progress", 3, 2),
+            ("batch.progress", 4, 3),
+            ("batch.completed", 5, 4),
+        ]
+    );
+    assert_eq!(events[1].1["status"], "in_progress");
+}

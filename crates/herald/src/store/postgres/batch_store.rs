@@ -140,6 +140,15 @@ impl BatchStore for PostgresStore {
         }
     }
 
+    async fn publish_progress(&self, now: Timestamp, interval: std::time::Duration) -> StoreResult<usize> {
+        let fanned = transaction!(self, |tx| batches::publish_progress(&tx, now, interval).await?)?;
+        let published = fanned.len();
+        for fanned in fanned {
+            self.publisher.after_commit(fanned).await;
+        }
+        Ok(published)
+    }
+
     fn batch_notifier(&self) -> std::sync::Arc<tokio::sync::Notify> {
         std::sync::Arc::clone(&self.batch_work)
     }

@@ -332,6 +332,43 @@ async fn change_status(
     Ok((batch, fanned))
 }
 
+/// Progress events published per call at most.
+const PROGRESS_BATCHES: i64 = 100;
+
+pub(super) async fn publish_progress(
+    tx: &Transaction<'_>,
+    now: Timestamp,
+    interval: std::time::Duration,
+) -> StoreResult<Vec<Fanned>> {
+    let since = now.as_millis() - i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    let rows = tx
+        .query(
+            "UPDATE batches SET progress_at = $3, progress_done = completed + failed, sequence = sequence + 1
+             WHERE id IN (SELECT id FROM batches WHERE status = 'in_progress' AND completed + failed <> progress_done
+                            AND (progress_at IS NULL OR progress_at <= $1) LIMIT $2 FOR UPDATE SKIP LOCKED)
+             RETURNING id",
+            &[&since, &PROGRESS_BATCHES, &now.as_millis()],
+        )
+        .await
+        .map_err(store_error)?;
+    let mut fanned = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let id = parsed(row, 0, "batch id", BatchId::parse)?;
+        let batch = load_batch(tx, id, false).await?.ok_or(StoreError::NotFound)?;
+        if let Some(event) = batch::progress_event(&batch, now) {
+            let request = PublishRequest {
+                project_id: batch.project_id,
+                events: vec![event],
+                idempotency: None,
+                now,
+                max_deliveries: usize::MAX,
+            };
+            fanned.push(publish_within(tx, &request).await?.1);
+        }
+    }
+    Ok(fanned)
+}
+
 pub(super) async fn claim_validation(
     tx: &Transaction<'_>,
     now: Timestamp,

@@ -168,6 +168,17 @@ impl BatchStore for SqliteStore {
         }))
     }
 
+    async fn publish_progress(&self, now: Timestamp, interval: std::time::Duration) -> StoreResult<usize> {
+        let (published, delivered) = self
+            .writer
+            .write(Lane::Api, 1, move |conn| batches::publish_progress(conn, now, interval))
+            .await?;
+        if delivered {
+            self.work.notify_one();
+        }
+        Ok(published)
+    }
+
     fn batch_notifier(&self) -> std::sync::Arc<tokio::sync::Notify> {
         std::sync::Arc::clone(&self.batch_work)
     }

@@ -304,6 +304,44 @@ fn change_status(
     Ok((batch, delivered))
 }
 
+/// Progress events published per call at most.
+const PROGRESS_BATCHES: i64 = 100;
+
+pub(super) fn publish_progress(conn: &Connection, now: Timestamp, interval: std::time::Duration) -> StoreResult<(usize, bool)> {
+    let since = now.as_millis() - i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM batches WHERE status = 'in_progress' AND completed + failed <> progress_done
+               AND (progress_at IS NULL OR progress_at <= ?1) LIMIT ?2",
+        )
+        .and_then(|mut stmt| stmt.query_map(params![since, PROGRESS_BATCHES], |row| row.get(0))?.collect())
+        .map_err(store_error)?;
+    let mut delivered = false;
+    for id in &ids {
+        conn.execute(
+            "UPDATE batches SET progress_at = ?2, progress_done = completed + failed, sequence = sequence + 1 WHERE id = ?1",
+            params![id, now.as_millis()],
+        )
+        .map_err(store_error)?;
+        let id = BatchId::parse(id).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {id:?}")))?;
+        let batch = load_batch(conn, id)?.ok_or(StoreError::NotFound)?;
+        if let Some(event) = batch::progress_event(&batch, now) {
+            let outcome = events::publish(
+                conn,
+                &PublishRequest {
+                    project_id: batch.project_id,
+                    events: vec![event],
+                    idempotency: None,
+                    now,
+                    max_deliveries: usize::MAX,
+                },
+            )?;
+            delivered |= matches!(outcome, PublishOutcome::Published { deliveries } if deliveries > 0);
+        }
+    }
+    Ok((ids.len(), delivered))
+}
+
 pub(super) fn claim_validation(
     conn: &Connection,
     now: Timestamp,

@@ -40,6 +40,9 @@ CREATE TABLE batches (
     lease_until BIGINT,
     -- The node holding the validation lease (ended when it dies).
     lease_node TEXT,
+    -- The last batch.progress event: when, and the finished count it announced.
+    progress_at BIGINT,
+    progress_done BIGINT NOT NULL DEFAULT 0,
     -- When a claim last took requests from it (round robin between batches).
     last_claim_at BIGINT NOT NULL DEFAULT 0,
     -- Reserved for per-batch webhook targets (webhook_config); unused yet.

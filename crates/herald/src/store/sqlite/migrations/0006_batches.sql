@@ -38,6 +38,9 @@ CREATE TABLE batches (
     -- The validation lease (validating batches only).
     lease_token INTEGER,
     lease_until INTEGER,
+    -- The last batch.progress event: when, and the finished count it announced.
+    progress_at INTEGER,
+    progress_done INTEGER NOT NULL DEFAULT 0,
     -- When a claim last took requests from it (round robin between batches).
     last_claim_at INTEGER NOT NULL DEFAULT 0,
     -- Reserved for per-batch webhook targets (webhook_config); unused yet.
