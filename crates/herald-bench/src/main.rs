@@ -12,7 +12,9 @@
 //!   rate Herald absorbs, and how fast it delivers the backlog;
 //! - `latency`: publish at a fixed rate and measure publish→receive time;
 //! - `backlog`: 1,000,000 deliveries pending for an unreachable endpoint:
-//!   RSS, then the drain rate once the endpoint comes back.
+//!   RSS, then the drain rate once the endpoint comes back;
+//! - `batches` (not in the default list; SQLite only): OpenAI-compatible
+//!   batches of `--batch-requests` requests against `builtin:echo`.
 //!
 //! Backends (`--backends`): `sqlite` (as above), `postgres` (one node on a
 //! fresh PostgreSQL database) and `postgres2` (two `herald serve` processes
@@ -22,6 +24,7 @@
 //! PostgreSQL databases are created as `herald_bench_<random>` through the
 //! admin connection (`--database-url`) and dropped with `WITH (FORCE)`.
 
+mod batches;
 mod load;
 mod pg;
 mod receiver;
@@ -69,6 +72,9 @@ pub struct Args {
     /// Deliveries pending in the backlog phase.
     #[arg(long, default_value_t = 1_000_000)]
     pub pending: usize,
+    /// Requests per batch in the `batches` scenario, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "100000")]
+    pub batch_requests: Vec<usize>,
     /// Extra arguments for `herald serve` (e.g. "--durability=process").
     #[arg(long = "herald-arg", allow_hyphen_values = true)]
     pub herald_args: Vec<String>,

@@ -41,9 +41,12 @@ pub struct RunningApp {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
     pub dispatcher: Arc<Dispatcher>,
+    /// Runs batches; tests step it with `run_once`.
+    pub batches: Arc<crate::batch::BatchEngine>,
     shutdown: CancellationToken,
     server: JoinHandle<std::io::Result<()>>,
     dispatcher_task: Option<JoinHandle<()>>,
+    batch_task: Option<JoinHandle<()>>,
 }
 
 /// Starts Herald. `admin_key`: the key to accept as admin; `None` uses the
@@ -110,6 +113,11 @@ pub async fn start_on(
         },
     );
 
+    let batches = Arc::new(
+        crate::batch::BatchEngine::new(Arc::clone(&store), Arc::clone(&deps.clock), config)
+            .context("setting up the batch upstreams")?,
+    );
+
     let shutdown = CancellationToken::new();
     let metrics = crate::telemetry::metrics_handle();
     if let Some(handle) = metrics.clone() {
@@ -138,6 +146,7 @@ pub async fn start_on(
         limits: config.limits.clone(),
         metrics,
         manual_attempts,
+        batches: config.batches.clone(),
     };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;
@@ -149,14 +158,19 @@ pub async fn start_on(
     ));
     let dispatcher_task = (deps.run_dispatcher && config.node.role.delivers())
         .then(|| tokio::spawn(Arc::clone(&dispatcher).run(shutdown.child_token())));
+    // Batch work runs on nodes that deliver: it is background work too.
+    let batch_task = (deps.run_dispatcher && config.node.role.delivers())
+        .then(|| tokio::spawn(Arc::clone(&batches).run(shutdown.child_token())));
     tracing::info!(%addr, role = ?config.node.role, "herald is listening");
     Ok(RunningApp {
         addr,
         store,
         dispatcher,
+        batches,
         shutdown,
         server,
         dispatcher_task,
+        batch_task,
     })
 }
 
@@ -189,6 +203,9 @@ impl RunningApp {
         self.shutdown.cancel();
         let served = self.server.await;
         if let Some(task) = self.dispatcher_task {
+            let _ = task.await;
+        }
+        if let Some(task) = self.batch_task {
             let _ = task.await;
         }
         self.store.close().await;

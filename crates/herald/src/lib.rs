@@ -4,6 +4,7 @@
 pub mod admin_key;
 pub mod api;
 pub mod app;
+pub mod batch;
 pub mod cli;
 pub mod clock;
 pub mod config;
@@ -15,3 +16,4 @@ pub mod net;
 pub mod replay;
 pub mod store;
 pub mod telemetry;
+pub mod work;

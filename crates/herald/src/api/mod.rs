@@ -5,9 +5,11 @@
 //! Errors become responses only in [`error`].
 
 pub mod auth;
+mod batches;
 mod deliveries;
 pub mod error;
 mod events;
+mod files;
 mod health;
 mod json;
 mod json_check;
@@ -47,6 +49,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Redeliveries and pings: attempts made now, outside the schedule.
     pub manual_attempts: Arc<crate::delivery::ManualAttempts>,
+    /// Limits of the batch API (file size).
+    pub batches: crate::config::BatchesConfig,
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the
@@ -106,6 +110,8 @@ fn api_routes() -> Router<AppState> {
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))
+        .merge(files::routes())
+        .merge(batches::routes())
 }
 
 async fn not_found(uri: axum::http::Uri) -> ApiError {

@@ -5,11 +5,13 @@
 //! Every field has a default, so `herald serve` needs no set-up. Values are
 //! validated once here; the rest of the program trusts them.
 
+mod batches;
 mod durations;
 mod health;
 mod node;
 
 pub use health::{HealthConfig, RetentionConfig};
+pub use batches::{BatchesConfig, ECHO_BASE_URL, HeaderValueSource, UpstreamConfig};
 pub use node::{NodeConfig, Role};
 
 use std::net::SocketAddr;
@@ -43,6 +45,12 @@ pub struct Config {
     /// means `<data_dir>/master.key`.
     #[serde(skip)]
     pub master_keys: Option<crate::domain::secret::Keyring>,
+    /// The batch API (`/v1/files`, `/v1/batches`).
+    pub batches: BatchesConfig,
+    /// Servers batches run against (`[[upstreams]]`); `builtin:echo` is
+    /// offered besides unless `batches.echo_upstream` is off.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<UpstreamConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -193,6 +201,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             master_keys: None,
+            batches: BatchesConfig::default(),
+            upstreams: Vec::new(),
         }
     }
 }
@@ -385,7 +395,7 @@ impl Config {
         if h.max_connections == 0 {
             return fail("http.max_connections", "must be at least 1");
         }
-        Ok(())
+        batches::validate(&self.batches, &self.upstreams)
     }
 
     /// The storage backend these settings select.

@@ -191,7 +191,7 @@ pub enum TlsSetupError {
 
 /// The system's root certificates plus those in `ca_file`. System roots
 /// that fail to load are skipped (logged); a `ca_file` that fails is an error.
-fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
+pub(crate) fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStore, TlsSetupError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
@@ -227,7 +227,7 @@ fn trust_roots(ca_file: Option<&std::path::Path>) -> Result<rustls::RootCertStor
 }
 
 /// `Retry-After` as delta-seconds or an HTTP date; unparseable is ignored.
-fn parse_retry_after(value: &HeaderValue) -> Option<RetryAfter> {
+pub(crate) fn parse_retry_after(value: &HeaderValue) -> Option<RetryAfter> {
     let text = value.to_str().ok()?.trim();
     if let Ok(seconds) = text.parse::<u64>() {
         return Some(RetryAfter::Delay(Duration::from_secs(seconds)));

@@ -80,6 +80,18 @@ define_id!(
     /// A replay: re-queueing a webhook's past deliveries in the background.
     ReplayId, "rpl"
 );
+define_id!(
+    /// A stored file (a batch's input, output or error file).
+    FileId, "file"
+);
+define_id!(
+    /// An OpenAI-compatible batch.
+    BatchId, "batch"
+);
+define_id!(
+    /// One request of a batch, as named in its output line (`id`).
+    BatchRequestId, "batch_req"
+);
 
 #[cfg(test)]
 mod tests {

@@ -6,6 +6,7 @@
 //! prefix. The API layer parses wire input into these types; the store
 //! persists them; the delivery engine acts on them.
 
+pub mod batch;
 pub mod delivery;
 pub mod event;
 pub mod fanout;
@@ -20,7 +21,7 @@ pub mod webhook;
 
 pub use delivery::{AttemptErrorKind, AttemptRecord, DeliveryState};
 pub use event::{EventPattern, EventType, SubscribedEvents};
-pub use id::{ApiKeyId, DeliveryId, EventId, ProjectId, ReplayId, SecretId, WebhookId};
+pub use id::{ApiKeyId, BatchId, BatchRequestId, DeliveryId, EventId, FileId, ProjectId, ReplayId, SecretId, WebhookId};
 pub use time::Timestamp;
 pub use webhook::{EndpointUri, SigningKind, WebhookState};
 

@@ -25,6 +25,7 @@
 //! [`open`] is the only place that chooses a backend; nothing above this
 //! module names one.
 
+pub mod batches;
 mod codec;
 mod delivery_log;
 pub mod health;
@@ -42,6 +43,7 @@ use crate::domain::project::{ApiKey, Project};
 use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
+pub use batches::BatchStore;
 pub use delivery_log::*;
 pub use replays::*;
 pub use retention::*;
@@ -145,6 +147,7 @@ pub trait Store:
     + DeliveryQueue
     + DeliveryLog
     + SecretStore
+    + BatchStore
     + ReplayStore
     + StatsStore
     + RetentionStore

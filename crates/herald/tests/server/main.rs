@@ -8,6 +8,8 @@ mod support;
 
 mod api;
 mod availability;
+mod batch_crash;
+mod batches;
 mod connections;
 mod crash;
 mod deliveries;
@@ -19,6 +21,7 @@ mod hostile;
 mod limits;
 mod live;
 mod multinode;
+mod openai_sdk;
 mod operators;
 mod pg_restart;
 mod process;

@@ -41,6 +41,7 @@ macro_rules! contract_test {
 
 mod support;
 
+mod batches;
 mod delivery_log;
 mod health;
 mod projects;

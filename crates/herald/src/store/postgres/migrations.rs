@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_delivery_log.sql"),
     include_str!("migrations/0003_sealed_secrets.sql"),
     include_str!("migrations/0004_endpoint_health.sql"),
+    include_str!("migrations/0005_batches.sql"),
 ];
 
 /// The advisory lock key: "herald" in ASCII, so other applications

@@ -10,6 +10,8 @@
 //! Every write commits with `synchronous_commit = on` before its caller
 //! hears `Ok`. No transaction is held across a call out of the store.
 
+mod batch_store;
+mod batches;
 mod connect;
 mod delivery_log;
 mod events;
@@ -88,6 +90,8 @@ pub struct PostgresStore {
     publisher: events::Publisher,
     /// Notified by this node's publishes and by `LISTEN` (other nodes').
     work: Arc<Notify>,
+    /// Notified when batch work may be waiting (see `BatchStore`).
+    batch_work: Arc<Notify>,
     node: Node,
     clock: SharedClock,
     /// Seals secrets on their way in, opens them for the dispatcher.
@@ -172,6 +176,7 @@ impl PostgresStore {
             pool,
             hint_pool,
             work,
+            batch_work: Arc::new(Notify::new()),
             node,
             clock,
             keyring,

@@ -459,6 +459,7 @@ pub(super) async fn release(
 /// Ends every lease `node` holds: each attempt is logged `interrupted` and
 /// the delivery is due at `now`. For a node that died or restarted.
 pub(super) async fn end_node_leases(client: &impl GenericClient, node: &str, now: Timestamp) -> StoreResult<u64> {
+    super::batches::end_node_leases(client, node).await?;
     let rows = client
         .query(
             "UPDATE deliveries SET state = 'pending', attempt_count = attempt_count + 1, next_attempt_at = $2,

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_delivery_log.sql"),
     include_str!("migrations/0004_sealed_secrets.sql"),
     include_str!("migrations/0005_endpoint_health.sql"),
+    include_str!("migrations/0006_batches.sql"),
 ];
 
 /// Applies pending migrations; returns the schema version now in force.

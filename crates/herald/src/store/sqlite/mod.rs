@@ -15,6 +15,8 @@
 //! its `-wal` and `-shm`, which SQLite creates with the database's mode)
 //! 0600: they hold signing secrets.
 
+mod batch_store;
+mod batches;
 mod delivery_log;
 mod events;
 mod master_key_file;
@@ -98,6 +100,8 @@ pub struct SqliteStore {
     readers: Arc<ReadPool>,
     /// Notified after a commit that made deliveries due (wakes the dispatcher).
     work: Arc<Notify>,
+    /// Notified when batch work may be waiting (created, cancelled, validated).
+    batch_work: Arc<Notify>,
     /// Set by `close`; the writer thread exits at its next batch.
     closing: Arc<AtomicBool>,
     /// Set when a publish could not be written (disk full, I/O error);
@@ -125,6 +129,7 @@ impl SqliteStore {
         migrations::migrate(&mut conn)?;
         let keyring = open_secrets(&mut conn, options)?;
         let recovered = queue::recover_all_leases(&conn, now)?;
+        batches::recover_leases(&conn)?;
         if recovered > 0 {
             tracing::warn!(
                 recovered,
@@ -141,6 +146,7 @@ impl SqliteStore {
             writer,
             readers: ReadPool::new(readers),
             work: Arc::new(Notify::new()),
+            batch_work: Arc::new(Notify::new()),
             closing,
             failing: AtomicBool::new(false),
             writer_thread: Mutex::new(Some(thread)),

@@ -1,0 +1,274 @@
+//! Files and batches: chunked files, validation leases, request leases
+//! (fenced, fair between batches), finishing (result files in input order,
+//! the status event committed with the status), cancel, and recovery.
+
+use bytes::Bytes;
+use herald::domain::batch::BatchStatus;
+use herald::domain::{BatchId, FileId, ProjectId};
+use herald::store::batches::{
+    AddOutcome, CancelOutcome, Finish, NewBatch, NewBatchRequest, NewFile, RequestClaim, RequestCompletion,
+    RequestJob, RequestUpdate, Validated, ValidationLease,
+};
+use herald::store::{DeliveryFilter, LeaseToken, PageRequest, Store};
+
+use crate::support::*;
+
+async fn file(store: &std::sync::Arc<dyn Store>, project: ProjectId, chunks: &[&[u8]], now: herald::domain::Timestamp) -> FileId {
+    let id = FileId::generate();
+    let new = NewFile {
+        id,
+        project_id: project,
+        purpose: "batch".into(),
+        filename: "in.jsonl".into(),
+        now,
+    };
+    store.begin_file(new).await.unwrap();
+    let mut bytes = 0;
+    for (seq, chunk) in chunks.iter().enumerate() {
+        bytes += chunk.len() as u64;
+        store
+            .append_file_chunk(id, u32::try_from(seq).unwrap(), Bytes::copy_from_slice(chunk))
+            .await
+            .unwrap();
+    }
+    store.finish_file(id, bytes).await.unwrap();
+    id
+}
+
+async fn batch(store: &std::sync::Arc<dyn Store>, project: ProjectId, now: herald::domain::Timestamp) -> BatchId {
+    let input = file(store, project, &[b"{}\n"], now).await;
+    let id = BatchId::generate();
+    store
+        .create_batch(NewBatch {
+            id,
+            project_id: project,
+            input_file_id: input,
+            endpoint: "/v1/chat/completions".into(),
+            completion_window: secs(3600),
+            metadata: r#"{"k":"v"}"#.into(),
+            now,
+        })
+        .await
+        .unwrap();
+    id
+}
+
+fn requests(lines: std::ops::RangeInclusive<u64>) -> Vec<NewBatchRequest> {
+    lines
+        .map(|line| NewBatchRequest {
+            line,
+            custom_id: format!("c{line}"),
+            upstream: "up".into(),
+            body: format!(r#"{{"n":{line}}}"#).into_bytes(),
+        })
+        .collect()
+}
+
+async fn validate(store: &std::sync::Arc<dyn Store>, now: herald::domain::Timestamp, count: u64) -> ValidationLease {
+    let lease = store
+        .claim_validation(now, now.saturating_add(LEASE))
+        .await
+        .unwrap()
+        .expect("a batch to validate");
+    assert_eq!(
+        store.add_batch_requests(lease.batch.id, lease.token, requests(1..=count)).await.unwrap(),
+        AddOutcome::Added
+    );
+    assert!(store
+        .finish_validation(lease.batch.id, lease.token, Validated::Valid { total: count }, now)
+        .await
+        .unwrap());
+    lease
+}
+
+fn claim(now: herald::domain::Timestamp, room: usize, per_batch: usize) -> RequestClaim {
+    RequestClaim {
+        now,
+        lease_until: now.saturating_add(LEASE),
+        room: vec![("up".into(), room)],
+        limit: room,
+        per_batch,
+        max_batches: 64,
+    }
+}
+
+fn done(job: &RequestJob, failed: bool) -> RequestCompletion {
+    RequestCompletion {
+        batch_id: job.batch_id,
+        line: job.line,
+        token: job.token,
+        update: RequestUpdate::Done {
+            line_bytes: format!("{{\"custom_id\":\"{}\"}}\n", job.custom_id).into_bytes(),
+            failed,
+        },
+    }
+}
+
+contract_test!(
+    fn files_are_chunked_scoped_and_invisible_until_finished(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let other = new_project(store, "other", now).await;
+        let unfinished = FileId::generate();
+        store
+            .begin_file(NewFile { id: unfinished, project_id: project, purpose: "batch".into(), filename: "x".into(), now })
+            .await
+            .unwrap();
+        store.append_file_chunk(unfinished, 0, Bytes::from_static(b"abc")).await.unwrap();
+        assert!(store.get_file(project, unfinished).await.unwrap().is_none(), "an upload is invisible");
+        store.discard_file(unfinished).await.unwrap();
+        assert!(store.file_chunk(unfinished, 0).await.unwrap().is_none(), "discarding drops its chunks");
+
+        let id = file(store, project, &[b"one ", b"two"], now).await;
+        let record = store.get_file(project, id).await.unwrap().expect("finished");
+        assert_eq!(record.bytes, 7);
+        assert!(store.get_file(other, id).await.unwrap().is_none(), "scoped to its project");
+        assert_eq!(store.file_chunk(id, 1).await.unwrap().as_deref(), Some(&b"two"[..]));
+        assert!(store.file_chunk(id, 2).await.unwrap().is_none());
+        let second = file(store, project, &[b"x"], now).await;
+        let page = store.list_files(project, None, 1).await.unwrap();
+        assert_eq!(page.items.iter().map(|f| f.id).collect::<Vec<_>>(), [second], "newest first");
+        assert!(page.has_more);
+        let rest = store.list_files(project, Some(second), 10).await.unwrap();
+        assert_eq!(rest.items.iter().map(|f| f.id).collect::<Vec<_>>(), [id]);
+        assert!(!rest.has_more);
+        assert!(store.delete_file(project, id).await.unwrap());
+        assert!(!store.delete_file(project, id).await.unwrap());
+        assert!(store.file_chunk(id, 0).await.unwrap().is_none());
+    }
+);
+
+contract_test!(
+    fn requests_are_leased_fenced_and_shared_between_batches(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let first = batch(store, project, now).await;
+        let second = batch(store, project, now).await;
+        validate(store, now, 5).await;
+        validate(store, now, 5).await;
+        assert!(store.claim_validation(now, now.saturating_add(LEASE)).await.unwrap().is_none());
+
+        let jobs = store.claim_requests(claim(now, 4, 2)).await.unwrap();
+        let per_batch = |id| jobs.iter().filter(|j| j.batch_id == id).count();
+        assert_eq!((per_batch(first), per_batch(second)), (2, 2), "fair: a bounded share each");
+        assert_eq!(jobs.iter().filter(|j| j.batch_id == first).map(|j| j.line).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(jobs[0].endpoint, "/v1/chat/completions");
+        assert_eq!(jobs[0].body.as_ref(), br#"{"n":1}"#);
+
+        let forged = RequestCompletion { token: LeaseToken(jobs[0].token.0 ^ 1), ..done(&jobs[0], false) };
+        assert_eq!(store.complete_requests(vec![forged]).await.unwrap(), [false], "fenced by the token");
+        let retry = RequestCompletion {
+            update: RequestUpdate::Retry { at: now.saturating_add(secs(10)) },
+            ..done(&jobs[1], false)
+        };
+        let applied = store.complete_requests(vec![done(&jobs[0], false), retry]).await.unwrap();
+        assert_eq!(applied, [true, true]);
+        assert_eq!(store.complete_requests(vec![done(&jobs[0], false)]).await.unwrap(), [false], "once");
+
+        let next = store.claim_requests(claim(now, 100, 100)).await.unwrap();
+        let lines: Vec<(BatchId, u64)> = next.iter().map(|j| (j.batch_id, j.line)).collect();
+        assert!(!lines.contains(&(first, 2)), "a retry waits for its time");
+        assert_eq!(next.len(), 6, "everything else due: {lines:?}");
+        let later = h.advance(secs(10));
+        let retried = store.claim_requests(claim(later, 100, 100)).await.unwrap();
+        assert_eq!(retried.iter().map(|j| (j.batch_id, j.line, j.attempts)).collect::<Vec<_>>(), [(first, 2, 1)]);
+
+        // A lapsed lease is due again; the old holder's result is stale.
+        let lapsed = h.advance(LEASE + secs(1));
+        let again = store.claim_requests(claim(lapsed, 100, 100)).await.unwrap();
+        assert_eq!(again.len(), 9, "every lease taken before `later` lapsed, and the retry's too");
+        assert_eq!(store.complete_requests(vec![done(&next[0], false)]).await.unwrap(), [false]);
+        let counts = store.get_batch(project, first).await.unwrap().unwrap().counts;
+        assert_eq!((counts.total, counts.completed, counts.failed), (5, 1, 0));
+    }
+);
+
+contract_test!(
+    fn finishing_writes_results_in_input_order_and_publishes_with_the_status(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["batch.*"], now).await;
+        let id = batch(store, project, now).await;
+        validate(store, now, 4).await;
+        let mut jobs = store.claim_requests(claim(now, 10, 10)).await.unwrap();
+        jobs.reverse();
+        let completions: Vec<RequestCompletion> = jobs.iter().map(|j| done(j, j.line == 3)).collect();
+        store.complete_requests(completions).await.unwrap();
+        assert_eq!(store.batches_to_finish(now).await.unwrap(), [(id, Finish::Completed)]);
+        let finished = store.finish_batch(id, Finish::Completed, now).await.unwrap().expect("finished");
+        assert_eq!(finished.status, BatchStatus::Completed);
+        assert_eq!(finished.sequence, 2, "in_progress, then completed");
+        assert_eq!((finished.counts.completed, finished.counts.failed), (3, 1));
+        let output = store.file_chunk(finished.output_file_id.expect("output"), 0).await.unwrap().unwrap();
+        assert_eq!(output.as_ref(), b"{\"custom_id\":\"c1\"}\n{\"custom_id\":\"c2\"}\n{\"custom_id\":\"c4\"}\n");
+        let errors = store.file_chunk(finished.error_file_id.expect("errors"), 0).await.unwrap().unwrap();
+        assert_eq!(errors.as_ref(), b"{\"custom_id\":\"c3\"}\n");
+        assert!(store.finish_batch(id, Finish::Completed, now).await.unwrap().is_none(), "once");
+        assert!(store.batches_to_finish(now).await.unwrap().is_empty());
+        let deliveries = store
+            .list_deliveries(project, DeliveryFilter::default(), PageRequest { size: 10, after: None })
+            .await
+            .unwrap();
+        assert_eq!(deliveries.items.len(), 2, "batch.in_progress and batch.completed, one each");
+        let (CancelOutcome::Finished(status),) = (store.cancel_batch(project, id, now).await.unwrap().unwrap(),) else {
+            panic!("a finished batch cannot be cancelled");
+        };
+        assert_eq!(status, BatchStatus::Completed);
+    }
+);
+
+contract_test!(
+    fn validation_finds_duplicates_and_a_lost_lease_is_stale(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let id = batch(store, project, now).await;
+        let lease = store.claim_validation(now, now.saturating_add(LEASE)).await.unwrap().unwrap();
+        let mut rows = requests(1..=3);
+        rows[2].custom_id = "c1".into();
+        assert_eq!(
+            store.add_batch_requests(id, lease.token, rows).await.unwrap(),
+            AddOutcome::Duplicate { line: 3, custom_id: "c1".into() }
+        );
+        // The worker vanished: another takes the validation over and starts afresh.
+        let later = h.advance(LEASE + secs(1));
+        let takeover = store.claim_validation(later, later.saturating_add(LEASE)).await.unwrap().expect("re-leased");
+        assert_eq!(store.add_batch_requests(id, lease.token, requests(4..=4)).await.unwrap(), AddOutcome::Stale);
+        assert!(!store.finish_validation(id, lease.token, Validated::Valid { total: 1 }, later).await.unwrap());
+        assert_eq!(store.add_batch_requests(id, takeover.token, requests(1..=2)).await.unwrap(), AddOutcome::Added);
+        assert!(store.finish_validation(id, takeover.token, Validated::Valid { total: 2 }, later).await.unwrap());
+        let jobs = store.claim_requests(claim(later, 10, 10)).await.unwrap();
+        assert_eq!(jobs.len(), 2, "the lost run's rows were dropped");
+    }
+);
+
+contract_test!(
+    fn a_crash_ends_request_leases_and_cancel_waits_for_none_in_flight(h) {
+        let now = h.now();
+        let (project, id) = {
+            let store = h.store();
+            let project = new_project(store, "acme", now).await;
+            let id = batch(store, project, now).await;
+            validate(store, now, 3).await;
+            assert_eq!(store.claim_requests(claim(now, 2, 10)).await.unwrap().len(), 2);
+            (project, id)
+        };
+        h.restart_after_crash().await;
+        let store = h.store();
+        let resumed = store.claim_requests(claim(now, 10, 10)).await.unwrap();
+        assert_eq!(resumed.len(), 3, "the dead process's leases ended at once");
+        let Some(CancelOutcome::Cancelling(batch)) = store.cancel_batch(project, id, now).await.unwrap() else {
+            panic!("a running batch can be cancelled");
+        };
+        assert_eq!(batch.status, BatchStatus::Cancelling);
+        assert!(store.claim_requests(claim(now, 10, 10)).await.unwrap().is_empty(), "nothing new starts");
+        assert!(store.batches_to_finish(now).await.unwrap().is_empty(), "three in flight");
+        store.complete_requests(resumed.iter().map(|j| done(j, false)).collect()).await.unwrap();
+        assert_eq!(store.batches_to_finish(now).await.unwrap(), [(id, Finish::Cancelled)]);
+        let cancelled = store.finish_batch(id, Finish::Cancelled, now).await.unwrap().unwrap();
+        assert_eq!(cancelled.counts.completed, 3);
+    }
+);
