@@ -598,3 +598,16 @@ async fn an_ed25519_rotation_signs_with_both_keys_during_the_overlap() {
     assert_eq!(after.header("webhook-signature").matches("v1a,").count(), 1);
     assert!(!verifies(after, &old, at) && verifies(after, &new, at));
 }
+
+#[test]
+fn master_key_generate_prints_a_usable_key_and_its_id() {
+    let output = Command::new(env!("CARGO_BIN_EXE_herald"))
+        .args(["master-key", "generate"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let key = herald::domain::secret::MasterKey::parse(&String::from_utf8(output.stdout).unwrap())
+        .expect("stdout is a master key");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains(key.id().as_str()), "{stderr}");
+}
