@@ -10,9 +10,10 @@
 //! ```
 //!
 //! Stages the deliveries through the store (publish, claim, fail), then
-//! times `herald::replay::run_once` (the runner's loop: bounded chunks,
-//! each its own writer job) while one task publishes single events back to
-//! back into another project, and prints one table.
+//! times `herald::replay::run_paced` (the production runner's loop:
+//! bounded chunks, each its own transaction, paced on SQLite) while one
+//! task publishes single events back to back into another project, and
+//! prints one table.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -144,7 +145,7 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let replaying = Instant::now();
-    let queued = herald::replay::run_once(store.as_ref(), &clock).await?;
+    let queued = herald::replay::run_paced(store.as_ref(), &clock).await?;
     let replayed = replaying.elapsed();
     stop.cancel();
     let mut latencies = publisher.await?;
