@@ -1,7 +1,8 @@
 //! The replay runner: advances running replays (`store::ReplayStore`) one
 //! chunk at a time until none is left, then waits. Every chunk is its own
-//! short transaction and the runner yields between chunks, so a replay of
-//! a million deliveries never stalls publishing. Progress lives in the
+//! short transaction, and on a single-writer store the runner pauses
+//! between chunks as long as the last one took, so a replay of a million
+//! deliveries never stalls publishing (see `pause_after`). Progress lives in the
 //! database: after a restart (or on another node) the runner finds the
 //! running replays and resumes each after its cursor.
 //!
@@ -20,35 +21,61 @@ use crate::store::{Store, StoreResult};
 /// this long of its request).
 const IDLE_POLL: Duration = Duration::from_millis(500);
 
-/// Advances every running replay until none is left (tests step with this);
-/// returns how many copies were queued.
+/// Advances every running replay until none is left, as fast as the store
+/// allows (tests step with this); returns how many copies were queued.
 pub async fn run_once(store: &dyn Store, clock: &SharedClock) -> StoreResult<u64> {
+    drain(store, clock, false).await
+}
+
+/// Advances every running replay until none is left at the production
+/// pace (see [`run`]); returns how many copies were queued.
+pub async fn run_paced(store: &dyn Store, clock: &SharedClock) -> StoreResult<u64> {
+    drain(store, clock, true).await
+}
+
+async fn drain(store: &dyn Store, clock: &SharedClock, paced: bool) -> StoreResult<u64> {
     let mut queued = 0;
     loop {
+        let began = tokio::time::Instant::now();
         let progress = store.step_replays(clock.now()).await?;
         queued += progress.count();
         if progress.is_done() {
             return Ok(queued);
         }
+        if paced {
+            tokio::time::sleep(pause_after(store, began.elapsed())).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
     }
 }
+
+/// Pacing: a store with one writer (SQLite) is shared with publishes and
+/// claims, so after each step the runner leaves it free for as long as the
+/// step took (at most `MAX_PAUSE`): a replay uses at most about half the
+/// writer's time. A shared store (PostgreSQL) runs steps beside other
+/// transactions, so there the runner only yields.
+fn pause_after(store: &dyn Store, step: Duration) -> Duration {
+    if store.is_shared() {
+        Duration::ZERO
+    } else {
+        step.min(MAX_PAUSE)
+    }
+}
+
+/// The longest pause between two steps.
+const MAX_PAUSE: Duration = Duration::from_millis(100);
 
 /// Runs until `stop`.
 pub async fn run(store: Arc<dyn Store>, clock: SharedClock, stop: CancellationToken) {
     while !stop.is_cancelled() {
-        let pause = match store.step_replays(clock.now()).await {
-            // Let publishes and claims through between chunks.
-            Ok(progress) if !progress.is_done() => Duration::ZERO,
+        let pause = match drain(store.as_ref(), &clock, true).await {
             Ok(_) => IDLE_POLL,
             Err(error) => {
                 tracing::warn!(%error, "advancing a replay failed; retrying in 1s");
                 Duration::from_secs(1)
             }
         };
-        if pause.is_zero() {
-            tokio::task::yield_now().await;
-            continue;
-        }
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}

@@ -1,6 +1,8 @@
 //! Replays: re-queueing one webhook's past deliveries as a durable
 //! background task. A `replays` row holds the request and a cursor (the
-//! last delivery examined, by creation time then id); each step examines
+//! last delivery id examined; the walk ends at the webhook's newest
+//! delivery when the replay was created, so its own copies are never
+//! walked); each step examines
 //! one bounded chunk after the cursor, inserts a fresh pending copy (same
 //! event, due now, its retry window starting now) of each delivery that
 //! matches, and moves the cursor, all in one transaction. A restart
@@ -115,6 +117,31 @@ pub enum CreatedReplay {
     WebhookNotFound,
     /// A running replay of this webhook covers part of the same range.
     Overlaps(ReplayId),
+}
+
+/// Where a replay's walk starts: just below every delivery id generated
+/// at or after `since` (minus a minute for clock adjustments). A delivery's
+/// id (a ULID taken from the wall clock when its row is written) is never
+/// older than its `create_time` (taken from the clock before), so no
+/// delivery created in the range is below it.
+pub fn start_cursor(since: Timestamp) -> String {
+    let ms = u64::try_from(since.as_millis().saturating_sub(60_000)).unwrap_or(0);
+    format!(
+        "{}_{}",
+        crate::domain::DeliveryId::PREFIX,
+        ulid::Ulid::from_parts(ms, 0)
+    )
+}
+
+/// Whether a delivery examined by a replay is copied.
+pub fn wanted(
+    replay_since: Timestamp,
+    replay_until: Timestamp,
+    filter: ReplayFilter,
+    created: Timestamp,
+    stored_state: &str,
+) -> bool {
+    created >= replay_since && created < replay_until && filter.matches(stored_state)
 }
 
 /// Deliveries one step examines at most, per backend: small on SQLite,

@@ -17,7 +17,7 @@ use crate::domain::{DeliveryId, ProjectId, ReplayId, Timestamp, WebhookId};
 use crate::store::codec::page_of;
 use crate::store::{
     CreatedReplay, NewReplay, POSTGRES_CHUNK, Page, PageRequest, Progress, Replay, ReplayFilter, ReplayState,
-    StoreError, StoreResult, finished,
+    StoreError, StoreResult, finished, start_cursor, wanted,
 };
 
 const COLUMNS: &str = "id, project_id, webhook_id, since, until, filter, state, examined, requeued, error, \
@@ -63,11 +63,21 @@ async fn create(client: &impl GenericClient, new: &NewReplay) -> StoreResult<Cre
     if let Some(row) = overlapping {
         return Ok(CreatedReplay::Overlaps(parsed(&row, 0, "replay id", ReplayId::parse)?));
     }
+    let scan_end: Option<String> = get(
+        &client
+            .query_one(
+                "SELECT MAX(id) FROM deliveries WHERE webhook_id = $1",
+                &[&new.webhook_id.to_string()],
+            )
+            .await
+            .map_err(store_error)?,
+        0,
+    )?;
     client
         .execute(
-            "INSERT INTO replays (id, project_id, webhook_id, since, until, filter, state, cursor_time, cursor_id,
+            "INSERT INTO replays (id, project_id, webhook_id, since, until, filter, state, cursor_id, scan_end,
                                   create_time, update_time)
-             VALUES ($1, $2, $3, $4, $5, $6, 'running', $4, '', $7, $7)",
+             VALUES ($1, $2, $3, $4, $5, $6, 'running', $7, $8, $9, $9)",
             &[
                 &new.id.to_string(),
                 &new.project_id.to_string(),
@@ -75,6 +85,8 @@ async fn create(client: &impl GenericClient, new: &NewReplay) -> StoreResult<Cre
                 &new.since.as_millis(),
                 &until.as_millis(),
                 &new.filter.as_str(),
+                &start_cursor(new.since),
+                &scan_end.unwrap_or_default(),
                 &new.now.as_millis(),
             ],
         )
@@ -119,7 +131,7 @@ async fn list(client: &impl GenericClient, project: ProjectId, page: &PageReques
 async fn step(client: &impl GenericClient, now: Timestamp) -> StoreResult<(Progress, HashMap<WebhookId, i64>)> {
     let head = client
         .query_opt(
-            "SELECT id, webhook_id, until, filter, cursor_time, cursor_id FROM replays
+            "SELECT id, webhook_id, since, until, filter, cursor_id, scan_end FROM replays
              WHERE state = 'running' ORDER BY update_time, id LIMIT 1 FOR UPDATE SKIP LOCKED",
             &[],
         )
@@ -130,10 +142,11 @@ async fn step(client: &impl GenericClient, now: Timestamp) -> StoreResult<(Progr
     };
     let id: String = get(&head, 0)?;
     let webhook: WebhookId = parsed(&head, 1, "webhook id", WebhookId::parse)?;
-    let until: i64 = get(&head, 2)?;
-    let filter = parsed(&head, 3, "replay filter", ReplayFilter::parse)?;
-    let cursor_time: i64 = get(&head, 4)?;
-    let cursor_id: String = get(&head, 5)?;
+    let since = timestamp(&head, 2)?;
+    let until = timestamp(&head, 3)?;
+    let filter = parsed(&head, 4, "replay filter", ReplayFilter::parse)?;
+    let cursor: String = get(&head, 5)?;
+    let scan_end: String = get(&head, 6)?;
     let alive = client
         .query_opt(
             "SELECT 1 FROM webhooks WHERE id = $1 AND delete_time IS NULL",
@@ -156,22 +169,15 @@ async fn step(client: &impl GenericClient, now: Timestamp) -> StoreResult<(Progr
     let chunk = client
         .query(
             "SELECT id, state, create_time FROM deliveries
-             WHERE webhook_id = $1 AND (create_time, id) > ($2, $3) AND create_time < $4
-             ORDER BY create_time, id LIMIT $5",
-            &[
-                &webhook.to_string(),
-                &cursor_time,
-                &cursor_id,
-                &until,
-                &(POSTGRES_CHUNK as i64),
-            ],
+             WHERE webhook_id = $1 AND id > $2 AND id <= $3 ORDER BY id LIMIT $4",
+            &[&webhook.to_string(), &cursor, &scan_end, &(POSTGRES_CHUNK as i64)],
         )
         .await
         .map_err(store_error)?;
     let mut sources = Vec::new();
     let mut copies = Vec::new();
     for row in &chunk {
-        if filter.matches(&get::<String>(row, 1)?) {
+        if wanted(since, until, filter, timestamp(row, 2)?, &get::<String>(row, 1)?) {
             sources.push(get::<String>(row, 0)?);
             copies.push(DeliveryId::generate().to_string());
         }
@@ -193,20 +199,19 @@ async fn step(client: &impl GenericClient, now: Timestamp) -> StoreResult<(Progr
             .map_err(store_error)?;
     }
     let done = finished(chunk.len(), POSTGRES_CHUNK);
-    let (next_time, next_id) = match chunk.last() {
-        Some(row) => (get::<i64>(row, 2)?, get::<String>(row, 0)?),
-        None => (cursor_time, cursor_id),
+    let next = match chunk.last() {
+        Some(row) => get::<String>(row, 0)?,
+        None => cursor,
     };
     client
         .execute(
-            "UPDATE replays SET cursor_time = $2, cursor_id = $3, examined = examined + $4, requeued = requeued + $5,
-                    update_time = $6::int8, state = CASE WHEN $7::bool THEN 'succeeded' ELSE state END,
-                    finish_time = CASE WHEN $7::bool THEN $6::int8 END
+            "UPDATE replays SET cursor_id = $2, examined = examined + $3, requeued = requeued + $4,
+                    update_time = $5::int8, state = CASE WHEN $6::bool THEN 'succeeded' ELSE state END,
+                    finish_time = CASE WHEN $6::bool THEN $5::int8 END
              WHERE id = $1",
             &[
                 &id,
-                &next_time,
-                &next_id,
+                &next,
                 &(chunk.len() as i64),
                 &(sources.len() as i64),
                 &now.as_millis(),

@@ -11,7 +11,7 @@ use crate::domain::{DeliveryId, ProjectId, ReplayId, Timestamp, WebhookId};
 use crate::store::codec::page_of;
 use crate::store::{
     CreatedReplay, NewReplay, Page, PageRequest, Progress, Replay, ReplayFilter, ReplayState, SQLITE_CHUNK,
-    StoreResult, finished,
+    StoreResult, finished, start_cursor, wanted,
 };
 
 const COLUMNS: &str = "id, project_id, webhook_id, since, until, filter, state, examined, requeued, error, \
@@ -64,10 +64,14 @@ pub(super) fn create(conn: &Connection, new: &NewReplay) -> StoreResult<CreatedR
     if let Some(Some(id)) = overlapping {
         return Ok(CreatedReplay::Overlaps(id));
     }
+    let scan_end: Option<String> = conn
+        .prepare_cached("SELECT MAX(id) FROM deliveries WHERE webhook_id = ?1")
+        .and_then(|mut stmt| stmt.query_row([new.webhook_id.to_string()], |row| row.get(0)))
+        .map_err(store_error)?;
     conn.prepare_cached(
-        "INSERT INTO replays (id, project_id, webhook_id, since, until, filter, state, cursor_time, cursor_id,
+        "INSERT INTO replays (id, project_id, webhook_id, since, until, filter, state, cursor_id, scan_end,
                               create_time, update_time)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?4, '', ?7, ?7)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'running', ?7, ?8, ?9, ?9)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -77,6 +81,8 @@ pub(super) fn create(conn: &Connection, new: &NewReplay) -> StoreResult<CreatedR
             new.since.as_millis(),
             until.as_millis(),
             new.filter.as_str(),
+            start_cursor(new.since),
+            scan_end.unwrap_or_default(),
             new.now.as_millis(),
         ])
     })
@@ -113,10 +119,10 @@ pub(super) fn list(conn: &Connection, project: ProjectId, page: &PageRequest) ->
 /// One chunk of the least recently advanced running replay. The bool:
 /// whether copies were queued (the caller wakes the dispatcher).
 pub(super) fn step(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, bool)> {
-    type Head = (String, String, i64, String, i64, String);
+    type Head = (String, String, i64, i64, String, String, String);
     let head: Option<Head> = conn
         .prepare_cached(
-            "SELECT id, webhook_id, until, filter, cursor_time, cursor_id FROM replays
+            "SELECT id, webhook_id, since, until, filter, cursor_id, scan_end FROM replays
              WHERE state = 'running' ORDER BY update_time, id LIMIT 1",
         )
         .and_then(|mut stmt| {
@@ -128,12 +134,13 @@ pub(super) fn step(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, 
                     row.get(3)?,
                     row.get(4)?,
                     row.get(5)?,
+                    row.get(6)?,
                 ))
             })
             .optional()
         })
         .map_err(store_error)?;
-    let Some((id, webhook, until, filter, cursor_time, cursor_id)) = head else {
+    let Some((id, webhook, since, until, filter, cursor, scan_end)) = head else {
         return Ok((Progress::Done(0), false));
     };
     let filter = ReplayFilter::parse(&filter)
@@ -153,21 +160,20 @@ pub(super) fn step(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, 
     }
     let chunk: Vec<(String, String, i64)> = conn
         .prepare_cached(
-            "SELECT id, state, create_time FROM deliveries INDEXED BY deliveries_by_webhook_time
-             WHERE webhook_id = ?1 AND (create_time, id) > (?2, ?3) AND create_time < ?4
-             ORDER BY create_time, id LIMIT ?5",
+            "SELECT id, state, create_time FROM deliveries INDEXED BY deliveries_by_webhook
+             WHERE webhook_id = ?1 AND id > ?2 AND id <= ?3 ORDER BY id LIMIT ?4",
         )
         .and_then(|mut stmt| {
-            stmt.query_map(
-                params![webhook, cursor_time, cursor_id, until, SQLITE_CHUNK as i64],
-                |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
-            )?
+            stmt.query_map(params![webhook, cursor, scan_end, SQLITE_CHUNK as i64], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })?
             .collect()
         })
         .map_err(store_error)?;
+    let (since, until) = (Timestamp::from_millis(since), Timestamp::from_millis(until));
     let mut requeued = 0_i64;
-    for (source, state, _) in &chunk {
-        if !filter.matches(state) {
+    for (source, state, created) in &chunk {
+        if !wanted(since, until, filter, Timestamp::from_millis(*created), state) {
             continue;
         }
         conn.prepare_cached(
@@ -185,26 +191,14 @@ pub(super) fn step(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, 
         lower_due_hint(conn, webhook, now)?;
     }
     let done = finished(chunk.len(), SQLITE_CHUNK);
-    let (next_time, next_id) = chunk.last().map_or((cursor_time, cursor_id), |(source, _, created)| {
-        (*created, source.clone())
-    });
+    let next = chunk.last().map_or(cursor, |(source, _, _)| source.clone());
     conn.prepare_cached(
-        "UPDATE replays SET cursor_time = ?2, cursor_id = ?3, examined = examined + ?4, requeued = requeued + ?5,
-                update_time = ?6, state = CASE WHEN ?7 THEN 'succeeded' ELSE state END,
-                finish_time = CASE WHEN ?7 THEN ?6 END
+        "UPDATE replays SET cursor_id = ?2, examined = examined + ?3, requeued = requeued + ?4,
+                update_time = ?5, state = CASE WHEN ?6 THEN 'succeeded' ELSE state END,
+                finish_time = CASE WHEN ?6 THEN ?5 END
          WHERE id = ?1",
     )
-    .and_then(|mut stmt| {
-        stmt.execute(params![
-            id,
-            next_time,
-            next_id,
-            chunk.len() as i64,
-            requeued,
-            now.as_millis(),
-            done
-        ])
-    })
+    .and_then(|mut stmt| stmt.execute(params![id, next, chunk.len() as i64, requeued, now.as_millis(), done]))
     .map_err(store_error)?;
     Ok((Progress::More(u64::try_from(requeued).unwrap_or(0)), requeued > 0))
 }

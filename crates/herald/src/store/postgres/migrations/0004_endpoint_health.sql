@@ -4,7 +4,6 @@ ALTER TABLE webhooks ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE webhooks ADD COLUMN failing_since BIGINT;
 
 ALTER TABLE deliveries ADD COLUMN replay_id TEXT;
-CREATE INDEX deliveries_by_webhook_time ON deliveries(webhook_id, create_time, id) INCLUDE (state);
 
 CREATE TABLE replays (
     id          TEXT PRIMARY KEY,
@@ -14,8 +13,8 @@ CREATE TABLE replays (
     until       BIGINT NOT NULL,
     filter      TEXT NOT NULL,
     state       TEXT NOT NULL,
-    cursor_time BIGINT,
-    cursor_id   TEXT,
+    cursor_id   TEXT NOT NULL,
+    scan_end    TEXT NOT NULL,
     examined    BIGINT NOT NULL DEFAULT 0,
     requeued    BIGINT NOT NULL DEFAULT 0,
     error       TEXT,

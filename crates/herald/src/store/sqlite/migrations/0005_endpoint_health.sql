@@ -9,14 +9,15 @@ ALTER TABLE webhooks ADD COLUMN consecutive_failures INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE webhooks ADD COLUMN failing_since INTEGER;
 
 -- The replay that created a delivery (a copy of an earlier one), if any.
+-- (A replay walks `deliveries_by_webhook (webhook_id, id)`: no new index
+-- on this hot table, whose every index costs each publish.)
 ALTER TABLE deliveries ADD COLUMN replay_id TEXT;
--- A replay walks one webhook's deliveries by creation time, in chunks;
--- `state` makes the index covering, so a chunk reads only the index.
-CREATE INDEX deliveries_by_webhook_time ON deliveries(webhook_id, create_time, id, state);
 
 -- A replay: a durable background task that re-queues one webhook's
--- deliveries created in [since, until). `cursor_time`/`cursor_id` is the
--- last delivery examined (NULL: none yet); a restart resumes after it.
+-- deliveries created in [since, until). It walks the webhook's deliveries
+-- by id from `cursor_id` (exclusive; starts just below the ids of
+-- `since`) to `scan_end` (the webhook's newest delivery when the replay
+-- was created, inclusive); a restart resumes after the cursor.
 CREATE TABLE replays (
     id          TEXT PRIMARY KEY,
     project_id  TEXT NOT NULL,
@@ -25,8 +26,8 @@ CREATE TABLE replays (
     until       INTEGER NOT NULL,
     filter      TEXT NOT NULL,      -- failed | all
     state       TEXT NOT NULL,      -- running | succeeded | failed
-    cursor_time INTEGER,
-    cursor_id   TEXT,
+    cursor_id   TEXT NOT NULL,
+    scan_end    TEXT NOT NULL,
     examined    INTEGER NOT NULL DEFAULT 0,
     requeued    INTEGER NOT NULL DEFAULT 0,
     error       TEXT,
