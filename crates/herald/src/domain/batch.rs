@@ -114,7 +114,14 @@ pub fn parse_completion_window(text: &str) -> Result<Duration, Invalid> {
 
 /// The window as the API shows it (`24h`).
 pub fn format_completion_window(window: Duration) -> String {
-    humantime::format_duration(window).to_string()
+    let seconds = window.as_secs();
+    if seconds % 3600 == 0 {
+        format!("{}h", seconds / 3600)
+    } else if seconds % 60 == 0 {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -508,5 +515,6 @@ mod tests {
         assert!(parse_completion_window("25h").is_err());
         assert!(parse_completion_window("soon").is_err());
         assert_eq!(format_completion_window(MAX_COMPLETION_WINDOW), "24h");
+        assert_eq!(format_completion_window(Duration::from_secs(90 * 60)), "90m");
     }
 }

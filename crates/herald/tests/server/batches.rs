@@ -146,6 +146,8 @@ async fn a_batch_runs_to_completion_in_input_order_and_announces_each_status() {
     let lines: Vec<String> = (1..=7).map(|i| line(&format!("req-{i}"), "any-model", &format!("hello {i}"))).collect();
     let created = create_batch(&app, &project, &jsonl(&lines), json!({"metadata": {"job": "nightly"}})).await;
     assert_eq!(created["object"], "batch");
+    assert_eq!(created["completion_window"], "24h");
+    assert_eq!(created["endpoint"], "/v1/chat/completions");
     assert_eq!(created["metadata"], json!({"job": "nightly"}));
     assert_eq!(created["expires_at"].as_i64().unwrap() - created["created_at"].as_i64().unwrap(), 86_400);
 
