@@ -15,6 +15,12 @@ use crate::store::batches::{
 };
 use crate::store::{LeaseToken, StoreResult};
 
+/// The writer cost given to batch claims, completions and finishing: more
+/// than a bulk job's threshold, so batch work commits in transactions of
+/// its own, after the delivery queue's (the `Queue` lane goes first) and
+/// alternating with publishes: a running batch never slows deliveries.
+const BULK: usize = 64;
+
 #[async_trait]
 impl BatchStore for SqliteStore {
     async fn begin_file(&self, file: NewFile) -> StoreResult<()> {
@@ -138,14 +144,14 @@ impl BatchStore for SqliteStore {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
         let cost = claim.room.iter().map(|(_, room)| room).sum();
         self.writer
-            .write(Lane::Queue, cost, move |conn| batches::claim_requests(conn, &claim, token))
+            .write(Lane::Api, cost.max(BULK), move |conn| batches::claim_requests(conn, &claim, token))
             .await
     }
 
     async fn complete_requests(&self, completions: Vec<RequestCompletion>) -> StoreResult<Vec<bool>> {
         let cost = completions.len();
         self.writer
-            .write(Lane::Queue, cost, move |conn| {
+            .write(Lane::Api, cost.max(BULK), move |conn| {
                 batches::complete_requests(conn, &completions)
             })
             .await
@@ -158,7 +164,7 @@ impl BatchStore for SqliteStore {
     async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<Batch>> {
         let finished = self
             .writer
-            .write(Lane::Api, 1, move |conn| batches::finish_batch(conn, id, finish, now))
+            .write(Lane::Api, BULK, move |conn| batches::finish_batch(conn, id, finish, now))
             .await?;
         Ok(finished.map(|(batch, delivered)| {
             if delivered {
