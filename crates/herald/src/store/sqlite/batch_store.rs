@@ -142,7 +142,7 @@ impl BatchStore for SqliteStore {
 
     async fn claim_requests(&self, claim: RequestClaim) -> StoreResult<Vec<RequestJob>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        let cost = claim.room.iter().map(|(_, room)| room).sum();
+        let cost: usize = claim.room.iter().map(|(_, room)| room).sum();
         self.writer
             .write(Lane::Api, cost.max(BULK), move |conn| batches::claim_requests(conn, &claim, token))
             .await
