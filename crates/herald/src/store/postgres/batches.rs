@@ -525,6 +525,21 @@ pub(super) async fn claim_requests(
         let batch: String = get(row, 0)?;
         let endpoint: String = get(row, 1)?;
         let batch_id = BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
+        // Lock order, everywhere: the batch row, then its request rows (so
+        // a claim never deadlocks with a finish or a completion). A batch
+        // locked by another node is served by that node this time.
+        let served = tx
+            .query_opt(
+                "UPDATE batches SET last_claim_at = $2 WHERE id = (
+                    SELECT id FROM batches WHERE id = $1 AND status = 'in_progress' FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+                &[&batch, &claim.now.as_millis()],
+            )
+            .await
+            .map_err(store_error)?;
+        if served.is_none() {
+            continue;
+        }
         let mut took = 0;
         for (upstream, left) in &mut room {
             let want = (*left)
@@ -566,14 +581,6 @@ pub(super) async fn claim_requests(
             took += taken.len();
             jobs.extend(taken);
         }
-        if took > 0 {
-            tx.execute(
-                "UPDATE batches SET last_claim_at = $2 WHERE id = $1",
-                &[&batch, &claim.now.as_millis()],
-            )
-            .await
-            .map_err(store_error)?;
-        }
         if room.iter().all(|(_, left)| *left == 0) {
             break;
         }
@@ -604,6 +611,16 @@ pub(super) async fn complete_requests(
             }
         }
     }
+    // Lock order: the batch rows first (see `claim_requests`).
+    let mut batch_ids: Vec<String> = completions.iter().map(|c| c.batch_id.to_string()).collect();
+    batch_ids.sort();
+    batch_ids.dedup();
+    tx.execute(
+        "SELECT 1 FROM batches WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&batch_ids],
+    )
+    .await
+    .map_err(store_error)?;
     let mut changed = std::collections::HashSet::new();
     if !done.0.is_empty() {
         let rows = tx
