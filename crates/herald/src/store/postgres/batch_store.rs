@@ -11,7 +11,7 @@ use super::connect::store_error;
 use crate::domain::batch::Batch;
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
-    AddOutcome, BatchStore, CancelOutcome, FileRecord, Finish, ListPage, NewBatch, NewBatchRequest, NewFile,
+    AddOutcome, BatchStore, CancelOutcome, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest, NewFile,
     RequestClaim, RequestCompletion, RequestJob, Validated, ValidationLease,
 };
 use crate::store::{LeaseToken, StoreResult};
@@ -129,12 +129,12 @@ impl BatchStore for PostgresStore {
         batches::batches_to_finish(&self.client().await?, now).await
     }
 
-    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<Batch>> {
-        let finished = transaction!(self, |tx| batches::finish_batch(&tx, id, finish, now).await?)?;
-        match finished {
-            Some((batch, fanned)) => {
+    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<FinishStep>> {
+        let step = transaction!(self, |tx| batches::finish_batch(&tx, id, finish, now).await?)?;
+        match step {
+            Some((step, fanned)) => {
                 self.publisher.after_commit(fanned).await;
-                Ok(Some(batch))
+                Ok(Some(step))
             }
             None => Ok(None),
         }

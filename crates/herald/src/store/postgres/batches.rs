@@ -13,8 +13,8 @@ use super::rows::{get, parsed, parsed_opt, timestamp, timestamp_opt};
 use crate::domain::batch::{self, Batch, BatchError, BatchStatus, RequestCounts};
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
-    AddOutcome, CancelOutcome, FILE_CHUNK_BYTES, FileRecord, Finish, ListPage, NewBatch, NewBatchRequest, NewFile,
-    RequestClaim, RequestCompletion, RequestJob, RequestUpdate, Validated, ValidationLease,
+    AddOutcome, CancelOutcome, FINISH_ROWS, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest,
+    NewFile, Piece, RequestClaim, RequestCompletion, RequestJob, RequestUpdate, ResultRow, Validated, ValidationLease,
 };
 use crate::store::{LeaseToken, PublishRequest, StoreError, StoreResult};
 
@@ -344,7 +344,8 @@ pub(super) async fn publish_progress(
     let rows = tx
         .query(
             "UPDATE batches SET progress_at = $3, progress_done = completed + failed, sequence = sequence + 1
-             WHERE id IN (SELECT id FROM batches WHERE status = 'in_progress' AND completed + failed <> progress_done
+             WHERE id IN (SELECT id FROM batches WHERE status = 'in_progress' AND finish_kind IS NULL
+                            AND completed + failed <> progress_done
                             AND (progress_at IS NULL OR progress_at <= $1) LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING id",
             &[&since, &PROGRESS_BATCHES, &now.as_millis()],
@@ -501,7 +502,8 @@ pub(super) async fn claim_requests(
     }
     let batches = tx
         .query(
-            "SELECT id, endpoint FROM batches WHERE status = 'in_progress' ORDER BY last_claim_at, id LIMIT $1",
+            "SELECT id, endpoint FROM batches WHERE status = 'in_progress' AND finish_kind IS NULL
+             ORDER BY last_claim_at, id LIMIT $1",
             &[&(claim.max_batches as i64)],
         )
         .await
@@ -531,7 +533,8 @@ pub(super) async fn claim_requests(
         let served = tx
             .query_opt(
                 "UPDATE batches SET last_claim_at = $2 WHERE id = (
-                    SELECT id FROM batches WHERE id = $1 AND status = 'in_progress' FOR UPDATE SKIP LOCKED)
+                    SELECT id FROM batches WHERE id = $1 AND status = 'in_progress' AND finish_kind IS NULL
+                    FOR UPDATE SKIP LOCKED)
                  RETURNING id",
                 &[&batch, &claim.now.as_millis()],
             )
@@ -687,9 +690,13 @@ pub(super) async fn batches_to_finish(client: &impl GenericClient, now: Timestam
         .query(
             "SELECT b.id, b.status, b.expires_at,
                     EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state < 2),
-                    EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state = 1
-                              AND r.next_attempt_at > $1)
-             FROM batches b WHERE b.status IN ('in_progress', 'cancelling') AND b.in_progress_at IS NOT NULL",
+                    -- Only a cancelling batch waits for what is in flight (see SQLite's).
+                    CASE WHEN b.status = 'cancelling' THEN
+                        EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state = 1
+                                  AND r.next_attempt_at > $1)
+                    ELSE false END,
+                    b.finish_kind
+             FROM batches b WHERE b.status IN ('in_progress', 'cancelling', 'finalizing') AND b.in_progress_at IS NOT NULL",
             &[&now.as_millis()],
         )
         .await
@@ -699,126 +706,133 @@ pub(super) async fn batches_to_finish(client: &impl GenericClient, now: Timestam
         let id = parsed(row, 0, "batch id", BatchId::parse)?;
         let status = parsed(row, 1, "batch status", BatchStatus::parse)?;
         let expired = get::<i64>(row, 2)? <= now.as_millis();
-        if let Some(finish) = Finish::decide(status, expired, get(row, 3)?, get(row, 4)?) {
+        let finish = match get::<Option<String>>(row, 5)? {
+            Some(kind) => Some(Finish::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("batch {id}: invalid finish_kind")))?),
+            None => Finish::decide(status, expired, get(row, 3)?, get(row, 4)?),
+        };
+        if let Some(finish) = finish {
             ready.push((id, finish));
         }
     }
     Ok(ready)
 }
 
-/// Writes a file chunk by chunk as lines are pushed.
-struct ChunkWriter {
-    id: FileId,
-    buffer: Vec<u8>,
-    seq: u32,
-    bytes: u64,
-}
-
-impl ChunkWriter {
-    fn new() -> Self {
-        Self {
-            id: FileId::generate(),
-            buffer: Vec::with_capacity(FILE_CHUNK_BYTES),
-            seq: 0,
-            bytes: 0,
-        }
-    }
-
-    async fn push(&mut self, tx: &Transaction<'_>, line: &[u8]) -> StoreResult<()> {
-        self.buffer.extend_from_slice(line);
-        self.bytes += line.len() as u64;
-        while self.buffer.len() >= FILE_CHUNK_BYTES {
-            let rest = self.buffer.split_off(FILE_CHUNK_BYTES);
-            append_chunk(tx, self.id, self.seq, &self.buffer).await?;
-            self.seq += 1;
-            self.buffer = rest;
-        }
-        Ok(())
-    }
-
-    async fn finish(self, tx: &Transaction<'_>, batch: &Batch, purpose: &str, now: Timestamp) -> StoreResult<Option<FileId>> {
-        if self.bytes == 0 {
-            return Ok(None);
-        }
-        if !self.buffer.is_empty() {
-            append_chunk(tx, self.id, self.seq, &self.buffer).await?;
-        }
-        begin_file(
-            tx,
-            &NewFile {
-                id: self.id,
-                project_id: batch.project_id,
-                purpose: purpose.into(),
-                filename: format!("{}_{purpose}.jsonl", batch.id),
-                now,
-            },
-        )
-        .await?;
-        finish_file(tx, self.id, self.bytes).await?;
-        Ok(Some(self.id))
-    }
-}
-
-/// Rows read per round trip while writing the result files.
-const FINISH_PAGE: i64 = 2000;
-
 pub(super) async fn finish_batch(
     tx: &Transaction<'_>,
     id: BatchId,
     finish: Finish,
     now: Timestamp,
-) -> StoreResult<Option<(Batch, Fanned)>> {
+) -> StoreResult<Option<(FinishStep, Fanned)>> {
     let Some(batch) = load_batch(tx, id, true).await? else {
         return Ok(None);
     };
     if batch.status.is_terminal() {
         return Ok(None);
     }
-    let mut output = ChunkWriter::new();
-    let mut errors = ChunkWriter::new();
-    let page = tx
-        .prepare_cached(
-            "SELECT line, custom_id, state, result, failed FROM batch_requests
-             WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT $3",
+    let cursor_sql =
+        "SELECT finish_kind, finish_line, output_seq, error_seq, output_bytes, error_bytes FROM batches WHERE id = $1";
+    let mut cursor = tx.query_one(cursor_sql, &[&id.to_string()]).await.map_err(store_error)?;
+    if get::<Option<String>>(&cursor, 0)?.is_none() {
+        // The first step: the result files (invisible until the last).
+        let (output, errors) = (FileId::generate(), FileId::generate());
+        for (file, purpose) in [(output, "batch_output"), (errors, "batch_error")] {
+            begin_file(
+                tx,
+                &NewFile {
+                    id: file,
+                    project_id: batch.project_id,
+                    purpose: purpose.into(),
+                    filename: format!("{id}_{purpose}.jsonl"),
+                    now,
+                },
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE batches SET finish_kind = $2, output_file_id = $3, error_file_id = $4, finalizing_at = $5,
+                    status = CASE WHEN $2 = 'completed' THEN 'finalizing' ELSE status END
+             WHERE id = $1",
+            &[&id.to_string(), &finish.as_str(), &output.to_string(), &errors.to_string(), &now.as_millis()],
         )
         .await
         .map_err(store_error)?;
-    let mut after = 0i64;
-    loop {
-        let rows = tx
-            .query(&page, &[&id.to_string(), &after, &FINISH_PAGE])
-            .await
-            .map_err(store_error)?;
-        for row in &rows {
-            after = get(row, 0)?;
-            let state: i64 = get(row, 2)?;
-            if state == 2 {
-                let result: Vec<u8> = get(row, 3)?;
-                if get::<bool>(row, 4)? {
-                    errors.push(tx, &result).await?;
-                } else {
-                    output.push(tx, &result).await?;
-                }
-            } else if finish == Finish::Expired {
-                let custom_id: String = get(row, 1)?;
-                errors.push(tx, &batch::expired_line(&custom_id)).await?;
-            }
-        }
-        if (rows.len() as i64) < FINISH_PAGE {
-            break;
-        }
+        cursor = tx.query_one(cursor_sql, &[&id.to_string()]).await.map_err(store_error)?;
     }
-    let output_id = output.finish(tx, &batch, "batch_output", now).await?;
-    let error_id = errors.finish(tx, &batch, "batch_error", now).await?;
-    tx.execute("DELETE FROM batch_requests WHERE batch_id = $1", &[&id.to_string()])
+    let kind: Option<String> = get(&cursor, 0)?;
+    let finish = kind.as_deref().and_then(Finish::parse).unwrap_or(finish);
+    let mut line: i64 = get(&cursor, 1)?;
+    let (mut output_seq, mut error_seq): (i64, i64) = (get(&cursor, 2)?, get(&cursor, 3)?);
+    let (mut output_bytes, mut error_bytes): (i64, i64) = (get(&cursor, 4)?, get(&cursor, 5)?);
+    let batch = load_batch(tx, id, false).await?.ok_or(StoreError::NotFound)?;
+    let (Some(output), Some(errors)) = (batch.output_file_id, batch.error_file_id) else {
+        return Err(StoreError::Corrupt(format!("batch {id} is finishing without result files")));
+    };
+    let rows = tx
+        .query(
+            "SELECT line, custom_id, state, result, failed FROM batch_requests
+             WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT $3",
+            &[&id.to_string(), &line, &(FINISH_ROWS as i64)],
+        )
         .await
         .map_err(store_error)?;
+    let mut results = Vec::with_capacity(rows.len());
+    for row in &rows {
+        results.push(ResultRow {
+            line: get::<i64>(row, 0)?.max(0).cast_unsigned(),
+            custom_id: get(row, 1)?,
+            done: get::<i64>(row, 2)? == 2,
+            result: get::<Option<Vec<u8>>>(row, 3)?.unwrap_or_default(),
+            failed: get(row, 4)?,
+        });
+    }
+    drop(rows);
+    let piece = Piece::build(finish, results);
+    if !piece.output.is_empty() {
+        append_chunk(tx, output, u32::try_from(output_seq).unwrap_or(u32::MAX), &piece.output).await?;
+        output_seq += 1;
+        output_bytes += piece.output.len() as i64;
+    }
+    if !piece.errors.is_empty() {
+        append_chunk(tx, errors, u32::try_from(error_seq).unwrap_or(u32::MAX), &piece.errors).await?;
+        error_seq += 1;
+        error_bytes += piece.errors.len() as i64;
+    }
+    if let Some(last) = piece.last_line {
+        line = last.cast_signed();
+        tx.execute(
+            "DELETE FROM batch_requests WHERE batch_id = $1 AND line <= $2",
+            &[&id.to_string(), &line],
+        )
+        .await
+        .map_err(store_error)?;
+    }
+    tx.execute(
+        "UPDATE batches SET finish_line = $2, output_seq = $3, error_seq = $4, output_bytes = $5, error_bytes = $6
+         WHERE id = $1",
+        &[&id.to_string(), &line, &output_seq, &error_seq, &output_bytes, &error_bytes],
+    )
+    .await
+    .map_err(store_error)?;
+    if !piece.end {
+        return Ok(Some((FinishStep::More, Fanned::default())));
+    }
+    // The last step: keep the files that hold lines, then the final status.
+    let mut kept = Vec::new();
+    for (file, bytes) in [(output, output_bytes), (errors, error_bytes)] {
+        if bytes == 0 {
+            discard_file(tx, file).await?;
+            kept.push(None);
+        } else {
+            finish_file(tx, file, bytes.cast_unsigned()).await?;
+            kept.push(Some(file));
+        }
+    }
     let literal = |id: Option<FileId>| id.map_or_else(|| "NULL".to_owned(), |id| format!("'{id}'"));
     let files = format!(
-        ", finalizing_at = {}, output_file_id = {}, error_file_id = {}",
-        now.as_millis(),
-        literal(output_id),
-        literal(error_id)
+        ", output_file_id = {}, error_file_id = {}",
+        literal(kept[0]),
+        literal(kept[1])
     );
-    change_status(tx, id, finish.status(), now, &files).await.map(Some)
+    let (batch, fanned) = change_status(tx, id, finish.status(), now, &files).await?;
+    Ok(Some((FinishStep::Finished(Box::new(batch)), fanned)))
 }

@@ -10,7 +10,7 @@ use super::writer::Lane;
 use crate::domain::batch::Batch;
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
-    AddOutcome, BatchStore, CancelOutcome, FileRecord, Finish, ListPage, NewBatch, NewBatchRequest, NewFile,
+    AddOutcome, BatchStore, CancelOutcome, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest, NewFile,
     RequestClaim, RequestCompletion, RequestJob, Validated, ValidationLease,
 };
 use crate::store::{LeaseToken, StoreResult};
@@ -161,16 +161,16 @@ impl BatchStore for SqliteStore {
         self.readers.read(move |conn| batches::batches_to_finish(conn, now)).await
     }
 
-    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<Batch>> {
-        let finished = self
+    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<FinishStep>> {
+        let step = self
             .writer
             .write(Lane::Api, BULK, move |conn| batches::finish_batch(conn, id, finish, now))
             .await?;
-        Ok(finished.map(|(batch, delivered)| {
+        Ok(step.map(|(step, delivered)| {
             if delivered {
                 self.work.notify_one();
             }
-            batch
+            step
         }))
     }
 
