@@ -13,7 +13,12 @@ use herald::store::{DeliveryFilter, LeaseToken, PageRequest, Store};
 
 use crate::support::*;
 
-async fn file(store: &std::sync::Arc<dyn Store>, project: ProjectId, chunks: &[&[u8]], now: herald::domain::Timestamp) -> FileId {
+async fn file(
+    store: &std::sync::Arc<dyn Store>,
+    project: ProjectId,
+    chunks: &[&[u8]],
+    now: herald::domain::Timestamp,
+) -> FileId {
     let id = FileId::generate();
     let new = NewFile {
         id,
@@ -71,13 +76,18 @@ async fn validate(store: &std::sync::Arc<dyn Store>, now: herald::domain::Timest
         .unwrap()
         .expect("a batch to validate");
     assert_eq!(
-        store.add_batch_requests(lease.batch.id, lease.token, requests(1..=count)).await.unwrap(),
+        store
+            .add_batch_requests(lease.batch.id, lease.token, requests(1..=count))
+            .await
+            .unwrap(),
         AddOutcome::Added
     );
-    assert!(store
-        .finish_validation(lease.batch.id, lease.token, Validated::Valid { total: count }, now)
-        .await
-        .unwrap());
+    assert!(
+        store
+            .finish_validation(lease.batch.id, lease.token, Validated::Valid { total: count }, now)
+            .await
+            .unwrap()
+    );
     lease
 }
 
@@ -105,7 +115,12 @@ fn done(job: &RequestJob, failed: bool) -> RequestCompletion {
 }
 
 /// Runs `finish_batch` step by step to the end; `None` if it had ended.
-async fn finish(store: &std::sync::Arc<dyn Store>, id: BatchId, how: Finish, now: herald::domain::Timestamp) -> Option<herald::domain::batch::Batch> {
+async fn finish(
+    store: &std::sync::Arc<dyn Store>,
+    id: BatchId,
+    how: Finish,
+    now: herald::domain::Timestamp,
+) -> Option<herald::domain::batch::Batch> {
     let mut steps = 0;
     while let Some(step) = store.finish_batch(id, how, now).await.unwrap() {
         steps += 1;

@@ -136,7 +136,11 @@ pub(super) async fn list_files(
     Ok(ListPage { items, has_more })
 }
 
-pub(super) async fn get_file(client: &impl GenericClient, project: ProjectId, id: FileId) -> StoreResult<Option<FileRecord>> {
+pub(super) async fn get_file(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: FileId,
+) -> StoreResult<Option<FileRecord>> {
     let row = client
         .query_opt(
             &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND project_id = $2 AND ready"),
@@ -235,7 +239,11 @@ pub(super) async fn create_batch(client: &impl GenericClient, batch: &NewBatch) 
     load_batch(client, batch.id, false).await?.ok_or(StoreError::NotFound)
 }
 
-pub(super) async fn get_batch(client: &impl GenericClient, project: ProjectId, id: BatchId) -> StoreResult<Option<Batch>> {
+pub(super) async fn get_batch(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: BatchId,
+) -> StoreResult<Option<Batch>> {
     Ok(load_batch(client, id, false)
         .await?
         .filter(|batch| batch.project_id == project))
@@ -250,9 +258,7 @@ pub(super) async fn list_batches(
     let after = after.map_or_else(|| "~".to_owned(), |id| id.to_string());
     let rows = client
         .query(
-            &format!(
-                "SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-            ),
+            &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"),
             &[&project.to_string(), &after, &(i64::from(limit) + 1)],
         )
         .await
@@ -280,7 +286,9 @@ pub(super) async fn cancel_batch(
             )
             .await
             .map_err(store_error)?;
-            Ok(load_batch(tx, id, false).await?.map(|b| CancelOutcome::Cancelling(Box::new(b))))
+            Ok(load_batch(tx, id, false)
+                .await?
+                .map(|b| CancelOutcome::Cancelling(Box::new(b))))
         }
         BatchStatus::Cancelling => Ok(Some(CancelOutcome::Cancelling(Box::new(batch)))),
         status => Ok(Some(CancelOutcome::Finished(status))),
@@ -440,7 +448,8 @@ pub(super) async fn add_requests(
     if rows.len() == requests.len() {
         return Ok(AddOutcome::Added);
     }
-    let inserted: std::collections::HashSet<i64> = rows.iter().map(|row| get::<i64>(row, 0)).collect::<StoreResult<_>>()?;
+    let inserted: std::collections::HashSet<i64> =
+        rows.iter().map(|row| get::<i64>(row, 0)).collect::<StoreResult<_>>()?;
     let duplicate = requests
         .iter()
         .find(|r| !inserted.contains(&r.line.cast_signed()))
@@ -481,9 +490,12 @@ pub(super) async fn finish_validation(
         Validated::Invalid(errors) => {
             drop_requests().await?;
             let text = serde_json::to_string(errors).unwrap_or_else(|_| "[]".into());
-            tx.execute("UPDATE batches SET errors = $2 WHERE id = $1", &[&id.to_string(), &text])
-                .await
-                .map_err(store_error)?;
+            tx.execute(
+                "UPDATE batches SET errors = $2 WHERE id = $1",
+                &[&id.to_string(), &text],
+            )
+            .await
+            .map_err(store_error)?;
             change_status(tx, id, BatchStatus::Failed, now, "").await?
         }
     };
@@ -526,7 +538,8 @@ pub(super) async fn claim_requests(
     for row in &batches {
         let batch: String = get(row, 0)?;
         let endpoint: String = get(row, 1)?;
-        let batch_id = BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
+        let batch_id =
+            BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
         // Lock order, everywhere: the batch row, then its request rows (so
         // a claim never deadlocks with a finish or a completion). A batch
         // locked by another node is served by that node this time.
@@ -685,7 +698,10 @@ pub(super) async fn complete_requests(
         .collect())
 }
 
-pub(super) async fn batches_to_finish(client: &impl GenericClient, now: Timestamp) -> StoreResult<Vec<(BatchId, Finish)>> {
+pub(super) async fn batches_to_finish(
+    client: &impl GenericClient,
+    now: Timestamp,
+) -> StoreResult<Vec<(BatchId, Finish)>> {
     let rows = client
         .query(
             "SELECT b.id, b.status, b.expires_at,
@@ -707,7 +723,9 @@ pub(super) async fn batches_to_finish(client: &impl GenericClient, now: Timestam
         let status = parsed(row, 1, "batch status", BatchStatus::parse)?;
         let expired = get::<i64>(row, 2)? <= now.as_millis();
         let finish = match get::<Option<String>>(row, 5)? {
-            Some(kind) => Some(Finish::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("batch {id}: invalid finish_kind")))?),
+            Some(kind) => Some(
+                Finish::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("batch {id}: invalid finish_kind")))?,
+            ),
             None => Finish::decide(status, expired, get(row, 3)?, get(row, 4)?),
         };
         if let Some(finish) = finish {
@@ -731,7 +749,10 @@ pub(super) async fn finish_batch(
     }
     let cursor_sql =
         "SELECT finish_kind, finish_line, output_seq, error_seq, output_bytes, error_bytes FROM batches WHERE id = $1";
-    let mut cursor = tx.query_one(cursor_sql, &[&id.to_string()]).await.map_err(store_error)?;
+    let mut cursor = tx
+        .query_one(cursor_sql, &[&id.to_string()])
+        .await
+        .map_err(store_error)?;
     if get::<Option<String>>(&cursor, 0)?.is_none() {
         // The first step: the result files (invisible until the last).
         let (output, errors) = (FileId::generate(), FileId::generate());
@@ -752,11 +773,20 @@ pub(super) async fn finish_batch(
             "UPDATE batches SET finish_kind = $2, output_file_id = $3, error_file_id = $4, finalizing_at = $5,
                     status = CASE WHEN $2 = 'completed' THEN 'finalizing' ELSE status END
              WHERE id = $1",
-            &[&id.to_string(), &finish.as_str(), &output.to_string(), &errors.to_string(), &now.as_millis()],
+            &[
+                &id.to_string(),
+                &finish.as_str(),
+                &output.to_string(),
+                &errors.to_string(),
+                &now.as_millis(),
+            ],
         )
         .await
         .map_err(store_error)?;
-        cursor = tx.query_one(cursor_sql, &[&id.to_string()]).await.map_err(store_error)?;
+        cursor = tx
+            .query_one(cursor_sql, &[&id.to_string()])
+            .await
+            .map_err(store_error)?;
     }
     let kind: Option<String> = get(&cursor, 0)?;
     let finish = kind.as_deref().and_then(Finish::parse).unwrap_or(finish);
@@ -765,7 +795,9 @@ pub(super) async fn finish_batch(
     let (mut output_bytes, mut error_bytes): (i64, i64) = (get(&cursor, 4)?, get(&cursor, 5)?);
     let batch = load_batch(tx, id, false).await?.ok_or(StoreError::NotFound)?;
     let (Some(output), Some(errors)) = (batch.output_file_id, batch.error_file_id) else {
-        return Err(StoreError::Corrupt(format!("batch {id} is finishing without result files")));
+        return Err(StoreError::Corrupt(format!(
+            "batch {id} is finishing without result files"
+        )));
     };
     let rows = tx
         .query(
@@ -809,7 +841,14 @@ pub(super) async fn finish_batch(
     tx.execute(
         "UPDATE batches SET finish_line = $2, output_seq = $3, error_seq = $4, output_bytes = $5, error_bytes = $6
          WHERE id = $1",
-        &[&id.to_string(), &line, &output_seq, &error_seq, &output_bytes, &error_bytes],
+        &[
+            &id.to_string(),
+            &line,
+            &output_seq,
+            &error_seq,
+            &output_bytes,
+            &error_bytes,
+        ],
     )
     .await
     .map_err(store_error)?;

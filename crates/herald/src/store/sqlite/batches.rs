@@ -225,8 +225,11 @@ pub(super) fn list_batches(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
         ))
         .and_then(|mut stmt| {
-            stmt.query_map(params![project.to_string(), after, i64::from(limit) + 1], batch_from_row)?
-                .collect()
+            stmt.query_map(
+                params![project.to_string(), after, i64::from(limit) + 1],
+                batch_from_row,
+            )?
+            .collect()
         })
         .map_err(store_error)?;
     let has_more = items.len() > limit as usize;
@@ -307,7 +310,11 @@ fn change_status(
 /// Progress events published per call at most.
 const PROGRESS_BATCHES: i64 = 100;
 
-pub(super) fn publish_progress(conn: &Connection, now: Timestamp, interval: std::time::Duration) -> StoreResult<(usize, bool)> {
+pub(super) fn publish_progress(
+    conn: &Connection,
+    now: Timestamp,
+    interval: std::time::Duration,
+) -> StoreResult<(usize, bool)> {
     let since = now.as_millis() - i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
     let ids: Vec<String> = conn
         .prepare_cached(
@@ -618,7 +625,8 @@ pub(super) fn batches_to_finish(conn: &Connection, now: Timestamp) -> StoreResul
     let mut ready = Vec::new();
     for (id, status, expires_at, unfinished, in_flight, kind) in rows {
         let id = BatchId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {id:?}")))?;
-        let status = BatchStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("invalid batch status {status:?}")))?;
+        let status = BatchStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("invalid batch status {status:?}")))?;
         let finish = match kind.as_deref().map(Finish::parse) {
             Some(Some(under_way)) => Some(under_way),
             Some(None) => return Err(StoreError::Corrupt(format!("batch {id}: invalid finish_kind"))),
@@ -635,7 +643,9 @@ pub(super) fn finish_batch(
     finish: Finish,
     now: Timestamp,
 ) -> StoreResult<Option<(FinishStep, bool)>> {
-    let Some(batch) = load_batch(conn, id)? else { return Ok(None) };
+    let Some(batch) = load_batch(conn, id)? else {
+        return Ok(None);
+    };
     if batch.status.is_terminal() {
         return Ok(None);
     }
@@ -668,7 +678,13 @@ pub(super) fn finish_batch(
             "UPDATE batches SET finish_kind = ?2, output_file_id = ?3, error_file_id = ?4, finalizing_at = ?5,
                     status = CASE WHEN ?2 = 'completed' THEN 'finalizing' ELSE status END
              WHERE id = ?1",
-            params![id.to_string(), finish.as_str(), output.to_string(), errors.to_string(), now.as_millis()],
+            params![
+                id.to_string(),
+                finish.as_str(),
+                output.to_string(),
+                errors.to_string(),
+                now.as_millis()
+            ],
         )
         .map_err(store_error)?;
         (kind, line, output_seq, error_seq, output_bytes, error_bytes) = cursor(conn)?;
@@ -676,7 +692,9 @@ pub(super) fn finish_batch(
     let finish = kind.as_deref().and_then(Finish::parse).unwrap_or(finish);
     let batch = load_batch(conn, id)?.ok_or(StoreError::NotFound)?;
     let (Some(output), Some(errors)) = (batch.output_file_id, batch.error_file_id) else {
-        return Err(StoreError::Corrupt(format!("batch {id} is finishing without result files")));
+        return Err(StoreError::Corrupt(format!(
+            "batch {id} is finishing without result files"
+        )));
     };
     let rows: Vec<ResultRow> = conn
         .prepare_cached(
@@ -698,12 +716,22 @@ pub(super) fn finish_batch(
         .map_err(store_error)?;
     let piece = Piece::build(finish, rows);
     if !piece.output.is_empty() {
-        append_chunk(conn, output, u32::try_from(output_seq).unwrap_or(u32::MAX), &piece.output)?;
+        append_chunk(
+            conn,
+            output,
+            u32::try_from(output_seq).unwrap_or(u32::MAX),
+            &piece.output,
+        )?;
         output_seq += 1;
         output_bytes += piece.output.len() as i64;
     }
     if !piece.errors.is_empty() {
-        append_chunk(conn, errors, u32::try_from(error_seq).unwrap_or(u32::MAX), &piece.errors)?;
+        append_chunk(
+            conn,
+            errors,
+            u32::try_from(error_seq).unwrap_or(u32::MAX),
+            &piece.errors,
+        )?;
         error_seq += 1;
         error_bytes += piece.errors.len() as i64;
     }
