@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use super::upstream::{Answer, Upstreams};
 use crate::clock::SharedClock;
 use crate::domain::batch::{RequestResult, result_line};
-use crate::store::batches::{RequestClaim, RequestCompletion, RequestJob, RequestUpdate};
+use crate::store::batches::{FinishStep, RequestClaim, RequestCompletion, RequestJob, RequestUpdate};
 use crate::store::{Store, StoreResult};
 use crate::work::WorkKind;
 
@@ -131,9 +131,13 @@ impl WorkKind for Requests {
         let now = self.clock.now();
         let mut finished = 0;
         for (id, finish) in self.store.batches_to_finish(now).await? {
-            if let Some(batch) = self.store.finish_batch(id, finish, now).await? {
-                tracing::info!(batch = %batch.id, status = batch.status.as_str(), "batch finished");
-                finished += 1;
+            // Step by step (each a bounded transaction) to the final status.
+            while let Some(step) = self.store.finish_batch(id, finish, now).await? {
+                if let FinishStep::Finished(batch) = step {
+                    tracing::info!(batch = %batch.id, status = batch.status.as_str(), "batch finished");
+                    finished += 1;
+                    break;
+                }
             }
         }
         if !self.progress_interval.is_zero() {

@@ -45,7 +45,9 @@ pub enum Answer {
 }
 
 enum Transport {
-    Echo { latency: Duration },
+    Echo {
+        latency: Duration,
+    },
     Http {
         client: Box<Client<HttpsConnector<GuardedConnector>, Full<Bytes>>>,
         base_url: String,
@@ -135,7 +137,10 @@ impl Upstream {
                     }
                 };
                 let code = response.status().as_u16();
-                let retry_after = response.headers().get(http::header::RETRY_AFTER).and_then(parse_retry_after);
+                let retry_after = response
+                    .headers()
+                    .get(http::header::RETRY_AFTER)
+                    .and_then(parse_retry_after);
                 let request_id = response
                     .headers()
                     .get("x-request-id")
@@ -249,7 +254,9 @@ impl Upstreams {
             config.models.clone()
         };
         let transport = if config.base_url == ECHO_BASE_URL {
-            Transport::Echo { latency: Duration::ZERO }
+            Transport::Echo {
+                latency: Duration::ZERO,
+            }
         } else {
             let mut allowed = global_allow.to_vec();
             allowed.extend(config.allow_cidrs.iter().copied());
@@ -261,7 +268,10 @@ impl Upstreams {
                 .with_tls_config(tls)
                 .https_or_http()
                 .enable_all_versions()
-                .wrap_connector(GuardedConnector::new(policy, config.timeout.min(Duration::from_secs(10))));
+                .wrap_connector(GuardedConnector::new(
+                    policy,
+                    config.timeout.min(Duration::from_secs(10)),
+                ));
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(config.max_concurrency)
@@ -281,9 +291,12 @@ impl Upstreams {
                 timeout: config.timeout,
             }
         };
-        let pacing = config
-            .requests_per_second
-            .map(|rate| (Duration::from_secs_f64(1.0 / rate), Mutex::new(tokio::time::Instant::now())));
+        let pacing = config.requests_per_second.map(|rate| {
+            (
+                Duration::from_secs_f64(1.0 / rate),
+                Mutex::new(tokio::time::Instant::now()),
+            )
+        });
         Ok(Upstream {
             name: config.name.clone(),
             models,
@@ -309,5 +322,65 @@ impl Upstreams {
 
     pub fn all(&self) -> &[Arc<Upstream>] {
         &self.list
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(name: &str, models: &[&str], rate: Option<f64>) -> UpstreamConfig {
+        UpstreamConfig {
+            name: name.into(),
+            base_url: ECHO_BASE_URL.into(),
+            models: models.iter().map(|m| (*m).to_owned()).collect(),
+            headers: std::collections::BTreeMap::new(),
+            max_concurrency: 4,
+            timeout: Duration::from_secs(5),
+            requests_per_second: rate,
+            allow_cidrs: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_model_goes_to_the_upstream_naming_it_before_any_catch_all() {
+        let upstreams = Upstreams::new(
+            &[
+                config("any", &[], None),
+                config("llama", &["llama-*"], None),
+                config("exact", &["gpt-x"], None),
+            ],
+            Some(Duration::ZERO),
+            &[],
+            None,
+        )
+        .unwrap();
+        let route = |model| upstreams.for_model(model).map(|u| u.name.as_str());
+        assert_eq!(route("llama-3"), Some("llama"));
+        assert_eq!(route("gpt-x"), Some("exact"));
+        assert_eq!(route("gpt-xl"), Some("any"), "an exact name is not a prefix");
+        let only_echo =
+            Upstreams::new(&[config("llama", &["llama-*"], None)], Some(Duration::ZERO), &[], None).unwrap();
+        assert_eq!(only_echo.for_model("other").map(|u| u.name.as_str()), Some(ECHO));
+        let none = Upstreams::new(&[config("llama", &["llama-*"], None)], None, &[], None).unwrap();
+        assert!(none.for_model("other").is_none(), "no upstream: a validation error");
+    }
+
+    #[tokio::test]
+    async fn requests_per_second_paces_an_upstream() {
+        let upstreams = Upstreams::new(&[config("paced", &[], Some(20.0))], None, &[], None).unwrap();
+        let upstream = upstreams.get("paced").unwrap();
+        let body = Bytes::from_static(br#"{"model":"m","messages":[]}"#);
+        let started = std::time::Instant::now();
+        for _ in 0..5 {
+            let answer = upstream.send("/v1/chat/completions", body.clone(), "key", 1024).await;
+            assert!(matches!(answer, Answer::Status { code: 200, .. }), "{answer:?}");
+        }
+        // 0, 50, 100, 150, 200 ms.
+        assert!(
+            started.elapsed() >= Duration::from_millis(200),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }

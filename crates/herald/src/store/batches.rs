@@ -81,7 +81,10 @@ pub struct NewBatchRequest {
 pub enum AddOutcome {
     Added,
     /// The first line whose `custom_id` an earlier line already used.
-    Duplicate { line: u64, custom_id: String },
+    Duplicate {
+        line: u64,
+        custom_id: String,
+    },
     /// The validation lease was lost (another worker took the batch over).
     Stale,
 }
@@ -153,6 +156,16 @@ pub enum Finish {
 }
 
 impl Finish {
+    pub fn as_str(self) -> &'static str {
+        self.status().as_str()
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Completed, Self::Cancelled, Self::Expired]
+            .into_iter()
+            .find(|finish| finish.as_str() == text)
+    }
+
     /// Whether (and how) an active batch ends now, the one rule both
     /// backends apply: a cancelled batch once nothing is in flight; a
     /// running one at its deadline, or once every request is done.
@@ -174,6 +187,72 @@ impl Finish {
     }
 }
 
+/// One step of finishing a batch.
+#[derive(Debug, Clone)]
+pub enum FinishStep {
+    /// A piece was written; call again.
+    More,
+    /// The batch has its final status (and its event was published).
+    Finished(Box<Batch>),
+}
+
+/// Rows read per finishing piece at most.
+pub const FINISH_ROWS: usize = 1000;
+
+/// One request row as finishing reads it.
+#[derive(Debug, Clone)]
+pub struct ResultRow {
+    pub line: u64,
+    pub custom_id: String,
+    pub done: bool,
+    pub result: Vec<u8>,
+    pub failed: bool,
+}
+
+/// A piece of a batch's result files, built the same way by every
+/// backend: rows in line order until either file's piece reaches a chunk
+/// (so each piece is at most one chunk per file, plus one line).
+#[derive(Debug, Default)]
+pub struct Piece {
+    pub output: Vec<u8>,
+    pub errors: Vec<u8>,
+    /// The last line this piece covers.
+    pub last_line: Option<u64>,
+    /// Whether it reached the batch's last row.
+    pub end: bool,
+}
+
+impl Piece {
+    /// Builds a piece from up to [`FINISH_ROWS`] rows after the cursor.
+    pub fn build(finish: Finish, rows: Vec<ResultRow>) -> Self {
+        let mut piece = Self {
+            end: rows.len() < FINISH_ROWS,
+            ..Self::default()
+        };
+        let total = rows.len();
+        for (index, row) in rows.into_iter().enumerate() {
+            if row.done {
+                if row.failed {
+                    piece.errors.extend_from_slice(&row.result);
+                } else {
+                    piece.output.extend_from_slice(&row.result);
+                }
+            } else if finish == Finish::Expired {
+                piece
+                    .errors
+                    .extend_from_slice(&crate::domain::batch::expired_line(&row.custom_id));
+            }
+            piece.last_line = Some(row.line);
+            let full = piece.output.len() >= FILE_CHUNK_BYTES || piece.errors.len() >= FILE_CHUNK_BYTES;
+            if full && index + 1 < total {
+                piece.end = false;
+                break;
+            }
+        }
+        piece
+    }
+}
+
 #[async_trait]
 pub trait BatchStore: Send + Sync {
     /// Starts an upload (invisible until finished).
@@ -184,7 +263,12 @@ pub trait BatchStore: Send + Sync {
     /// Forgets an unfinished (or any) file and its chunks.
     async fn discard_file(&self, id: FileId) -> StoreResult<()>;
     /// Newest first; `after` is the last id of the previous page.
-    async fn list_files(&self, project: ProjectId, after: Option<FileId>, limit: u32) -> StoreResult<ListPage<FileRecord>>;
+    async fn list_files(
+        &self,
+        project: ProjectId,
+        after: Option<FileId>,
+        limit: u32,
+    ) -> StoreResult<ListPage<FileRecord>>;
     async fn get_file(&self, project: ProjectId, id: FileId) -> StoreResult<Option<FileRecord>>;
     /// Chunk `seq` (from 0) of a file, `None` past its end.
     async fn file_chunk(&self, id: FileId, seq: u32) -> StoreResult<Option<Bytes>>;
@@ -194,10 +278,16 @@ pub trait BatchStore: Send + Sync {
     /// file is not the project's.
     async fn create_batch(&self, batch: NewBatch) -> StoreResult<Batch>;
     async fn get_batch(&self, project: ProjectId, id: BatchId) -> StoreResult<Option<Batch>>;
-    async fn list_batches(&self, project: ProjectId, after: Option<BatchId>, limit: u32) -> StoreResult<ListPage<Batch>>;
+    async fn list_batches(
+        &self,
+        project: ProjectId,
+        after: Option<BatchId>,
+        limit: u32,
+    ) -> StoreResult<ListPage<Batch>>;
     /// `validating`/`in_progress` become `cancelling` (no new request is
     /// claimed from then on); the runner ends it once nothing is in flight.
-    async fn cancel_batch(&self, project: ProjectId, id: BatchId, now: Timestamp) -> StoreResult<Option<CancelOutcome>>;
+    async fn cancel_batch(&self, project: ProjectId, id: BatchId, now: Timestamp)
+    -> StoreResult<Option<CancelOutcome>>;
 
     /// Leases one `validating` (or `cancelling` before validation ended)
     /// batch whose validation is not leased, dropping the requests a
@@ -224,13 +314,18 @@ pub trait BatchStore: Send + Sync {
     /// Applies results, fenced by each lease's token; one `bool` per
     /// completion (`false`: stale, nothing changed).
     async fn complete_requests(&self, completions: Vec<RequestCompletion>) -> StoreResult<Vec<bool>>;
-    /// Batches ready to end at `now`: every request done, cancelled with
-    /// nothing in flight, or past `expires_at`.
+    /// Batches ready to end at `now` (every request done, cancelled with
+    /// nothing in flight, or past `expires_at`), and batches whose ending
+    /// is under way.
     async fn batches_to_finish(&self, now: Timestamp) -> StoreResult<Vec<(BatchId, Finish)>>;
-    /// In one transaction: writes the output and error files (input
-    /// order), drops the batch's request rows, sets the final status and
-    /// publishes its event. `None` if the batch had already ended.
-    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<Batch>>;
+    /// One bounded step of ending a batch, each its own transaction: the
+    /// first picks the result files (and makes a completing batch
+    /// `finalizing`); each writes the next piece of rows to the output and
+    /// error files (input order) and drops those rows; the last makes the
+    /// files visible, sets the final status and publishes its event. A
+    /// crash between steps resumes at the cursor. `None` if the batch had
+    /// already ended.
+    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<FinishStep>>;
     /// Publishes `batch.progress` for running batches whose finished count
     /// changed since their last one, at most once per `interval` each
     /// (the event and the batch's `sequence` in one transaction). Returns

@@ -6,14 +6,19 @@ use bytes::Bytes;
 use herald::domain::batch::BatchStatus;
 use herald::domain::{BatchId, FileId, ProjectId};
 use herald::store::batches::{
-    AddOutcome, CancelOutcome, Finish, NewBatch, NewBatchRequest, NewFile, RequestClaim, RequestCompletion,
+    AddOutcome, CancelOutcome, Finish, FinishStep, NewBatch, NewBatchRequest, NewFile, RequestClaim, RequestCompletion,
     RequestJob, RequestUpdate, Validated, ValidationLease,
 };
 use herald::store::{DeliveryFilter, LeaseToken, PageRequest, Store};
 
 use crate::support::*;
 
-async fn file(store: &std::sync::Arc<dyn Store>, project: ProjectId, chunks: &[&[u8]], now: herald::domain::Timestamp) -> FileId {
+async fn file(
+    store: &std::sync::Arc<dyn Store>,
+    project: ProjectId,
+    chunks: &[&[u8]],
+    now: herald::domain::Timestamp,
+) -> FileId {
     let id = FileId::generate();
     let new = NewFile {
         id,
@@ -71,13 +76,18 @@ async fn validate(store: &std::sync::Arc<dyn Store>, now: herald::domain::Timest
         .unwrap()
         .expect("a batch to validate");
     assert_eq!(
-        store.add_batch_requests(lease.batch.id, lease.token, requests(1..=count)).await.unwrap(),
+        store
+            .add_batch_requests(lease.batch.id, lease.token, requests(1..=count))
+            .await
+            .unwrap(),
         AddOutcome::Added
     );
-    assert!(store
-        .finish_validation(lease.batch.id, lease.token, Validated::Valid { total: count }, now)
-        .await
-        .unwrap());
+    assert!(
+        store
+            .finish_validation(lease.batch.id, lease.token, Validated::Valid { total: count }, now)
+            .await
+            .unwrap()
+    );
     lease
 }
 
@@ -102,6 +112,24 @@ fn done(job: &RequestJob, failed: bool) -> RequestCompletion {
             failed,
         },
     }
+}
+
+/// Runs `finish_batch` step by step to the end; `None` if it had ended.
+async fn finish(
+    store: &std::sync::Arc<dyn Store>,
+    id: BatchId,
+    how: Finish,
+    now: herald::domain::Timestamp,
+) -> Option<herald::domain::batch::Batch> {
+    let mut steps = 0;
+    while let Some(step) = store.finish_batch(id, how, now).await.unwrap() {
+        steps += 1;
+        assert!(steps < 10_000, "finishing ends");
+        if let FinishStep::Finished(batch) = step {
+            return Some(*batch);
+        }
+    }
+    None
 }
 
 contract_test!(
@@ -198,7 +226,7 @@ contract_test!(
         let completions: Vec<RequestCompletion> = jobs.iter().map(|j| done(j, j.line == 3)).collect();
         store.complete_requests(completions).await.unwrap();
         assert_eq!(store.batches_to_finish(now).await.unwrap(), [(id, Finish::Completed)]);
-        let finished = store.finish_batch(id, Finish::Completed, now).await.unwrap().expect("finished");
+        let finished = finish(store, id, Finish::Completed, now).await.expect("finished");
         assert_eq!(finished.status, BatchStatus::Completed);
         assert_eq!(finished.sequence, 2, "in_progress, then completed");
         assert_eq!((finished.counts.completed, finished.counts.failed), (3, 1));
@@ -206,7 +234,7 @@ contract_test!(
         assert_eq!(output.as_ref(), b"{\"custom_id\":\"c1\"}\n{\"custom_id\":\"c2\"}\n{\"custom_id\":\"c4\"}\n");
         let errors = store.file_chunk(finished.error_file_id.expect("errors"), 0).await.unwrap().unwrap();
         assert_eq!(errors.as_ref(), b"{\"custom_id\":\"c3\"}\n");
-        assert!(store.finish_batch(id, Finish::Completed, now).await.unwrap().is_none(), "once");
+        assert!(finish(store, id, Finish::Completed, now).await.is_none(), "once");
         assert!(store.batches_to_finish(now).await.unwrap().is_empty());
         let deliveries = store
             .list_deliveries(project, DeliveryFilter::default(), PageRequest { size: 10, after: None })
@@ -268,7 +296,57 @@ contract_test!(
         assert!(store.batches_to_finish(now).await.unwrap().is_empty(), "three in flight");
         store.complete_requests(resumed.iter().map(|j| done(j, false)).collect()).await.unwrap();
         assert_eq!(store.batches_to_finish(now).await.unwrap(), [(id, Finish::Cancelled)]);
-        let cancelled = store.finish_batch(id, Finish::Cancelled, now).await.unwrap().unwrap();
+        let cancelled = finish(store, id, Finish::Cancelled, now).await.unwrap();
         assert_eq!(cancelled.counts.completed, 3);
+    }
+);
+
+contract_test!(
+    fn a_large_batch_finishes_in_bounded_steps_keeping_input_order(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let id = batch(store, project, now).await;
+        let lease = store.claim_validation(now, now.saturating_add(LEASE)).await.unwrap().unwrap();
+        for start in (1..=2500u64).step_by(500) {
+            store.add_batch_requests(id, lease.token, requests(start..=start + 499)).await.unwrap();
+        }
+        store.finish_validation(id, lease.token, Validated::Valid { total: 2500 }, now).await.unwrap();
+        loop {
+            let jobs = store.claim_requests(claim(now, 1000, 1000)).await.unwrap();
+            if jobs.is_empty() {
+                break;
+            }
+            store.complete_requests(jobs.iter().map(|j| done(j, j.line % 10 == 0)).collect()).await.unwrap();
+        }
+        // Two steps, then the store "crashes": finishing resumes at its cursor.
+        for _ in 0..2 {
+            assert!(matches!(store.finish_batch(id, Finish::Completed, now).await.unwrap(), Some(FinishStep::More)));
+        }
+        let finalizing = store.get_batch(project, id).await.unwrap().unwrap();
+        assert_eq!(finalizing.status, BatchStatus::Finalizing);
+        assert!(store.cancel_batch(project, id, now).await.unwrap().is_some_and(|o| matches!(o, CancelOutcome::Finished(BatchStatus::Finalizing))));
+        h.restart_after_crash().await;
+        let store = h.store();
+        assert_eq!(store.batches_to_finish(now).await.unwrap(), [(id, Finish::Completed)], "still under way");
+        let finished = finish(store, id, Finish::Completed, now).await.unwrap();
+        assert_eq!(finished.status, BatchStatus::Completed);
+        let mut lines = Vec::new();
+        for file in [finished.output_file_id.unwrap(), finished.error_file_id.unwrap()] {
+            let mut seq = 0;
+            let mut text = Vec::new();
+            while let Some(chunk) = store.file_chunk(file, seq).await.unwrap() {
+                text.extend_from_slice(&chunk);
+                seq += 1;
+            }
+            let record = store.get_file(project, file).await.unwrap().unwrap();
+            assert_eq!(record.bytes, text.len() as u64);
+            lines.push(String::from_utf8(text).unwrap());
+        }
+        let ids = |text: &str| -> Vec<String> { text.lines().map(|l| l[14..l.len() - 2].to_owned()).collect() };
+        let expected_output: Vec<String> = (1..=2500).filter(|n| n % 10 != 0).map(|n| format!("c{n}")).collect();
+        let expected_errors: Vec<String> = (1..=2500).filter(|n| n % 10 == 0).map(|n| format!("c{n}")).collect();
+        assert_eq!(ids(&lines[0]), expected_output);
+        assert_eq!(ids(&lines[1]), expected_errors);
     }
 );

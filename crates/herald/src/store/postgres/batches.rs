@@ -13,8 +13,8 @@ use super::rows::{get, parsed, parsed_opt, timestamp, timestamp_opt};
 use crate::domain::batch::{self, Batch, BatchError, BatchStatus, RequestCounts};
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
-    AddOutcome, CancelOutcome, FILE_CHUNK_BYTES, FileRecord, Finish, ListPage, NewBatch, NewBatchRequest, NewFile,
-    RequestClaim, RequestCompletion, RequestJob, RequestUpdate, Validated, ValidationLease,
+    AddOutcome, CancelOutcome, FINISH_ROWS, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest,
+    NewFile, Piece, RequestClaim, RequestCompletion, RequestJob, RequestUpdate, ResultRow, Validated, ValidationLease,
 };
 use crate::store::{LeaseToken, PublishRequest, StoreError, StoreResult};
 
@@ -136,7 +136,11 @@ pub(super) async fn list_files(
     Ok(ListPage { items, has_more })
 }
 
-pub(super) async fn get_file(client: &impl GenericClient, project: ProjectId, id: FileId) -> StoreResult<Option<FileRecord>> {
+pub(super) async fn get_file(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: FileId,
+) -> StoreResult<Option<FileRecord>> {
     let row = client
         .query_opt(
             &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND project_id = $2 AND ready"),
@@ -235,7 +239,11 @@ pub(super) async fn create_batch(client: &impl GenericClient, batch: &NewBatch) 
     load_batch(client, batch.id, false).await?.ok_or(StoreError::NotFound)
 }
 
-pub(super) async fn get_batch(client: &impl GenericClient, project: ProjectId, id: BatchId) -> StoreResult<Option<Batch>> {
+pub(super) async fn get_batch(
+    client: &impl GenericClient,
+    project: ProjectId,
+    id: BatchId,
+) -> StoreResult<Option<Batch>> {
     Ok(load_batch(client, id, false)
         .await?
         .filter(|batch| batch.project_id == project))
@@ -250,9 +258,7 @@ pub(super) async fn list_batches(
     let after = after.map_or_else(|| "~".to_owned(), |id| id.to_string());
     let rows = client
         .query(
-            &format!(
-                "SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
-            ),
+            &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"),
             &[&project.to_string(), &after, &(i64::from(limit) + 1)],
         )
         .await
@@ -280,7 +286,9 @@ pub(super) async fn cancel_batch(
             )
             .await
             .map_err(store_error)?;
-            Ok(load_batch(tx, id, false).await?.map(|b| CancelOutcome::Cancelling(Box::new(b))))
+            Ok(load_batch(tx, id, false)
+                .await?
+                .map(|b| CancelOutcome::Cancelling(Box::new(b))))
         }
         BatchStatus::Cancelling => Ok(Some(CancelOutcome::Cancelling(Box::new(batch)))),
         status => Ok(Some(CancelOutcome::Finished(status))),
@@ -344,7 +352,8 @@ pub(super) async fn publish_progress(
     let rows = tx
         .query(
             "UPDATE batches SET progress_at = $3, progress_done = completed + failed, sequence = sequence + 1
-             WHERE id IN (SELECT id FROM batches WHERE status = 'in_progress' AND completed + failed <> progress_done
+             WHERE id IN (SELECT id FROM batches WHERE status = 'in_progress' AND finish_kind IS NULL
+                            AND completed + failed <> progress_done
                             AND (progress_at IS NULL OR progress_at <= $1) LIMIT $2 FOR UPDATE SKIP LOCKED)
              RETURNING id",
             &[&since, &PROGRESS_BATCHES, &now.as_millis()],
@@ -439,7 +448,8 @@ pub(super) async fn add_requests(
     if rows.len() == requests.len() {
         return Ok(AddOutcome::Added);
     }
-    let inserted: std::collections::HashSet<i64> = rows.iter().map(|row| get::<i64>(row, 0)).collect::<StoreResult<_>>()?;
+    let inserted: std::collections::HashSet<i64> =
+        rows.iter().map(|row| get::<i64>(row, 0)).collect::<StoreResult<_>>()?;
     let duplicate = requests
         .iter()
         .find(|r| !inserted.contains(&r.line.cast_signed()))
@@ -480,9 +490,12 @@ pub(super) async fn finish_validation(
         Validated::Invalid(errors) => {
             drop_requests().await?;
             let text = serde_json::to_string(errors).unwrap_or_else(|_| "[]".into());
-            tx.execute("UPDATE batches SET errors = $2 WHERE id = $1", &[&id.to_string(), &text])
-                .await
-                .map_err(store_error)?;
+            tx.execute(
+                "UPDATE batches SET errors = $2 WHERE id = $1",
+                &[&id.to_string(), &text],
+            )
+            .await
+            .map_err(store_error)?;
             change_status(tx, id, BatchStatus::Failed, now, "").await?
         }
     };
@@ -501,7 +514,8 @@ pub(super) async fn claim_requests(
     }
     let batches = tx
         .query(
-            "SELECT id, endpoint FROM batches WHERE status = 'in_progress' ORDER BY last_claim_at, id LIMIT $1",
+            "SELECT id, endpoint FROM batches WHERE status = 'in_progress' AND finish_kind IS NULL
+             ORDER BY last_claim_at, id LIMIT $1",
             &[&(claim.max_batches as i64)],
         )
         .await
@@ -524,7 +538,24 @@ pub(super) async fn claim_requests(
     for row in &batches {
         let batch: String = get(row, 0)?;
         let endpoint: String = get(row, 1)?;
-        let batch_id = BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
+        let batch_id =
+            BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
+        // Lock order, everywhere: the batch row, then its request rows (so
+        // a claim never deadlocks with a finish or a completion). A batch
+        // locked by another node is served by that node this time.
+        let served = tx
+            .query_opt(
+                "UPDATE batches SET last_claim_at = $2 WHERE id = (
+                    SELECT id FROM batches WHERE id = $1 AND status = 'in_progress' AND finish_kind IS NULL
+                    FOR UPDATE SKIP LOCKED)
+                 RETURNING id",
+                &[&batch, &claim.now.as_millis()],
+            )
+            .await
+            .map_err(store_error)?;
+        if served.is_none() {
+            continue;
+        }
         let mut took = 0;
         for (upstream, left) in &mut room {
             let want = (*left)
@@ -566,14 +597,6 @@ pub(super) async fn claim_requests(
             took += taken.len();
             jobs.extend(taken);
         }
-        if took > 0 {
-            tx.execute(
-                "UPDATE batches SET last_claim_at = $2 WHERE id = $1",
-                &[&batch, &claim.now.as_millis()],
-            )
-            .await
-            .map_err(store_error)?;
-        }
         if room.iter().all(|(_, left)| *left == 0) {
             break;
         }
@@ -604,6 +627,16 @@ pub(super) async fn complete_requests(
             }
         }
     }
+    // Lock order: the batch rows first (see `claim_requests`).
+    let mut batch_ids: Vec<String> = completions.iter().map(|c| c.batch_id.to_string()).collect();
+    batch_ids.sort();
+    batch_ids.dedup();
+    tx.execute(
+        "SELECT 1 FROM batches WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+        &[&batch_ids],
+    )
+    .await
+    .map_err(store_error)?;
     let mut changed = std::collections::HashSet::new();
     if !done.0.is_empty() {
         let rows = tx
@@ -665,14 +698,21 @@ pub(super) async fn complete_requests(
         .collect())
 }
 
-pub(super) async fn batches_to_finish(client: &impl GenericClient, now: Timestamp) -> StoreResult<Vec<(BatchId, Finish)>> {
+pub(super) async fn batches_to_finish(
+    client: &impl GenericClient,
+    now: Timestamp,
+) -> StoreResult<Vec<(BatchId, Finish)>> {
     let rows = client
         .query(
             "SELECT b.id, b.status, b.expires_at,
                     EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state < 2),
-                    EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state = 1
-                              AND r.next_attempt_at > $1)
-             FROM batches b WHERE b.status IN ('in_progress', 'cancelling') AND b.in_progress_at IS NOT NULL",
+                    -- Only a cancelling batch waits for what is in flight (see SQLite's).
+                    CASE WHEN b.status = 'cancelling' THEN
+                        EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state = 1
+                                  AND r.next_attempt_at > $1)
+                    ELSE false END,
+                    b.finish_kind
+             FROM batches b WHERE b.status IN ('in_progress', 'cancelling', 'finalizing') AND b.in_progress_at IS NOT NULL",
             &[&now.as_millis()],
         )
         .await
@@ -682,126 +722,156 @@ pub(super) async fn batches_to_finish(client: &impl GenericClient, now: Timestam
         let id = parsed(row, 0, "batch id", BatchId::parse)?;
         let status = parsed(row, 1, "batch status", BatchStatus::parse)?;
         let expired = get::<i64>(row, 2)? <= now.as_millis();
-        if let Some(finish) = Finish::decide(status, expired, get(row, 3)?, get(row, 4)?) {
+        let finish = match get::<Option<String>>(row, 5)? {
+            Some(kind) => Some(
+                Finish::parse(&kind).ok_or_else(|| StoreError::Corrupt(format!("batch {id}: invalid finish_kind")))?,
+            ),
+            None => Finish::decide(status, expired, get(row, 3)?, get(row, 4)?),
+        };
+        if let Some(finish) = finish {
             ready.push((id, finish));
         }
     }
     Ok(ready)
 }
 
-/// Writes a file chunk by chunk as lines are pushed.
-struct ChunkWriter {
-    id: FileId,
-    buffer: Vec<u8>,
-    seq: u32,
-    bytes: u64,
-}
-
-impl ChunkWriter {
-    fn new() -> Self {
-        Self {
-            id: FileId::generate(),
-            buffer: Vec::with_capacity(FILE_CHUNK_BYTES),
-            seq: 0,
-            bytes: 0,
-        }
-    }
-
-    async fn push(&mut self, tx: &Transaction<'_>, line: &[u8]) -> StoreResult<()> {
-        self.buffer.extend_from_slice(line);
-        self.bytes += line.len() as u64;
-        while self.buffer.len() >= FILE_CHUNK_BYTES {
-            let rest = self.buffer.split_off(FILE_CHUNK_BYTES);
-            append_chunk(tx, self.id, self.seq, &self.buffer).await?;
-            self.seq += 1;
-            self.buffer = rest;
-        }
-        Ok(())
-    }
-
-    async fn finish(self, tx: &Transaction<'_>, batch: &Batch, purpose: &str, now: Timestamp) -> StoreResult<Option<FileId>> {
-        if self.bytes == 0 {
-            return Ok(None);
-        }
-        if !self.buffer.is_empty() {
-            append_chunk(tx, self.id, self.seq, &self.buffer).await?;
-        }
-        begin_file(
-            tx,
-            &NewFile {
-                id: self.id,
-                project_id: batch.project_id,
-                purpose: purpose.into(),
-                filename: format!("{}_{purpose}.jsonl", batch.id),
-                now,
-            },
-        )
-        .await?;
-        finish_file(tx, self.id, self.bytes).await?;
-        Ok(Some(self.id))
-    }
-}
-
-/// Rows read per round trip while writing the result files.
-const FINISH_PAGE: i64 = 2000;
-
 pub(super) async fn finish_batch(
     tx: &Transaction<'_>,
     id: BatchId,
     finish: Finish,
     now: Timestamp,
-) -> StoreResult<Option<(Batch, Fanned)>> {
+) -> StoreResult<Option<(FinishStep, Fanned)>> {
     let Some(batch) = load_batch(tx, id, true).await? else {
         return Ok(None);
     };
     if batch.status.is_terminal() {
         return Ok(None);
     }
-    let mut output = ChunkWriter::new();
-    let mut errors = ChunkWriter::new();
-    let page = tx
-        .prepare_cached(
-            "SELECT line, custom_id, state, result, failed FROM batch_requests
-             WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT $3",
+    let cursor_sql =
+        "SELECT finish_kind, finish_line, output_seq, error_seq, output_bytes, error_bytes FROM batches WHERE id = $1";
+    let mut cursor = tx
+        .query_one(cursor_sql, &[&id.to_string()])
+        .await
+        .map_err(store_error)?;
+    if get::<Option<String>>(&cursor, 0)?.is_none() {
+        // The first step: the result files (invisible until the last).
+        let (output, errors) = (FileId::generate(), FileId::generate());
+        for (file, purpose) in [(output, "batch_output"), (errors, "batch_error")] {
+            begin_file(
+                tx,
+                &NewFile {
+                    id: file,
+                    project_id: batch.project_id,
+                    purpose: purpose.into(),
+                    filename: format!("{id}_{purpose}.jsonl"),
+                    now,
+                },
+            )
+            .await?;
+        }
+        tx.execute(
+            "UPDATE batches SET finish_kind = $2, output_file_id = $3, error_file_id = $4, finalizing_at = $5,
+                    status = CASE WHEN $2 = 'completed' THEN 'finalizing' ELSE status END
+             WHERE id = $1",
+            &[
+                &id.to_string(),
+                &finish.as_str(),
+                &output.to_string(),
+                &errors.to_string(),
+                &now.as_millis(),
+            ],
         )
         .await
         .map_err(store_error)?;
-    let mut after = 0i64;
-    loop {
-        let rows = tx
-            .query(&page, &[&id.to_string(), &after, &FINISH_PAGE])
+        cursor = tx
+            .query_one(cursor_sql, &[&id.to_string()])
             .await
             .map_err(store_error)?;
-        for row in &rows {
-            after = get(row, 0)?;
-            let state: i64 = get(row, 2)?;
-            if state == 2 {
-                let result: Vec<u8> = get(row, 3)?;
-                if get::<bool>(row, 4)? {
-                    errors.push(tx, &result).await?;
-                } else {
-                    output.push(tx, &result).await?;
-                }
-            } else if finish == Finish::Expired {
-                let custom_id: String = get(row, 1)?;
-                errors.push(tx, &batch::expired_line(&custom_id)).await?;
-            }
-        }
-        if (rows.len() as i64) < FINISH_PAGE {
-            break;
-        }
     }
-    let output_id = output.finish(tx, &batch, "batch_output", now).await?;
-    let error_id = errors.finish(tx, &batch, "batch_error", now).await?;
-    tx.execute("DELETE FROM batch_requests WHERE batch_id = $1", &[&id.to_string()])
+    let kind: Option<String> = get(&cursor, 0)?;
+    let finish = kind.as_deref().and_then(Finish::parse).unwrap_or(finish);
+    let mut line: i64 = get(&cursor, 1)?;
+    let (mut output_seq, mut error_seq): (i64, i64) = (get(&cursor, 2)?, get(&cursor, 3)?);
+    let (mut output_bytes, mut error_bytes): (i64, i64) = (get(&cursor, 4)?, get(&cursor, 5)?);
+    let batch = load_batch(tx, id, false).await?.ok_or(StoreError::NotFound)?;
+    let (Some(output), Some(errors)) = (batch.output_file_id, batch.error_file_id) else {
+        return Err(StoreError::Corrupt(format!(
+            "batch {id} is finishing without result files"
+        )));
+    };
+    let rows = tx
+        .query(
+            "SELECT line, custom_id, state, result, failed FROM batch_requests
+             WHERE batch_id = $1 AND line > $2 ORDER BY line LIMIT $3",
+            &[&id.to_string(), &line, &(FINISH_ROWS as i64)],
+        )
         .await
         .map_err(store_error)?;
+    let mut results = Vec::with_capacity(rows.len());
+    for row in &rows {
+        results.push(ResultRow {
+            line: get::<i64>(row, 0)?.max(0).cast_unsigned(),
+            custom_id: get(row, 1)?,
+            done: get::<i64>(row, 2)? == 2,
+            result: get::<Option<Vec<u8>>>(row, 3)?.unwrap_or_default(),
+            failed: get(row, 4)?,
+        });
+    }
+    drop(rows);
+    let piece = Piece::build(finish, results);
+    if !piece.output.is_empty() {
+        append_chunk(tx, output, u32::try_from(output_seq).unwrap_or(u32::MAX), &piece.output).await?;
+        output_seq += 1;
+        output_bytes += piece.output.len() as i64;
+    }
+    if !piece.errors.is_empty() {
+        append_chunk(tx, errors, u32::try_from(error_seq).unwrap_or(u32::MAX), &piece.errors).await?;
+        error_seq += 1;
+        error_bytes += piece.errors.len() as i64;
+    }
+    if let Some(last) = piece.last_line {
+        line = last.cast_signed();
+        tx.execute(
+            "DELETE FROM batch_requests WHERE batch_id = $1 AND line <= $2",
+            &[&id.to_string(), &line],
+        )
+        .await
+        .map_err(store_error)?;
+    }
+    tx.execute(
+        "UPDATE batches SET finish_line = $2, output_seq = $3, error_seq = $4, output_bytes = $5, error_bytes = $6
+         WHERE id = $1",
+        &[
+            &id.to_string(),
+            &line,
+            &output_seq,
+            &error_seq,
+            &output_bytes,
+            &error_bytes,
+        ],
+    )
+    .await
+    .map_err(store_error)?;
+    if !piece.end {
+        return Ok(Some((FinishStep::More, Fanned::default())));
+    }
+    // The last step: keep the files that hold lines, then the final status.
+    let mut kept = Vec::new();
+    for (file, bytes) in [(output, output_bytes), (errors, error_bytes)] {
+        if bytes == 0 {
+            discard_file(tx, file).await?;
+            kept.push(None);
+        } else {
+            finish_file(tx, file, bytes.cast_unsigned()).await?;
+            kept.push(Some(file));
+        }
+    }
     let literal = |id: Option<FileId>| id.map_or_else(|| "NULL".to_owned(), |id| format!("'{id}'"));
     let files = format!(
-        ", finalizing_at = {}, output_file_id = {}, error_file_id = {}",
-        now.as_millis(),
-        literal(output_id),
-        literal(error_id)
+        ", output_file_id = {}, error_file_id = {}",
+        literal(kept[0]),
+        literal(kept[1])
     );
-    change_status(tx, id, finish.status(), now, &files).await.map(Some)
+    let (batch, fanned) = change_status(tx, id, finish.status(), now, &files).await?;
+    Ok(Some((FinishStep::Finished(Box::new(batch)), fanned)))
 }

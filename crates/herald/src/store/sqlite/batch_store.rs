@@ -10,10 +10,16 @@ use super::writer::Lane;
 use crate::domain::batch::Batch;
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
-    AddOutcome, BatchStore, CancelOutcome, FileRecord, Finish, ListPage, NewBatch, NewBatchRequest, NewFile,
-    RequestClaim, RequestCompletion, RequestJob, Validated, ValidationLease,
+    AddOutcome, BatchStore, CancelOutcome, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest,
+    NewFile, RequestClaim, RequestCompletion, RequestJob, Validated, ValidationLease,
 };
 use crate::store::{LeaseToken, StoreResult};
+
+/// The writer cost given to batch claims, completions and finishing: more
+/// than a bulk job's threshold, so batch work commits in transactions of
+/// its own, after the delivery queue's (the `Queue` lane goes first) and
+/// alternating with publishes: a running batch never slows deliveries.
+const BULK: usize = 64;
 
 #[async_trait]
 impl BatchStore for SqliteStore {
@@ -41,14 +47,21 @@ impl BatchStore for SqliteStore {
             .await
     }
 
-    async fn list_files(&self, project: ProjectId, after: Option<FileId>, limit: u32) -> StoreResult<ListPage<FileRecord>> {
+    async fn list_files(
+        &self,
+        project: ProjectId,
+        after: Option<FileId>,
+        limit: u32,
+    ) -> StoreResult<ListPage<FileRecord>> {
         self.readers
             .read(move |conn| batches::list_files(conn, project, after, limit))
             .await
     }
 
     async fn get_file(&self, project: ProjectId, id: FileId) -> StoreResult<Option<FileRecord>> {
-        self.readers.read(move |conn| batches::get_file(conn, project, id)).await
+        self.readers
+            .read(move |conn| batches::get_file(conn, project, id))
+            .await
     }
 
     async fn file_chunk(&self, id: FileId, seq: u32) -> StoreResult<Option<Bytes>> {
@@ -71,16 +84,28 @@ impl BatchStore for SqliteStore {
     }
 
     async fn get_batch(&self, project: ProjectId, id: BatchId) -> StoreResult<Option<Batch>> {
-        self.readers.read(move |conn| batches::get_batch(conn, project, id)).await
+        self.readers
+            .read(move |conn| batches::get_batch(conn, project, id))
+            .await
     }
 
-    async fn list_batches(&self, project: ProjectId, after: Option<BatchId>, limit: u32) -> StoreResult<ListPage<Batch>> {
+    async fn list_batches(
+        &self,
+        project: ProjectId,
+        after: Option<BatchId>,
+        limit: u32,
+    ) -> StoreResult<ListPage<Batch>> {
         self.readers
             .read(move |conn| batches::list_batches(conn, project, after, limit))
             .await
     }
 
-    async fn cancel_batch(&self, project: ProjectId, id: BatchId, now: Timestamp) -> StoreResult<Option<CancelOutcome>> {
+    async fn cancel_batch(
+        &self,
+        project: ProjectId,
+        id: BatchId,
+        now: Timestamp,
+    ) -> StoreResult<Option<CancelOutcome>> {
         let outcome = self
             .writer
             .write(Lane::Api, 1, move |conn| batches::cancel_batch(conn, project, id, now))
@@ -136,35 +161,41 @@ impl BatchStore for SqliteStore {
 
     async fn claim_requests(&self, claim: RequestClaim) -> StoreResult<Vec<RequestJob>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        let cost = claim.room.iter().map(|(_, room)| room).sum();
+        let cost: usize = claim.room.iter().map(|(_, room)| room).sum();
         self.writer
-            .write(Lane::Queue, cost, move |conn| batches::claim_requests(conn, &claim, token))
+            .write(Lane::Api, cost.max(BULK), move |conn| {
+                batches::claim_requests(conn, &claim, token)
+            })
             .await
     }
 
     async fn complete_requests(&self, completions: Vec<RequestCompletion>) -> StoreResult<Vec<bool>> {
         let cost = completions.len();
         self.writer
-            .write(Lane::Queue, cost, move |conn| {
+            .write(Lane::Api, cost.max(BULK), move |conn| {
                 batches::complete_requests(conn, &completions)
             })
             .await
     }
 
     async fn batches_to_finish(&self, now: Timestamp) -> StoreResult<Vec<(BatchId, Finish)>> {
-        self.readers.read(move |conn| batches::batches_to_finish(conn, now)).await
+        self.readers
+            .read(move |conn| batches::batches_to_finish(conn, now))
+            .await
     }
 
-    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<Batch>> {
-        let finished = self
+    async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<FinishStep>> {
+        let step = self
             .writer
-            .write(Lane::Api, 1, move |conn| batches::finish_batch(conn, id, finish, now))
+            .write(Lane::Api, BULK, move |conn| {
+                batches::finish_batch(conn, id, finish, now)
+            })
             .await?;
-        Ok(finished.map(|(batch, delivered)| {
+        Ok(step.map(|(step, delivered)| {
             if delivered {
                 self.work.notify_one();
             }
-            batch
+            step
         }))
     }
 

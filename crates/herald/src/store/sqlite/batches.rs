@@ -8,8 +8,8 @@ use super::rows::{parsed, parsed_opt, store_error, timestamp, timestamp_opt};
 use crate::domain::batch::{self, Batch, BatchError, BatchStatus, RequestCounts};
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
-    AddOutcome, CancelOutcome, FILE_CHUNK_BYTES, FileRecord, Finish, ListPage, NewBatch, NewBatchRequest, NewFile,
-    RequestClaim, RequestCompletion, RequestJob, RequestUpdate, Validated, ValidationLease,
+    AddOutcome, CancelOutcome, FINISH_ROWS, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest,
+    NewFile, Piece, RequestClaim, RequestCompletion, RequestJob, RequestUpdate, ResultRow, Validated, ValidationLease,
 };
 use crate::store::{LeaseToken, PublishOutcome, PublishRequest, StoreError, StoreResult};
 
@@ -225,8 +225,11 @@ pub(super) fn list_batches(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
         ))
         .and_then(|mut stmt| {
-            stmt.query_map(params![project.to_string(), after, i64::from(limit) + 1], batch_from_row)?
-                .collect()
+            stmt.query_map(
+                params![project.to_string(), after, i64::from(limit) + 1],
+                batch_from_row,
+            )?
+            .collect()
         })
         .map_err(store_error)?;
     let has_more = items.len() > limit as usize;
@@ -307,11 +310,15 @@ fn change_status(
 /// Progress events published per call at most.
 const PROGRESS_BATCHES: i64 = 100;
 
-pub(super) fn publish_progress(conn: &Connection, now: Timestamp, interval: std::time::Duration) -> StoreResult<(usize, bool)> {
+pub(super) fn publish_progress(
+    conn: &Connection,
+    now: Timestamp,
+    interval: std::time::Duration,
+) -> StoreResult<(usize, bool)> {
     let since = now.as_millis() - i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
     let ids: Vec<String> = conn
         .prepare_cached(
-            "SELECT id FROM batches WHERE status = 'in_progress' AND completed + failed <> progress_done
+            "SELECT id FROM batches WHERE status = 'in_progress' AND finish_kind IS NULL AND completed + failed <> progress_done
                AND (progress_at IS NULL OR progress_at <= ?1) LIMIT ?2",
         )
         .and_then(|mut stmt| stmt.query_map(params![since, PROGRESS_BATCHES], |row| row.get(0))?.collect())
@@ -477,7 +484,8 @@ pub(super) fn claim_requests(
     }
     let batches: Vec<(String, String)> = conn
         .prepare_cached(
-            "SELECT id, endpoint FROM batches WHERE status = 'in_progress' ORDER BY last_claim_at, id LIMIT ?1",
+            "SELECT id, endpoint FROM batches WHERE status = 'in_progress' AND finish_kind IS NULL
+             ORDER BY last_claim_at, id LIMIT ?1",
         )
         .and_then(|mut stmt| {
             stmt.query_map([claim.max_batches as i64], |row| Ok((row.get(0)?, row.get(1)?)))?
@@ -593,83 +601,40 @@ pub(super) fn complete_requests(conn: &Connection, completions: &[RequestComplet
 }
 
 pub(super) fn batches_to_finish(conn: &Connection, now: Timestamp) -> StoreResult<Vec<(BatchId, Finish)>> {
-    let rows: Vec<(String, String, i64, bool, bool)> = conn
+    let rows: Vec<(String, String, i64, bool, bool, Option<String>)> = conn
         .prepare_cached(
             "SELECT b.id, b.status, b.expires_at,
                     EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state < 2),
-                    EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state = 1
-                              AND r.next_attempt_at > ?1)
-             FROM batches b WHERE b.status IN ('in_progress', 'cancelling') AND b.in_progress_at IS NOT NULL",
+                    -- Only a cancelling batch waits for what is in flight; the
+                    -- search scans the batch's unfinished rows, so it is not
+                    -- made for running ones (that was quadratic in the batch).
+                    CASE WHEN b.status = 'cancelling' THEN
+                        EXISTS (SELECT 1 FROM batch_requests r WHERE r.batch_id = b.id AND r.state = 1
+                                  AND r.next_attempt_at > ?1)
+                    ELSE false END,
+                    b.finish_kind
+             FROM batches b WHERE b.status IN ('in_progress', 'cancelling', 'finalizing') AND b.in_progress_at IS NOT NULL",
         )
         .and_then(|mut stmt| {
             stmt.query_map([now.as_millis()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?))
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?))
             })?
             .collect()
         })
         .map_err(store_error)?;
     let mut ready = Vec::new();
-    for (id, status, expires_at, unfinished, in_flight) in rows {
+    for (id, status, expires_at, unfinished, in_flight, kind) in rows {
         let id = BatchId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {id:?}")))?;
-        let status = BatchStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("invalid batch status {status:?}")))?;
-        let finish = Finish::decide(status, expires_at <= now.as_millis(), unfinished, in_flight);
+        let status = BatchStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("invalid batch status {status:?}")))?;
+        let finish = match kind.as_deref().map(Finish::parse) {
+            Some(Some(under_way)) => Some(under_way),
+            Some(None) => return Err(StoreError::Corrupt(format!("batch {id}: invalid finish_kind"))),
+            None => Finish::decide(status, expires_at <= now.as_millis(), unfinished, in_flight),
+        };
         ready.extend(finish.map(|finish| (id, finish)));
     }
     Ok(ready)
-}
-
-/// Writes a file chunk by chunk as lines are pushed.
-struct ChunkWriter {
-    id: FileId,
-    buffer: Vec<u8>,
-    seq: u32,
-    bytes: u64,
-}
-
-impl ChunkWriter {
-    fn new() -> Self {
-        Self {
-            id: FileId::generate(),
-            buffer: Vec::with_capacity(FILE_CHUNK_BYTES),
-            seq: 0,
-            bytes: 0,
-        }
-    }
-
-    fn push(&mut self, conn: &Connection, line: &[u8]) -> StoreResult<()> {
-        self.buffer.extend_from_slice(line);
-        self.bytes += line.len() as u64;
-        while self.buffer.len() >= FILE_CHUNK_BYTES {
-            let rest = self.buffer.split_off(FILE_CHUNK_BYTES);
-            append_chunk(conn, self.id, self.seq, &self.buffer)?;
-            self.seq += 1;
-            self.buffer = rest;
-        }
-        Ok(())
-    }
-
-    /// Stores the file if it has any line; returns its id.
-    fn finish(mut self, conn: &Connection, batch: &Batch, purpose: &str, now: Timestamp) -> StoreResult<Option<FileId>> {
-        if self.bytes == 0 {
-            return Ok(None);
-        }
-        if !self.buffer.is_empty() {
-            append_chunk(conn, self.id, self.seq, &self.buffer)?;
-            self.buffer.clear();
-        }
-        begin_file(
-            conn,
-            &NewFile {
-                id: self.id,
-                project_id: batch.project_id,
-                purpose: purpose.into(),
-                filename: format!("{}_{purpose}.jsonl", batch.id),
-                now,
-            },
-        )?;
-        finish_file(conn, self.id, self.bytes)?;
-        Ok(Some(self.id))
-    }
 }
 
 pub(super) fn finish_batch(
@@ -677,47 +642,134 @@ pub(super) fn finish_batch(
     id: BatchId,
     finish: Finish,
     now: Timestamp,
-) -> StoreResult<Option<(Batch, bool)>> {
-    let Some(batch) = load_batch(conn, id)? else { return Ok(None) };
+) -> StoreResult<Option<(FinishStep, bool)>> {
+    let Some(batch) = load_batch(conn, id)? else {
+        return Ok(None);
+    };
     if batch.status.is_terminal() {
         return Ok(None);
     }
-    let mut output = ChunkWriter::new();
-    let mut errors = ChunkWriter::new();
-    {
-        let mut rows = conn
-            .prepare_cached(
-                "SELECT custom_id, state, result, failed FROM batch_requests WHERE batch_id = ?1 ORDER BY line",
-            )
-            .map_err(store_error)?;
-        let mut rows = rows.query([id.to_string()]).map_err(store_error)?;
-        while let Some(row) = rows.next().map_err(store_error)? {
-            let state: i64 = row.get(1).map_err(store_error)?;
-            if state == 2 {
-                let result: Vec<u8> = row.get(2).map_err(store_error)?;
-                let failed: bool = row.get(3).map_err(store_error)?;
-                if failed {
-                    errors.push(conn, &result)?;
-                } else {
-                    output.push(conn, &result)?;
-                }
-            } else if finish == Finish::Expired {
-                let custom_id: String = row.get(0).map_err(store_error)?;
-                errors.push(conn, &batch::expired_line(&custom_id))?;
-            }
+    type Cursor = (Option<String>, i64, i64, i64, i64, i64);
+    let cursor = |conn: &Connection| -> StoreResult<Cursor> {
+        conn.query_row(
+            "SELECT finish_kind, finish_line, output_seq, error_seq, output_bytes, error_bytes FROM batches WHERE id = ?1",
+            [id.to_string()],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?, row.get(5)?)),
+        )
+        .map_err(store_error)
+    };
+    let (mut kind, mut line, mut output_seq, mut error_seq, mut output_bytes, mut error_bytes) = cursor(conn)?;
+    if kind.is_none() {
+        // The first step: the result files (invisible until the last).
+        let (output, errors) = (FileId::generate(), FileId::generate());
+        for (file, purpose) in [(output, "batch_output"), (errors, "batch_error")] {
+            begin_file(
+                conn,
+                &NewFile {
+                    id: file,
+                    project_id: batch.project_id,
+                    purpose: purpose.into(),
+                    filename: format!("{id}_{purpose}.jsonl"),
+                    now,
+                },
+            )?;
+        }
+        conn.execute(
+            "UPDATE batches SET finish_kind = ?2, output_file_id = ?3, error_file_id = ?4, finalizing_at = ?5,
+                    status = CASE WHEN ?2 = 'completed' THEN 'finalizing' ELSE status END
+             WHERE id = ?1",
+            params![
+                id.to_string(),
+                finish.as_str(),
+                output.to_string(),
+                errors.to_string(),
+                now.as_millis()
+            ],
+        )
+        .map_err(store_error)?;
+        (kind, line, output_seq, error_seq, output_bytes, error_bytes) = cursor(conn)?;
+    }
+    let finish = kind.as_deref().and_then(Finish::parse).unwrap_or(finish);
+    let batch = load_batch(conn, id)?.ok_or(StoreError::NotFound)?;
+    let (Some(output), Some(errors)) = (batch.output_file_id, batch.error_file_id) else {
+        return Err(StoreError::Corrupt(format!(
+            "batch {id} is finishing without result files"
+        )));
+    };
+    let rows: Vec<ResultRow> = conn
+        .prepare_cached(
+            "SELECT line, custom_id, state, result, failed FROM batch_requests
+             WHERE batch_id = ?1 AND line > ?2 ORDER BY line LIMIT ?3",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_map(params![id.to_string(), line, FINISH_ROWS as i64], |row| {
+                Ok(ResultRow {
+                    line: row.get::<_, i64>(0)?.max(0).cast_unsigned(),
+                    custom_id: row.get(1)?,
+                    done: row.get::<_, i64>(2)? == 2,
+                    result: row.get::<_, Option<Vec<u8>>>(3)?.unwrap_or_default(),
+                    failed: row.get(4)?,
+                })
+            })?
+            .collect()
+        })
+        .map_err(store_error)?;
+    let piece = Piece::build(finish, rows);
+    if !piece.output.is_empty() {
+        append_chunk(
+            conn,
+            output,
+            u32::try_from(output_seq).unwrap_or(u32::MAX),
+            &piece.output,
+        )?;
+        output_seq += 1;
+        output_bytes += piece.output.len() as i64;
+    }
+    if !piece.errors.is_empty() {
+        append_chunk(
+            conn,
+            errors,
+            u32::try_from(error_seq).unwrap_or(u32::MAX),
+            &piece.errors,
+        )?;
+        error_seq += 1;
+        error_bytes += piece.errors.len() as i64;
+    }
+    if let Some(last) = piece.last_line {
+        line = last.cast_signed();
+        conn.execute(
+            "DELETE FROM batch_requests WHERE batch_id = ?1 AND line <= ?2",
+            params![id.to_string(), line],
+        )
+        .map_err(store_error)?;
+    }
+    conn.execute(
+        "UPDATE batches SET finish_line = ?2, output_seq = ?3, error_seq = ?4, output_bytes = ?5, error_bytes = ?6
+         WHERE id = ?1",
+        params![id.to_string(), line, output_seq, error_seq, output_bytes, error_bytes],
+    )
+    .map_err(store_error)?;
+    if !piece.end {
+        return Ok(Some((FinishStep::More, false)));
+    }
+    // The last step: keep the files that hold lines, then the final status.
+    let mut kept = Vec::new();
+    for (file, bytes) in [(output, output_bytes), (errors, error_bytes)] {
+        if bytes == 0 {
+            discard_file(conn, file)?;
+            kept.push(None);
+        } else {
+            finish_file(conn, file, bytes.cast_unsigned())?;
+            kept.push(Some(file));
         }
     }
-    let output_id = output.finish(conn, &batch, "batch_output", now)?;
-    let error_id = errors.finish(conn, &batch, "batch_error", now)?;
-    conn.execute("DELETE FROM batch_requests WHERE batch_id = ?1", [id.to_string()])
-        .map_err(store_error)?;
     let files = format!(
-        ", finalizing_at = {}, output_file_id = {}, error_file_id = {}",
-        now.as_millis(),
-        sql_text(output_id),
-        sql_text(error_id)
+        ", output_file_id = {}, error_file_id = {}",
+        sql_text(kept[0]),
+        sql_text(kept[1])
     );
-    change_status(conn, id, finish.status(), now, &files).map(Some)
+    let (batch, delivered) = change_status(conn, id, finish.status(), now, &files)?;
+    Ok(Some((FinishStep::Finished(Box::new(batch)), delivered)))
 }
 
 /// An id (made of `[a-z0-9_]` only) as an SQL literal.

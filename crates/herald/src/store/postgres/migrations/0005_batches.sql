@@ -40,6 +40,14 @@ CREATE TABLE batches (
     lease_until BIGINT,
     -- The node holding the validation lease (ended when it dies).
     lease_node TEXT,
+    -- Finishing, in pieces: how the batch ends, the last line written to
+    -- its result files, and each file's next chunk and size so far.
+    finish_kind TEXT,
+    finish_line BIGINT NOT NULL DEFAULT 0,
+    output_seq BIGINT NOT NULL DEFAULT 0,
+    error_seq BIGINT NOT NULL DEFAULT 0,
+    output_bytes BIGINT NOT NULL DEFAULT 0,
+    error_bytes BIGINT NOT NULL DEFAULT 0,
     -- The last batch.progress event: when, and the finished count it announced.
     progress_at BIGINT,
     progress_done BIGINT NOT NULL DEFAULT 0,

@@ -38,6 +38,14 @@ CREATE TABLE batches (
     -- The validation lease (validating batches only).
     lease_token INTEGER,
     lease_until INTEGER,
+    -- Finishing, in pieces: how the batch ends, the last line written to
+    -- its result files, and each file's next chunk and size so far.
+    finish_kind TEXT,
+    finish_line INTEGER NOT NULL DEFAULT 0,
+    output_seq INTEGER NOT NULL DEFAULT 0,
+    error_seq INTEGER NOT NULL DEFAULT 0,
+    output_bytes INTEGER NOT NULL DEFAULT 0,
+    error_bytes INTEGER NOT NULL DEFAULT 0,
     -- The last batch.progress event: when, and the finished count it announced.
     progress_at INTEGER,
     progress_done INTEGER NOT NULL DEFAULT 0,
