@@ -76,6 +76,10 @@ define_id!(
     /// One event's delivery to one webhook.
     DeliveryId, "dlv"
 );
+define_id!(
+    /// A long-running operation (`operations/op_…`).
+    OperationId, "op"
+);
 
 #[cfg(test)]
 mod tests {

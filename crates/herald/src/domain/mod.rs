@@ -10,13 +10,14 @@ pub mod delivery;
 pub mod event;
 pub mod fanout;
 pub mod id;
+pub mod operation;
 pub mod project;
 pub mod time;
 pub mod webhook;
 
 pub use delivery::{AttemptErrorKind, AttemptRecord, DeliveryState};
 pub use event::{EventPattern, EventType, SubscribedEvents};
-pub use id::{ApiKeyId, DeliveryId, EventId, ProjectId, SecretId, WebhookId};
+pub use id::{ApiKeyId, DeliveryId, EventId, OperationId, ProjectId, SecretId, WebhookId};
 pub use time::Timestamp;
 pub use webhook::{EndpointUri, SigningKind, WebhookState};
 

@@ -27,9 +27,11 @@
 
 mod codec;
 mod delivery_log;
+mod operations;
 pub mod postgres;
 pub mod sqlite;
 mod types;
+mod waiters;
 
 use async_trait::async_trait;
 
@@ -38,6 +40,7 @@ use crate::domain::webhook::Webhook;
 use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use delivery_log::*;
+pub use operations::*;
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -126,7 +129,7 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + Send + Sync + 'static
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + OperationStore + Send + Sync + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

@@ -11,6 +11,7 @@ use crate::store::{StoreError, StoreResult};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_delivery_log.sql"),
+    include_str!("migrations/0006_operations.sql"),
 ];
 
 /// The advisory lock key: "herald" in ASCII, so other applications

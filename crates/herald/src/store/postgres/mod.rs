@@ -17,6 +17,7 @@ mod hints;
 mod listener;
 mod migrations;
 mod nodes;
+mod operations;
 mod projects;
 mod queue;
 mod rows;
@@ -68,6 +69,9 @@ pub struct PostgresStore {
     /// Notified by this node's publishes and by `LISTEN` (other nodes').
     work: Arc<Notify>,
     node: Node,
+    /// `:wait` long-polls on this node: woken after this node's commits
+    /// and by `LISTEN herald_operations` for other nodes'.
+    operation_waiters: Arc<crate::store::OperationWaiters>,
     clock: SharedClock,
     /// Stops the background tasks (listener, heartbeats).
     stop: CancellationToken,
@@ -115,9 +119,16 @@ impl PostgresStore {
         let work = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let (waker, waker_task) = hints::Waker::spawn(hint_pool.clone(), stop.child_token());
+        let operation_waiters = crate::store::OperationWaiters::new();
         let tasks = vec![
             waker_task,
-            tokio::spawn(listener::run(config, Arc::clone(&work), stop.child_token())),
+            tokio::spawn(listener::run(config.clone(), Arc::clone(&work), stop.child_token())),
+            tokio::spawn(listener::run_channel(
+                config,
+                operations::CHANNEL,
+                operations::wake_handler(Arc::clone(&operation_waiters)),
+                stop.child_token(),
+            )),
             tokio::spawn(nodes::run(
                 pool.clone(),
                 hint_pool.clone(),
@@ -135,6 +146,7 @@ impl PostgresStore {
             hint_pool,
             work,
             node,
+            operation_waiters,
             clock,
             stop,
             tasks: Mutex::new(tasks),

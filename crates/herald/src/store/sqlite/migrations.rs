@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_shared_contract.sql"),
     include_str!("migrations/0003_delivery_log.sql"),
+    include_str!("migrations/0007_operations.sql"),
 ];
 
 /// Applies pending migrations; returns the schema version now in force.

@@ -18,6 +18,7 @@
 mod delivery_log;
 mod events;
 mod migrations;
+mod operations;
 mod projects;
 mod queue;
 mod readers;
@@ -93,6 +94,8 @@ pub struct SqliteStore {
     /// readiness then probes with a publish-sized write until one commits.
     failing: AtomicBool,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// `:wait` long-polls, woken after a committed operation change.
+    operation_waiters: Arc<crate::store::OperationWaiters>,
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
 }
@@ -130,6 +133,7 @@ impl SqliteStore {
             closing,
             failing: AtomicBool::new(false),
             writer_thread: Mutex::new(Some(thread)),
+            operation_waiters: crate::store::OperationWaiters::new(),
             _lock: lock,
         })
     }
