@@ -120,6 +120,11 @@ pub async fn start_on(
             Arc::clone(&deps.clock),
             shutdown.child_token(),
         ));
+        tokio::spawn(crate::operation_sweep::run(
+            Arc::clone(&store),
+            Arc::clone(&deps.clock),
+            shutdown.child_token(),
+        ));
     }
     let state = AppState {
         store: Arc::clone(&store),
@@ -129,6 +134,7 @@ pub async fn start_on(
         limits: config.limits.clone(),
         metrics,
         manual_attempts,
+        max_wait: crate::api::max_wait(config.http.request_timeout),
     };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;

@@ -11,5 +11,6 @@ pub mod delivery;
 pub mod domain;
 pub mod maintenance;
 pub mod net;
+pub mod operation_sweep;
 pub mod store;
 pub mod telemetry;

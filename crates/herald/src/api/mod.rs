@@ -11,6 +11,8 @@ mod events;
 mod health;
 mod json;
 mod json_check;
+mod operation_wait;
+mod operations;
 mod pagination;
 mod path;
 mod projects;
@@ -44,6 +46,9 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Redeliveries and pings: attempts made now, outside the schedule.
     pub manual_attempts: Arc<crate::delivery::ManualAttempts>,
+    /// The longest `:wait` long-poll: shorter than the server's request
+    /// timeout, so a wait ends with its answer, not a 503.
+    pub max_wait: std::time::Duration,
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the
@@ -97,6 +102,13 @@ fn api_routes() -> Router<AppState> {
             "/v1/deliveries/{delivery_id}",
             get(deliveries::get).post(deliveries::custom_method),
         )
+        .route("/v1/operations", post(operations::create).get(operations::list))
+        .route(
+            "/v1/operations/{operation_id}",
+            get(operations::get)
+                .post(operations::custom_method)
+                .delete(operations::delete),
+        )
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))
@@ -112,4 +124,11 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         error::echo(method.as_str()),
         error::echo(uri.path())
     ))
+}
+
+/// The longest `:wait` for a server whose requests time out after
+/// `request_timeout`: a second less (half of it when that is shorter).
+pub fn max_wait(request_timeout: std::time::Duration) -> std::time::Duration {
+    let margin = std::time::Duration::from_secs(1).min(request_timeout / 2);
+    request_timeout.saturating_sub(margin)
 }

@@ -97,13 +97,15 @@ mod tests {
         let guard = registry.watch(id);
         let second = registry.watch(id);
         assert_eq!(registry.watched(), 1);
-        let woken = guard.notify().notified();
-        tokio::pin!(woken);
-        woken.as_mut().enable();
-        registry.wake(OperationId::generate());
-        assert!(tokio::time::timeout(Duration::from_millis(20), woken.as_mut()).await.is_err());
-        registry.wake(id);
-        tokio::time::timeout(Duration::from_secs(1), woken).await.expect("woken");
+        {
+            let woken = guard.notify().notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            registry.wake(OperationId::generate());
+            assert!(tokio::time::timeout(Duration::from_millis(20), woken.as_mut()).await.is_err());
+            registry.wake(id);
+            tokio::time::timeout(Duration::from_secs(1), woken).await.expect("woken");
+        }
         drop(guard);
         assert_eq!(registry.watched(), 1, "still watched by the second waiter");
         drop(second);

@@ -318,7 +318,8 @@ mod tests {
 
     use super::*;
     use crate::domain::operation::{Operation, OperationKind};
-    use crate::domain::{OperationState as S, ProjectId};
+    use crate::domain::ProjectId;
+    use crate::domain::operation::OperationState as S;
 
     const LEASE: Duration = Duration::from_secs(60);
 

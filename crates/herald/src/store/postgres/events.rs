@@ -54,7 +54,6 @@ const BULK_EVENTS: usize = 16;
 
 /// The publishing side of the store: hands requests to the batch tasks,
 /// small and bulk requests each to their own.
-#[allow(dead_code)] // `pools`/`work` serve `after_commit`, used by job stores as they land
 pub(super) struct Publisher {
     small: mpsc::Sender<Pending>,
     bulk: mpsc::Sender<Pending>,
@@ -67,7 +66,6 @@ pub(super) struct Publisher {
 /// after the caller's commit. Hand it to [`Publisher::after_commit`];
 /// dropping it only delays the deliveries until the next repair sweep or
 /// idle poll, never loses them.
-#[allow(dead_code)] // the in-transaction publish seam; job stores use it as they land
 #[must_use = "pass to Publisher::after_commit once the transaction has committed"]
 #[derive(Debug, Default)]
 pub(super) struct Fanned {
@@ -78,7 +76,6 @@ pub(super) struct Fanned {
 /// change (a job's status, a webhook's auto-disable) and the event that
 /// announces it commit together or not at all. Fan-out, limits and
 /// idempotency are the same as [`Publisher::publish`]'s.
-#[allow(dead_code)]
 pub(super) async fn publish_within(
     tx: &deadpool_postgres::Transaction<'_>,
     request: &PublishRequest,
@@ -122,7 +119,6 @@ impl Publisher {
     /// Tells the dispatchers (this node's and, by `NOTIFY`, every other
     /// node's) about deliveries that [`publish_within`] wrote, once the
     /// caller's transaction has committed.
-    #[allow(dead_code)]
     pub(super) async fn after_commit(&self, fanned: Fanned) {
         if fanned.due.is_empty() {
             return;
