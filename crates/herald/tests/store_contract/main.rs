@@ -42,6 +42,7 @@ macro_rules! contract_test {
 mod support;
 
 mod delivery_log;
+mod operations;
 mod projects;
 mod publish;
 mod queue;

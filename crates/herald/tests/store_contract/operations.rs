@@ -1,0 +1,311 @@
+//! Long-running operations: persistence, transitions with their events in
+//! the same transaction, idempotent transitions, the sweep (expiry and
+//! stalled workers), deletion, and waking waiters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use herald::domain::operation::{
+    Command, Operation, OperationError, OperationKind, OperationProgress, OperationState, Refusal, WorkerName,
+};
+use herald::domain::{OperationId, ProjectId, Timestamp};
+use herald::store::{
+    DeleteOperationOutcome, DeliveryFilter, OperationFilter, PageRequest, Store, StoreError, TransitionKey,
+    TransitionOutcome, TransitionRequest,
+};
+use serde_json::json;
+
+use crate::support::*;
+
+fn new_operation(project: ProjectId, kind: &str, now: Timestamp) -> Operation {
+    Operation::new(
+        project,
+        OperationKind::parse(kind).unwrap(),
+        Some(json!({"prompt": "a cat"})),
+        true,
+        Duration::from_secs(3600),
+        now,
+    )
+}
+
+fn start(worker: &str) -> Command {
+    Command::Start {
+        worker: WorkerName::parse(worker).unwrap(),
+        lease: Duration::from_secs(60),
+    }
+}
+
+fn complete() -> Command {
+    Command::Complete {
+        worker: None,
+        response: json!({"video": "gs://out.mp4"}),
+    }
+}
+
+async fn run(
+    store: &Arc<dyn Store>,
+    project: ProjectId,
+    id: OperationId,
+    command: Command,
+    now: Timestamp,
+) -> TransitionOutcome {
+    store
+        .transition_operation(TransitionRequest {
+            project_id: project,
+            id,
+            command,
+            now,
+            idempotency: None,
+        })
+        .await
+        .expect("the transition runs")
+}
+
+async fn applied(store: &Arc<dyn Store>, project: ProjectId, id: OperationId, command: Command, now: Timestamp) -> Operation {
+    match run(store, project, id, command, now).await {
+        TransitionOutcome::Applied(operation) => operation,
+        other => panic!("expected Applied, got {other:?}"),
+    }
+}
+
+/// The operation events the project's webhooks received, by sequence:
+/// `(sequence, type, state)`.
+async fn events_of(store: &Arc<dyn Store>, project: ProjectId, id: OperationId) -> Vec<(u64, String, String)> {
+    let deliveries = store
+        .list_deliveries(project, DeliveryFilter::default(), PageRequest { size: 100, after: None })
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    for delivery in deliveries.items {
+        let event = get_event(store, project, delivery.event_id).await;
+        let envelope: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+        let data = &envelope["data"];
+        if data["id"] == id.to_string() {
+            events.push((
+                data["sequence"].as_u64().unwrap(),
+                envelope["type"].as_str().unwrap().to_owned(),
+                data["state"].as_str().unwrap().to_owned(),
+            ));
+        }
+    }
+    events.sort();
+    events
+}
+
+contract_test!(
+    fn operations_are_created_listed_and_filtered_per_project(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let other = new_project(store, "other", now).await;
+        let video = new_operation(project, "video", now);
+        let research = new_operation(project, "research", now);
+        let foreign = new_operation(other, "video", now);
+        for op in [&video, &research, &foreign] {
+            store.create_operation(op.clone()).await.unwrap();
+        }
+        let got = store.get_operation(project, video.id).await.unwrap().expect("stored");
+        assert_eq!(got, video, "stored and read back whole");
+        assert!(store.get_operation(project, foreign.id).await.unwrap().is_none(), "another project's");
+
+        applied(store, project, research.id, start("w1"), now).await;
+        let list = |filter: OperationFilter, size: u32, after: Option<String>| async move {
+            store.list_operations(project, filter, PageRequest { size, after }).await.unwrap()
+        };
+        let all = list(OperationFilter::default(), 100, None).await;
+        let mut expected = vec![video.id, research.id];
+        expected.sort();
+        assert_eq!(all.items.iter().map(|op| op.id).collect::<Vec<_>>(), expected);
+        let running = list(OperationFilter { state: Some(OperationState::Running), kind: None }, 100, None).await;
+        assert_eq!(running.items.iter().map(|op| op.id).collect::<Vec<_>>(), [research.id]);
+        let videos = list(OperationFilter { state: None, kind: Some(OperationKind::parse("video").unwrap()) }, 100, None).await;
+        assert_eq!(videos.items.iter().map(|op| op.id).collect::<Vec<_>>(), [video.id]);
+        let first = list(OperationFilter::default(), 1, None).await;
+        assert_eq!(first.items.len(), 1);
+        let second = list(OperationFilter::default(), 1, first.next_after.clone()).await;
+        assert_eq!(second.items[0].id, expected[1]);
+        let third = list(OperationFilter::default(), 1, second.next_after.clone()).await;
+        assert!(third.items.is_empty() && third.next_after.is_none());
+    }
+);
+
+contract_test!(
+    fn each_transition_commits_with_its_event_in_sequence(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["operation.*"], now).await;
+        let op = new_operation(project, "research", now);
+        store.create_operation(op.clone()).await.unwrap();
+
+        applied(store, project, op.id, start("w1"), h.advance(secs(1))).await;
+        applied(store, project, op.id, Command::Progress {
+            worker: Some(WorkerName::parse("w1").unwrap()),
+            progress: OperationProgress::new(Some(40.0), Some("reading")).unwrap(),
+        }, h.advance(secs(1))).await;
+        applied(store, project, op.id, Command::RequireAction { worker: None, action: json!({"confirm": "budget"}) }, h.advance(secs(1))).await;
+        applied(store, project, op.id, Command::Resume, h.advance(secs(1))).await;
+        let done = applied(store, project, op.id, complete(), h.advance(secs(1))).await;
+        assert_eq!(done.status.state, OperationState::Succeeded);
+        assert_eq!(done.status.response, Some(json!({"video": "gs://out.mp4"})));
+        assert_eq!(store.get_operation(project, op.id).await.unwrap().unwrap(), done);
+
+        let events = events_of(store, project, op.id).await;
+        let expected = [
+            (1, "operation.running", "running"),
+            (2, "operation.progress", "running"),
+            (3, "operation.requires_action", "requires_action"),
+            (4, "operation.running", "running"),
+            (5, "operation.succeeded", "succeeded"),
+        ];
+        let got: Vec<(u64, &str, &str)> = events.iter().map(|(s, t, st)| (*s, t.as_str(), st.as_str())).collect();
+        assert_eq!(got, expected);
+
+        // Refused: 409's material, and nothing written (no event either).
+        let refused = run(store, project, op.id, Command::Cancel, h.advance(secs(1))).await;
+        assert_eq!(refused, TransitionOutcome::Refused(Refusal::Illegal { state: OperationState::Succeeded, verb: "cancel" }));
+        assert_eq!(events_of(store, project, op.id).await.len(), 5);
+        assert_eq!(store.get_operation(project, op.id).await.unwrap().unwrap(), done);
+        let missing = store
+            .transition_operation(TransitionRequest { project_id: project, id: OperationId::generate(), command: Command::Cancel, now: h.now(), idempotency: None })
+            .await;
+        assert!(matches!(missing, Err(StoreError::NotFound)), "{missing:?}");
+    }
+);
+
+contract_test!(
+    fn cancel_and_failure_paths_publish_their_events(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["*"], now).await;
+
+        let pending = new_operation(project, "k", now);
+        store.create_operation(pending.clone()).await.unwrap();
+        let cancelled = applied(store, project, pending.id, Command::Cancel, now).await;
+        assert_eq!(cancelled.status.state, OperationState::Cancelled);
+        assert_eq!(cancelled.status.error.as_ref().map(|e| e.code), Some(OperationError::CANCELLED));
+        assert_eq!(events_of(store, project, pending.id).await, [(1, "operation.cancelled".into(), "cancelled".into())]);
+
+        let running = new_operation(project, "k", now);
+        store.create_operation(running.clone()).await.unwrap();
+        applied(store, project, running.id, start("w1"), now).await;
+        let cancelling = applied(store, project, running.id, Command::Cancel, now).await;
+        assert_eq!(cancelling.status.state, OperationState::Cancelling);
+        let stopped = applied(store, project, running.id, Command::Fail { worker: None, error: OperationError::new(1, "stopped").unwrap() }, now).await;
+        assert_eq!(stopped.status.state, OperationState::Cancelled);
+        let types: Vec<String> = events_of(store, project, running.id).await.into_iter().map(|e| e.1).collect();
+        assert_eq!(types, ["operation.running", "operation.cancelled"]);
+
+        let failing = new_operation(project, "k", now);
+        store.create_operation(failing.clone()).await.unwrap();
+        applied(store, project, failing.id, start("w1"), now).await;
+        let failed = applied(store, project, failing.id, Command::Fail { worker: None, error: OperationError::new(13, "out of GPUs").unwrap() }, now).await;
+        assert_eq!(failed.status.error, Some(OperationError::new(13, "out of GPUs").unwrap()));
+        let types: Vec<String> = events_of(store, project, failing.id).await.into_iter().map(|e| e.1).collect();
+        assert_eq!(types, ["operation.running", "operation.failed"]);
+    }
+);
+
+contract_test!(
+    fn a_transition_repeated_with_its_key_is_answered_as_the_first(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        webhook(store, project, &["*"], now).await;
+        let op = new_operation(project, "k", now);
+        store.create_operation(op.clone()).await.unwrap();
+        let keyed = |command: Command, hash: u8| TransitionRequest {
+            project_id: project,
+            id: op.id,
+            command,
+            now,
+            idempotency: Some(TransitionKey { key: "k-1".into(), request_hash: [hash; 32] }),
+        };
+        let TransitionOutcome::Applied(first) = store.transition_operation(keyed(start("w1"), 1)).await.unwrap() else {
+            panic!("applied");
+        };
+        // The operation moves on; the repeat still answers the first state.
+        applied(store, project, op.id, complete(), h.advance(secs(1))).await;
+        let again = store.transition_operation(keyed(start("w1"), 1)).await.unwrap();
+        assert_eq!(again, TransitionOutcome::Replayed(first));
+        let other = store.transition_operation(keyed(start("w1"), 2)).await;
+        assert!(matches!(other, Err(StoreError::IdempotencyConflict)), "{other:?}");
+        let types: Vec<String> = events_of(store, project, op.id).await.into_iter().map(|e| e.1).collect();
+        assert_eq!(types, ["operation.running", "operation.succeeded"], "the repeat published nothing");
+    }
+);
+
+contract_test!(
+    fn the_sweep_expires_operations_and_reports_stalled_workers_once(h) {
+        let store = h.store();
+        let start_time = h.now();
+        let project = new_project(store, "acme", start_time).await;
+        webhook(store, project, &["*"], start_time).await;
+        let expiring = Operation::new(project, OperationKind::parse("k").unwrap(), None, false, secs(120), start_time);
+        let stalling = new_operation(project, "k", start_time);
+        let finished = Operation::new(project, OperationKind::parse("k").unwrap(), None, false, secs(120), start_time);
+        for op in [&expiring, &stalling, &finished] {
+            store.create_operation(op.clone()).await.unwrap();
+        }
+        applied(store, project, stalling.id, start("w1"), start_time).await;
+        applied(store, project, finished.id, start("w2"), start_time).await;
+        applied(store, project, finished.id, complete(), start_time).await;
+
+        assert_eq!(store.sweep_operations(h.advance(secs(59))).await.unwrap().count(), 0, "nothing due yet");
+        assert_eq!(store.sweep_operations(h.advance(secs(1))).await.unwrap().count(), 1, "the lease lapsed");
+        let stalled = store.get_operation(project, stalling.id).await.unwrap().unwrap();
+        assert_eq!(stalled.status.state, OperationState::Running);
+        assert!(stalled.status.stall_reported);
+        assert_eq!(store.sweep_operations(h.advance(secs(1))).await.unwrap().count(), 0, "reported once");
+        // Another worker takes it over.
+        let taken = applied(store, project, stalling.id, start("w9"), h.now()).await;
+        assert_eq!(taken.status.lease.as_ref().unwrap().worker.as_str(), "w9");
+
+        // At 120 s: the first expires; w9's lease runs to 121 s.
+        assert_eq!(store.sweep_operations(h.advance(secs(59))).await.unwrap().count(), 1, "expiry at 120 s");
+        let expired = store.get_operation(project, expiring.id).await.unwrap().unwrap();
+        assert_eq!(expired.status.state, OperationState::Expired);
+        assert_eq!(expired.status.error.unwrap().code, OperationError::DEADLINE_EXCEEDED);
+        let finished_now = store.get_operation(project, finished.id).await.unwrap().unwrap();
+        assert_eq!(finished_now.status.state, OperationState::Succeeded, "done operations are never swept");
+
+        assert_eq!(events_of(store, project, expiring.id).await, [(1, "operation.expired".into(), "expired".into())]);
+        let types: Vec<String> = events_of(store, project, stalling.id).await.into_iter().map(|e| e.1).collect();
+        assert_eq!(types, ["operation.running", "operation.stalled"], "no event for the takeover");
+    }
+);
+
+contract_test!(
+    fn only_done_operations_are_deleted(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let op = new_operation(project, "k", now);
+        store.create_operation(op.clone()).await.unwrap();
+        assert_eq!(store.delete_operation(project, op.id).await.unwrap(), DeleteOperationOutcome::NotDone(OperationState::Pending));
+        applied(store, project, op.id, Command::Cancel, now).await;
+        let other = new_project(store, "other", now).await;
+        assert_eq!(store.delete_operation(other, op.id).await.unwrap(), DeleteOperationOutcome::NotFound);
+        assert_eq!(store.delete_operation(project, op.id).await.unwrap(), DeleteOperationOutcome::Deleted);
+        assert!(store.get_operation(project, op.id).await.unwrap().is_none());
+        assert_eq!(store.delete_operation(project, op.id).await.unwrap(), DeleteOperationOutcome::NotFound);
+    }
+);
+
+contract_test!(
+    fn a_committed_change_wakes_the_operations_waiters(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let op = new_operation(project, "k", now);
+        store.create_operation(op.clone()).await.unwrap();
+        let waiters = store.operation_waiters();
+        let guard = waiters.watch(op.id);
+        let woken = guard.notify().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
+        applied(store, project, op.id, start("w1"), now).await;
+        tokio::time::timeout(Duration::from_secs(5), woken).await.expect("woken by the commit");
+    }
+);
