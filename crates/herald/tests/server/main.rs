@@ -18,6 +18,7 @@ mod hostile;
 mod limits;
 mod live;
 mod multinode;
+mod operations;
 mod operators;
 mod pg_restart;
 mod process;
