@@ -109,6 +109,10 @@ pub async fn start_on(
         },
     );
 
+    let server_keys = Arc::new(crate::server_keys::ServerKeys::new(
+        Arc::clone(&store),
+        Arc::clone(&deps.clock),
+    ));
     let shutdown = CancellationToken::new();
     let metrics = crate::telemetry::metrics_handle();
     if let Some(handle) = metrics.clone() {
@@ -135,6 +139,7 @@ pub async fn start_on(
         metrics,
         manual_attempts,
         max_wait: crate::api::max_wait(config.http.request_timeout),
+        server_keys: Arc::clone(&server_keys),
     };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;

@@ -12,5 +12,6 @@ pub mod domain;
 pub mod maintenance;
 pub mod net;
 pub mod operation_sweep;
+pub mod server_keys;
 pub mod store;
 pub mod telemetry;

@@ -11,6 +11,7 @@ mod events;
 mod health;
 mod json;
 mod json_check;
+mod jwks;
 mod operation_wait;
 mod operations;
 mod pagination;
@@ -49,6 +50,8 @@ pub struct AppState {
     /// The longest `:wait` long-poll: shorter than the server's request
     /// timeout, so a wait ends with its answer, not a 503.
     pub max_wait: std::time::Duration,
+    /// Herald's own signing keys (JWKS, per-job webhooks).
+    pub server_keys: Arc<crate::server_keys::ServerKeys>,
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the
@@ -109,6 +112,9 @@ fn api_routes() -> Router<AppState> {
                 .post(operations::custom_method)
                 .delete(operations::delete),
         )
+        .route("/.well-known/jwks.json", get(jwks::jwks))
+        .route("/v1/signing_keys", get(jwks::list_keys))
+        .route("/v1/signing_keys:rotate", post(jwks::rotate))
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))

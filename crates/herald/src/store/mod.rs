@@ -28,6 +28,8 @@
 mod codec;
 mod delivery_log;
 mod operations;
+mod sealing;
+mod signing_keys;
 pub mod postgres;
 pub mod sqlite;
 mod types;
@@ -41,6 +43,7 @@ use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use delivery_log::*;
 pub use operations::*;
+pub use signing_keys::*;
 pub use types::*;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -129,7 +132,7 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + OperationStore + Send + Sync + 'static
+    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + OperationStore + SigningKeyStore + Send + Sync + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

@@ -18,6 +18,7 @@ mod listener;
 mod migrations;
 mod nodes;
 mod operations;
+mod signing_keys;
 mod projects;
 mod queue;
 mod rows;

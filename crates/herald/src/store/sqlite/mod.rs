@@ -19,6 +19,7 @@ mod delivery_log;
 mod events;
 mod migrations;
 mod operations;
+mod signing_keys;
 mod projects;
 mod queue;
 mod readers;

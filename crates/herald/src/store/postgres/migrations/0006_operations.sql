@@ -16,3 +16,17 @@ CREATE TABLE operations (
 
 CREATE INDEX operations_by_project ON operations (project_id, id);
 CREATE INDEX operations_due ON operations (due_at) WHERE due_at IS NOT NULL;
+
+-- Herald's own signing keys (per-job webhooks, JWKS). `private_key` is
+-- stored through the one seal/open seam (`store::sealing`). A key with
+-- `retire_time` NULL is its algorithm's current signer; a rotated-out key
+-- keeps being published (and, for Ed25519, signing) until `retire_time`.
+CREATE TABLE signing_keys (
+    kid         TEXT PRIMARY KEY,
+    algorithm   TEXT NOT NULL,
+    private_key TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    retire_time BIGINT
+);
+-- At most one current key per algorithm, whichever node creates it.
+CREATE UNIQUE INDEX signing_keys_current ON signing_keys (algorithm) WHERE retire_time IS NULL;
