@@ -26,9 +26,10 @@ use super::path::ApiPath;
 use crate::domain::operation::{
     self, Command, Operation, OperationError, OperationKind, OperationProgress, OperationState, WorkerName,
 };
+use crate::domain::job_webhook::{JobSignatureFormat, JobWebhookConfig, JobWebhookMode, JobWebhooks};
 use crate::domain::{OperationId, ProjectId, Timestamp};
 use crate::store::{
-    DeleteOperationOutcome, OperationFilter, TransitionKey, TransitionOutcome, TransitionRequest,
+    DeleteOperationOutcome, JobEndpoint, OperationFilter, TransitionKey, TransitionOutcome, TransitionRequest,
 };
 
 /// `expire_after` when the client gives none.
@@ -50,6 +51,76 @@ pub(super) struct CreateOperation {
     /// Opt in to `operation.progress` events (at most one per 5 s).
     #[serde(default)]
     progress_events: bool,
+    #[serde(default)]
+    webhook_config: Option<WebhookConfigBody>,
+}
+
+/// `webhook_config`: per-job webhooks (see `domain::job_webhook`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WebhookConfigBody {
+    uris: Vec<String>,
+    #[serde(default)]
+    user_metadata: Option<serde_json::Map<String, serde_json::Value>>,
+    /// `override` (default) or `additional`.
+    #[serde(default)]
+    mode: Option<String>,
+    /// `standard` (default) or `jwt`.
+    #[serde(default)]
+    signature_format: Option<String>,
+    /// For `jwt`: `RS256` (default) or `EdDSA`.
+    #[serde(default)]
+    jwt_algorithm: Option<String>,
+}
+
+/// Validates `webhook_config` (each URI through the same SSRF policy as
+/// webhooks) into the config and the hidden rows to create.
+fn webhook_config(
+    state: &AppState,
+    body: WebhookConfigBody,
+) -> Result<(JobWebhookConfig, Vec<JobEndpoint>), ApiError> {
+    let uris = body
+        .uris
+        .iter()
+        .enumerate()
+        .map(|(i, text)| super::webhooks::vetted_uri(state, text, &format!("webhook_config.uris[{i}]")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mode = match body.mode.as_deref() {
+        None | Some("override") => JobWebhookMode::Override,
+        Some("additional") => JobWebhookMode::Additional,
+        Some(_) => return Err(ApiError::invalid("webhook_config.mode", "expected \"override\" or \"additional\"")),
+    };
+    let format = match (body.signature_format.as_deref(), body.jwt_algorithm.as_deref()) {
+        (None | Some("standard"), None) => JobSignatureFormat::Standard,
+        (Some("jwt"), None | Some("RS256")) => JobSignatureFormat::JwtRs256,
+        (Some("jwt"), Some("EdDSA")) => JobSignatureFormat::JwtEdDsa,
+        (Some("jwt"), Some(_)) => {
+            return Err(ApiError::invalid("webhook_config.jwt_algorithm", "expected \"RS256\" or \"EdDSA\""));
+        }
+        (None | Some("standard"), Some(_)) => {
+            return Err(ApiError::invalid(
+                "webhook_config.jwt_algorithm",
+                "only with signature_format \"jwt\"",
+            ));
+        }
+        (Some(_), _) => {
+            return Err(ApiError::invalid(
+                "webhook_config.signature_format",
+                "expected \"standard\" or \"jwt\"",
+            ));
+        }
+    };
+    let config = JobWebhookConfig::new(uris, body.user_metadata.map(serde_json::Value::Object), mode, format)
+        .map_err(ApiError::invalid_field("webhook_config.uris"))?;
+    let endpoints = config
+        .uris
+        .iter()
+        .map(|uri| JobEndpoint {
+            id: crate::domain::WebhookId::generate(),
+            uri: uri.clone(),
+        })
+        .collect();
+    Ok((config, endpoints))
 }
 
 /// The `google.longrunning.Operation` view.
@@ -83,6 +154,10 @@ struct MetadataView {
     client_metadata: Option<serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_metadata: Option<serde_json::Value>,
+    /// The per-job webhooks: mode, signature format, hidden webhook ids
+    /// (their deliveries are in `/v1/deliveries`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job_webhooks: Option<JobWebhooks>,
     progress_events: bool,
     create_time: Timestamp,
     update_time: Timestamp,
@@ -109,6 +184,7 @@ impl From<Operation> for OperationView {
                 sequence: status.sequence,
                 client_metadata: status.client_metadata,
                 user_metadata: status.user_metadata,
+                job_webhooks: status.job_webhooks,
                 progress_events: status.progress_events,
                 create_time: operation.create_time,
                 update_time: status.update_time,
@@ -139,7 +215,7 @@ pub(super) async fn create(
         Some(text) => operation::check_expire_after(parse_duration(text, "expire_after")?)
             .map_err(ApiError::invalid_field("expire_after"))?,
     };
-    let operation = Operation::new(
+    let mut operation = Operation::new(
         project,
         kind,
         value.metadata.map(serde_json::Value::Object),
@@ -147,7 +223,18 @@ pub(super) async fn create(
         expire_after,
         state.clock.now(),
     );
-    state.store.create_operation(operation.clone()).await?;
+    let mut endpoints = Vec::new();
+    if let Some(body) = value.webhook_config {
+        let (config, rows) = webhook_config(&state, body)?;
+        operation.status.user_metadata = config.user_metadata;
+        operation.status.job_webhooks = Some(JobWebhooks {
+            mode: config.mode,
+            format: config.format,
+            webhook_ids: rows.iter().map(|row| row.id.to_string()).collect(),
+        });
+        endpoints = rows;
+    }
+    state.store.create_operation(operation.clone(), endpoints).await?;
     Ok((StatusCode::CREATED, Json(operation.into())))
 }
 

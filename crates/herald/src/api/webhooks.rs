@@ -150,10 +150,15 @@ pub(super) struct WebhookList {
 /// Parses and vets a URI: syntax, then the SSRF policy for literal
 /// addresses and `localhost` names (host names are vetted at connect time).
 fn endpoint_uri(state: &AppState, text: &str) -> Result<EndpointUri, ApiError> {
-    let uri = EndpointUri::parse(text).map_err(ApiError::invalid_field("uri"))?;
+    vetted_uri(state, text, "uri")
+}
+
+/// [`endpoint_uri`] for the wire field `field` (per-job webhooks' `uris[i]`).
+pub(super) fn vetted_uri(state: &AppState, text: &str, field: &str) -> Result<EndpointUri, ApiError> {
+    let uri = EndpointUri::parse(text).map_err(ApiError::invalid_field(field))?;
     let refused = |reason| {
         ApiError::invalid(
-            "uri",
+            field,
             format!("Herald does not deliver to {reason} addresses (see allow_target_cidrs)"),
         )
     };
@@ -161,7 +166,7 @@ fn endpoint_uri(state: &AppState, text: &str) -> Result<EndpointUri, ApiError> {
         Some(url::Host::Ipv4(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
         Some(url::Host::Ipv6(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
         Some(url::Host::Domain(name)) => state.address_policy.check_host_name(name).map_err(refused)?,
-        None => return Err(ApiError::invalid("uri", "the URI must have a host")),
+        None => return Err(ApiError::invalid(field, "the URI must have a host")),
     }
     Ok(uri)
 }
@@ -190,7 +195,8 @@ fn new_secret(kind: SigningKind) -> (StoredSecret, Option<String>) {
                 shown,
             )
         }
-        SigningKind::Ed25519 => {
+        // Job kinds are never a user's choice (`parse_user_choice`).
+        SigningKind::Ed25519 | SigningKind::Job(_) => {
             let key = Ed25519SecretKey::generate();
             let public_key = key.public_key().to_string();
             let secret = Zeroizing::new(key.expose_secret().to_string());
@@ -233,7 +239,8 @@ pub(super) async fn create(
     let signing = match value.signing.as_deref() {
         None => SigningKind::Hmac,
         Some(text) => {
-            SigningKind::parse(text).ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?
+            SigningKind::parse_user_choice(text)
+                .ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?
         }
     };
     let (secret, shown) = new_secret(signing);

@@ -10,6 +10,7 @@ pub mod delivery;
 pub mod event;
 pub mod fanout;
 pub mod id;
+pub mod job_webhook;
 pub mod operation;
 pub mod project;
 pub mod time;

@@ -186,6 +186,9 @@ pub struct OperationStatus {
     /// The client's `metadata` object at create (shown under `metadata`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_metadata: Option<serde_json::Value>,
+    /// `webhook_config`'s rows and mode: where the events go.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_webhooks: Option<crate::domain::job_webhook::JobWebhooks>,
     /// Copied into every event of the operation (`webhook_config.user_metadata`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_metadata: Option<serde_json::Value>,
@@ -262,6 +265,7 @@ impl Operation {
             status: OperationStatus {
                 state: OperationState::Pending,
                 client_metadata,
+                job_webhooks: None,
                 user_metadata: None,
                 progress: None,
                 action: None,

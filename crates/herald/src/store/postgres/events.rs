@@ -26,6 +26,7 @@ use super::queue::attempt_from_row;
 use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
 use crate::domain::fanout::{self, Subscriber};
+use crate::domain::job_webhook::JobWebhooks;
 use crate::domain::{DeliveryId, EventId, EventType, ProjectId, Timestamp, WebhookId};
 use crate::store::codec::{delivery_state, next_attempt_time};
 use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishRequest, StoreError, StoreResult};
@@ -76,11 +77,22 @@ pub(super) struct Fanned {
 /// change (a job's status, a webhook's auto-disable) and the event that
 /// announces it commit together or not at all. Fan-out, limits and
 /// idempotency are the same as [`Publisher::publish`]'s.
+#[allow(dead_code)] // the seam job stores call (operations use `publish_within_to`)
 pub(super) async fn publish_within(
     tx: &deadpool_postgres::Transaction<'_>,
     request: &PublishRequest,
 ) -> StoreResult<(PublishOutcome, Fanned)> {
-    match write_set(tx, &[request]).await {
+    publish_within_to(tx, request, None).await
+}
+
+/// [`publish_within`] of a job's event: to the job's own webhooks and, as
+/// its mode says, the project's (`JobWebhooks::recipients`).
+pub(super) async fn publish_within_to(
+    tx: &deadpool_postgres::Transaction<'_>,
+    request: &PublishRequest,
+    job: Option<&JobWebhooks>,
+) -> StoreResult<(PublishOutcome, Fanned)> {
+    match write_set(tx, &[request], job).await {
         Ok((mut outcomes, due)) => {
             let outcome = outcomes.pop().unwrap_or_else(|| Err(closed()))?;
             Ok((outcome, Fanned { due }))
@@ -280,7 +292,7 @@ async fn publish_set(
 ) -> Result<(Vec<StoreResult<PublishOutcome>>, HashMap<WebhookId, i64>), Attempt> {
     let mut client = pool.get().await.map_err(|e| Attempt::Unreachable(pool_error(e)))?;
     let tx = client.transaction().await.map_err(classify)?;
-    let (outcomes, due) = write_set(&tx, requests).await?;
+    let (outcomes, due) = write_set(&tx, requests, None).await?;
     // The NOTIFY that wakes other nodes goes out after the commit, with
     // the hints (see `hints::after_publish`): a notifying transaction
     // takes a cluster-wide lock at commit, which would serialise the
@@ -295,6 +307,7 @@ async fn publish_set(
 async fn write_set(
     tx: &deadpool_postgres::Transaction<'_>,
     requests: &[&PublishRequest],
+    job: Option<&JobWebhooks>,
 ) -> Result<(Vec<StoreResult<PublishOutcome>>, HashMap<WebhookId, i64>), Attempt> {
     // Idempotency keys seen before answer without writing.
     let mut outcomes: Vec<Option<StoreResult<PublishOutcome>>> = vec![None; requests.len()];
@@ -336,6 +349,12 @@ async fn write_set(
     let mut subscribers: HashMap<ProjectId, Vec<Subscriber>> = HashMap::new();
     for (project, subscriber) in enabled_subscribers(tx, &projects).await? {
         subscribers.entry(project).or_default().push(subscriber);
+    }
+    // A job's event (one request): its own webhooks, and the project's as
+    // its mode says.
+    if let (Some(job), [request]) = (job, requests) {
+        let project = subscribers.remove(&request.project_id).unwrap_or_default();
+        subscribers.insert(request.project_id, job.recipients(project));
     }
 
     let mut events = EventColumns::default();

@@ -15,6 +15,7 @@ mod delivery_log;
 mod events;
 mod hints;
 mod listener;
+mod job_webhooks;
 mod migrations;
 mod nodes;
 mod operations;

@@ -18,7 +18,8 @@ use tokio_postgres::Row;
 
 use super::PostgresStore;
 use super::connect::store_error;
-use super::events::{Fanned, publish_within};
+use super::events::{Fanned, publish_within_to};
+use super::job_webhooks;
 use super::rows::{get, parsed, timestamp};
 use crate::domain::operation::events::event;
 use crate::domain::operation::{Command, Operation, OperationKind, apply};
@@ -28,7 +29,7 @@ use crate::store::operations::{
     SWEEP_CHUNK, decode_snapshot, decode_status, encode_snapshot, encode_status, namespaced_key,
 };
 use crate::store::{
-    DeleteOperationOutcome, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
+    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
     PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
 };
 
@@ -114,7 +115,7 @@ async fn apply_and_publish(
             // project's webhook limit, never refused.
             max_deliveries: usize::MAX,
         };
-        let (_, made) = publish_within(tx, &request).await?;
+        let (_, made) = publish_within_to(tx, &request, operation.status.job_webhooks.as_ref()).await?;
         fanned.push(made);
     }
     tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &operation.id.to_string()])
@@ -194,10 +195,11 @@ impl PostgresStore {
 
 #[async_trait]
 impl OperationStore for PostgresStore {
-    async fn create_operation(&self, operation: Operation) -> StoreResult<()> {
-        let client = self.client().await?;
+    async fn create_operation(&self, operation: Operation, webhooks: Vec<JobEndpoint>) -> StoreResult<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(store_error)?;
         let status = &operation.status;
-        client
+        tx
             .execute(
                 "INSERT INTO operations (id, project_id, kind, state, status, due_at, create_time, update_time)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
@@ -214,7 +216,18 @@ impl OperationStore for PostgresStore {
             )
             .await
             .map_err(store_error)?;
-        Ok(())
+        if let Some(job) = &status.job_webhooks {
+            job_webhooks::insert(
+                &tx,
+                operation.project_id,
+                &operation.id.to_string(),
+                job.format,
+                &webhooks,
+                operation.create_time,
+            )
+            .await?;
+        }
+        tx.commit().await.map_err(store_error)
     }
 
     async fn get_operation(&self, project: ProjectId, id: OperationId) -> StoreResult<Option<Operation>> {

@@ -17,6 +17,7 @@
 
 mod delivery_log;
 mod events;
+mod job_webhooks;
 mod migrations;
 mod operations;
 mod signing_keys;

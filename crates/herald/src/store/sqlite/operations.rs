@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::events;
+use super::{events, job_webhooks};
 use super::rows::{parsed, store_error, timestamp};
 use super::writer::Lane;
 use super::SqliteStore;
@@ -20,7 +20,7 @@ use crate::store::operations::{
 };
 use crate::store::codec::page_of;
 use crate::store::{
-    DeleteOperationOutcome, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
+    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
     PublishOutcome, PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
 };
 
@@ -165,7 +165,8 @@ fn apply_and_publish(
             // project's webhook limit, never refused.
             max_deliveries: usize::MAX,
         };
-        if let PublishOutcome::Published { deliveries: made } = events::publish(conn, &request)? {
+        let job = operation.status.job_webhooks.as_ref();
+        if let PublishOutcome::Published { deliveries: made } = events::publish_to(conn, &request, job)? {
             deliveries = made;
         }
     }
@@ -266,9 +267,22 @@ fn sweep(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, Vec<Operat
 
 #[async_trait]
 impl OperationStore for SqliteStore {
-    async fn create_operation(&self, operation: Operation) -> StoreResult<()> {
+    async fn create_operation(&self, operation: Operation, webhooks: Vec<JobEndpoint>) -> StoreResult<()> {
         self.writer
-            .write(Lane::Api, 1, move |conn| insert(conn, &operation))
+            .write(Lane::Api, 1 + webhooks.len(), move |conn| {
+                insert(conn, &operation)?;
+                if let Some(job) = &operation.status.job_webhooks {
+                    job_webhooks::insert(
+                        conn,
+                        operation.project_id,
+                        &operation.id.to_string(),
+                        job.format,
+                        &webhooks,
+                        operation.create_time,
+                    )?;
+                }
+                Ok(())
+            })
             .await
     }
 

@@ -30,3 +30,9 @@ CREATE TABLE signing_keys (
 );
 -- At most one current key per algorithm, whichever node creates it.
 CREATE UNIQUE INDEX signing_keys_current ON signing_keys (algorithm) WHERE retire_time IS NULL;
+
+-- Per-job webhooks are webhook rows of their job (`job_id`): delivered by
+-- the same engine, never listed with the project's webhooks nor matched by
+-- the project's fan-out (every query on project webhooks says
+-- `job_id IS NULL`).
+ALTER TABLE webhooks ADD COLUMN job_id TEXT;
