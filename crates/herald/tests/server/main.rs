@@ -15,6 +15,7 @@ mod delivery;
 mod disk_full;
 mod genai;
 mod hostile;
+mod job_webhooks;
 mod limits;
 mod live;
 mod multinode;

@@ -126,7 +126,7 @@ async fn live_endpoint(
     webhook: WebhookId,
 ) -> StoreResult<Option<EndpointUri>> {
     let stmt = client
-        .prepare_cached("SELECT uri FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND job_id IS NULL")
+        .prepare_cached("SELECT uri FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL")
         .await
         .map_err(store_error)?;
     client

@@ -114,7 +114,7 @@ pub(super) fn get_delivery(
 
 /// Where a live webhook sends: `None` if it does not exist or was deleted.
 fn live_endpoint(conn: &Connection, project: ProjectId, webhook: WebhookId) -> StoreResult<Option<EndpointUri>> {
-    conn.prepare_cached("SELECT uri FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL AND job_id IS NULL")
+    conn.prepare_cached("SELECT uri FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL")
         .and_then(|mut stmt| {
             stmt.query_row([webhook.to_string(), project.to_string()], |row| {
                 parsed(row, 0, "endpoint uri", |s| EndpointUri::parse(s).ok())
