@@ -292,3 +292,119 @@ async fn webhook_config_is_validated_and_ssrf_checked_at_create() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(keys["signing_keys"].as_array().unwrap().len(), 2);
 }
+
+/// Pinned like the signature crate's interop tests.
+const PYTHON_PACKAGES: [&str; 2] = ["cryptography==50.0.2", "pyjwt==2.15.1"];
+
+/// One venv per test binary, built on first use under the target directory.
+fn python() -> std::path::PathBuf {
+    use std::process::Command;
+    let venv = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("job-webhooks-venv-{}", env!("CARGO_CRATE_NAME")));
+    let marker = venv.join("installed");
+    let wanted = PYTHON_PACKAGES.join(" ");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(wanted.as_str()) {
+        return venv.join("bin/python");
+    }
+    let run = |command: &mut Command| {
+        let output = command
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+        assert!(
+            output.status.success(),
+            "{command:?} failed (this test needs python3 with venv and PyPI): {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/python"))
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "--quiet"])
+        .args(PYTHON_PACKAGES));
+    std::fs::write(&marker, wanted).expect("marker written");
+    venv.join("bin/python")
+}
+
+fn run_python(input: Value) -> Value {
+    use std::process::{Command, Stdio};
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server/job_webhooks_interop.py");
+    let mut child = Command::new(python())
+        .arg(script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python starts");
+    if let Some(mut stdin) = child.stdin.take() {
+        std::io::Write::write_all(&mut stdin, input.to_string().as_bytes()).expect("input written");
+    }
+    let output = child.wait_with_output().expect("python finishes");
+    assert!(
+        output.status.success(),
+        "the interop script failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+}
+
+/// PyJWT and `cryptography` verify what Herald sent, from the JWKS alone.
+/// The clock starts at the real time: PyJWT checks `exp` by the wall clock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn independent_libraries_verify_per_job_webhooks_from_the_jwks() {
+    use base64::Engine as _;
+    let data_dir = std::sync::Arc::new(tempfile::tempdir().expect("temp dir"));
+    let config = crate::support::test_config(data_dir.path());
+    let clock = herald::clock::Clock::now(&herald::clock::SystemClock);
+    let app = TestApp::start(
+        config,
+        data_dir,
+        std::sync::Arc::new(herald::clock::ManualClock::new(clock)),
+        false,
+    )
+    .await;
+    let receiver = Receiver::start().await;
+    receiver.always(Reply::status(200));
+    let project = app.project("acme").await;
+    let formats = [
+        ("standard", json!({ "uris": [receiver.url("/standard")] })),
+        ("jwt", json!({ "uris": [receiver.url("/rs256")], "signature_format": "jwt" })),
+        (
+            "jwt",
+            json!({ "uris": [receiver.url("/eddsa")], "signature_format": "jwt", "jwt_algorithm": "EdDSA" }),
+        ),
+    ];
+    for (_, config) in &formats {
+        let id = operation(&app, &project, config.clone()).await;
+        run_to_success(&app, &project, &id).await;
+    }
+    app.deliver_due().await;
+    let received = receiver.received();
+    assert_eq!(received.len(), 6);
+    let jwks_text = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let deliveries: Vec<Value> = received
+        .iter()
+        .map(|request| {
+            json!({
+                "format": if request.path == "/standard" { "standard" } else { "jwt" },
+                "id": request.header("webhook-id"),
+                "timestamp": request.header("webhook-timestamp"),
+                "signature": request.header("webhook-signature"),
+                "audience": receiver.url(&request.path),
+                "body_b64": base64::engine::general_purpose::STANDARD.encode(&request.body),
+            })
+        })
+        .collect();
+    let input = json!({ "jwks": serde_json::from_str::<Value>(&jwks_text).unwrap(), "deliveries": deliveries });
+    let results = tokio::task::spawn_blocking(move || run_python(input)).await.expect("joined");
+    for (result, request) in results.as_array().unwrap().iter().zip(&received) {
+        assert_eq!(result["ok"], true, "{} {result}", request.path);
+        assert_eq!(result["tampered_ok"], false, "{} {result}", request.path);
+    }
+}
