@@ -5,6 +5,7 @@
 mod keys;
 mod listen;
 mod serve;
+mod signing_keys;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ enum Command {
     Verify(keys::VerifyArgs),
     /// Run a local webhook receiver that verifies and prints every delivery.
     Listen(listen::ListenArgs),
+    /// List or rotate Herald's own signing keys (per-job webhooks, JWKS)
+    /// through a running server's admin API.
+    SigningKeys(signing_keys::SigningKeysArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the subcommand on a
@@ -60,6 +64,7 @@ pub fn main() -> ExitCode {
             Command::Sign(args) => keys::sign(args),
             Command::Verify(args) => keys::verify(args).await,
             Command::Listen(args) => listen::listen(args).await,
+            Command::SigningKeys(args) => signing_keys::signing_keys(args).await,
         }
     });
     match result {

@@ -408,3 +408,47 @@ async fn independent_libraries_verify_per_job_webhooks_from_the_jwks() {
         assert_eq!(result["tampered_ok"], false, "{} {result}", request.path);
     }
 }
+
+/// `herald signing-keys rotate|list` drive the admin API of a running server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_and_rotates_the_keys() {
+    let app = TestApp::spawn().await;
+    let base = app.base.clone();
+    let run = move |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .arg("signing-keys")
+            .args(args)
+            .args(["--url", &base])
+            .env("HERALD_ADMIN_KEY", ADMIN_KEY)
+            .output()
+            .expect("herald runs");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let listed = {
+        let run = run.clone();
+        tokio::task::spawn_blocking(move || run(&["list"])).await.unwrap()
+    };
+    assert!(listed.0, "{}", listed.2);
+    let keys: Value = serde_json::from_str(&listed.1).expect("JSON");
+    assert_eq!(keys["signing_keys"].as_array().unwrap().len(), 2);
+    let rotated = {
+        let run = run.clone();
+        tokio::task::spawn_blocking(move || run(&["rotate", "--overlap", "2h"])).await.unwrap()
+    };
+    assert!(rotated.0, "{}", rotated.2);
+    let keys: Value = serde_json::from_str(&rotated.1).expect("JSON");
+    assert_eq!(keys["signing_keys"].as_array().unwrap().len(), 4);
+    let (jwks, _) = jwks(&app).await;
+    assert_eq!(jwks.keys().len(), 4);
+    let refused = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_herald"))
+            .args(["signing-keys", "rotate", "--url", "http://127.0.0.1:1"])
+            .env_remove("HERALD_ADMIN_KEY")
+            .output()
+            .expect("herald runs")
+    })
+    .await
+    .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("HERALD_ADMIN_KEY"));
+}
