@@ -16,9 +16,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herald_signature::{
-    Ed25519SecretKey, JwkSet, JwtSigner, JwtSigningKey, KeyId, RsaPrivateKey, Signer, SigningKey,
-};
+use herald_signature::{Ed25519SecretKey, JwkSet, JwtSigner, JwtSigningKey, KeyId, RsaPrivateKey, Signer, SigningKey};
 use zeroize::Zeroizing;
 
 use crate::clock::SharedClock;
@@ -80,7 +78,11 @@ impl ServerKeys {
         let mut stored = self.store.signing_keys(now).await?;
         let missing: Vec<KeyAlgorithm> = KeyAlgorithm::ALL
             .into_iter()
-            .filter(|alg| !stored.iter().any(|key| key.algorithm == *alg && key.retire_time.is_none()))
+            .filter(|alg| {
+                !stored
+                    .iter()
+                    .any(|key| key.algorithm == *alg && key.retire_time.is_none())
+            })
             .collect();
         if !missing.is_empty() {
             self.store.init_signing_keys(generate(&missing, now).await?).await?;
@@ -130,7 +132,11 @@ async fn generate(algorithms: &[KeyAlgorithm], now: Timestamp) -> StoreResult<Ve
                         .map_err(|e| StoreError::Unavailable(format!("generating a key: {e}")))?,
                 };
                 Ok(StoredSigningKey {
-                    kid: format!("herald-{}-{}", algorithm.as_str().to_ascii_lowercase(), ulid::Ulid::generate()),
+                    kid: format!(
+                        "herald-{}-{}",
+                        algorithm.as_str().to_ascii_lowercase(),
+                        ulid::Ulid::generate()
+                    ),
                     algorithm,
                     private_key,
                     create_time: now,

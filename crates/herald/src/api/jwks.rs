@@ -26,10 +26,7 @@ pub(super) async fn jwks(State(state): State<AppState>) -> Result<Response, ApiE
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_owned()),
-            (
-                header::CACHE_CONTROL,
-                format!("public, max-age={JWKS_MAX_AGE_SECS}"),
-            ),
+            (header::CACHE_CONTROL, format!("public, max-age={JWKS_MAX_AGE_SECS}")),
         ],
         keyring.jwks.to_json(),
     )

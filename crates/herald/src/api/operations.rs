@@ -23,10 +23,10 @@ use super::error::{ApiError, echo};
 use super::json::{self, JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request_with};
 use super::path::ApiPath;
+use crate::domain::job_webhook::{JobSignatureFormat, JobWebhookConfig, JobWebhookMode, JobWebhooks};
 use crate::domain::operation::{
     self, Command, Operation, OperationError, OperationKind, OperationProgress, OperationState, WorkerName,
 };
-use crate::domain::job_webhook::{JobSignatureFormat, JobWebhookConfig, JobWebhookMode, JobWebhooks};
 use crate::domain::{OperationId, ProjectId, Timestamp};
 use crate::store::{
     DeleteOperationOutcome, JobEndpoint, OperationFilter, TransitionKey, TransitionOutcome, TransitionRequest,
@@ -75,10 +75,7 @@ struct WebhookConfigBody {
 
 /// Validates `webhook_config` (each URI through the same SSRF policy as
 /// webhooks) into the config and the hidden rows to create.
-fn webhook_config(
-    state: &AppState,
-    body: WebhookConfigBody,
-) -> Result<(JobWebhookConfig, Vec<JobEndpoint>), ApiError> {
+fn webhook_config(state: &AppState, body: WebhookConfigBody) -> Result<(JobWebhookConfig, Vec<JobEndpoint>), ApiError> {
     let uris = body
         .uris
         .iter()
@@ -88,14 +85,22 @@ fn webhook_config(
     let mode = match body.mode.as_deref() {
         None | Some("override") => JobWebhookMode::Override,
         Some("additional") => JobWebhookMode::Additional,
-        Some(_) => return Err(ApiError::invalid("webhook_config.mode", "expected \"override\" or \"additional\"")),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "webhook_config.mode",
+                "expected \"override\" or \"additional\"",
+            ));
+        }
     };
     let format = match (body.signature_format.as_deref(), body.jwt_algorithm.as_deref()) {
         (None | Some("standard"), None) => JobSignatureFormat::Standard,
         (Some("jwt"), None | Some("RS256")) => JobSignatureFormat::JwtRs256,
         (Some("jwt"), Some("EdDSA")) => JobSignatureFormat::JwtEdDsa,
         (Some("jwt"), Some(_)) => {
-            return Err(ApiError::invalid("webhook_config.jwt_algorithm", "expected \"RS256\" or \"EdDSA\""));
+            return Err(ApiError::invalid(
+                "webhook_config.jwt_algorithm",
+                "expected \"RS256\" or \"EdDSA\"",
+            ));
         }
         (None | Some("standard"), Some(_)) => {
             return Err(ApiError::invalid(
@@ -282,7 +287,9 @@ pub(super) async fn get(
                 return Err(ApiError::invalid("query", "GET on an operation takes no parameters"));
             }
             let id = operation_id(&segment)?;
-            Ok(Json(found(state.store.get_operation(project, id).await?, &segment)?.into()))
+            Ok(Json(
+                found(state.store.get_operation(project, id).await?, &segment)?.into(),
+            ))
         }
         Some((id, "wait")) => {
             let timeout = wait_timeout(&query, state.max_wait)?;

@@ -238,10 +238,8 @@ pub(super) async fn create(
     };
     let signing = match value.signing.as_deref() {
         None => SigningKind::Hmac,
-        Some(text) => {
-            SigningKind::parse_user_choice(text)
-                .ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?
-        }
+        Some(text) => SigningKind::parse_user_choice(text)
+            .ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?,
     };
     let (secret, shown) = new_secret(signing);
     let new = NewWebhook {

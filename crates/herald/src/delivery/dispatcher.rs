@@ -36,13 +36,13 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::attempt::{AttemptContext, EndpointSigner, attempt, job_format, signer_for};
-use crate::server_keys::ServerKeys;
 use super::client::DeliveryClient;
 use super::failure_log::FailureLog;
 use super::retry::{Jitter, RetryPolicy};
 use crate::clock::SharedClock;
 use crate::domain::delivery::reason;
 use crate::domain::{AttemptRecord, DeliveryId, Timestamp, WebhookId};
+use crate::server_keys::ServerKeys;
 use crate::store::{
     ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Release, Store, StoreResult,
 };

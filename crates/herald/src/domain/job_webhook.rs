@@ -149,7 +149,11 @@ mod tests {
         assert!(make(vec![uri("https://a.example/"); 2], None).is_err());
         assert!(make((0..11).map(|i| uri(&format!("https://h{i}.example/"))).collect(), None).is_err());
         assert!(make(vec![uri("https://a.example/")], Some(serde_json::json!([1]))).is_err());
-        for format in [JobSignatureFormat::Standard, JobSignatureFormat::JwtRs256, JobSignatureFormat::JwtEdDsa] {
+        for format in [
+            JobSignatureFormat::Standard,
+            JobSignatureFormat::JwtRs256,
+            JobSignatureFormat::JwtEdDsa,
+        ] {
             assert_eq!(JobSignatureFormat::parse(format.as_str()), Some(format));
         }
     }

@@ -28,9 +28,9 @@
 mod codec;
 mod delivery_log;
 mod operations;
+pub mod postgres;
 mod sealing;
 mod signing_keys;
-pub mod postgres;
 pub mod sqlite;
 mod types;
 mod waiters;
@@ -132,7 +132,16 @@ pub trait DeliveryQueue: Send + Sync {
 /// Everything a running Herald needs from storage.
 #[async_trait]
 pub trait Store:
-    ProjectStore + WebhookStore + EventStore + DeliveryQueue + DeliveryLog + OperationStore + SigningKeyStore + Send + Sync + 'static
+    ProjectStore
+    + WebhookStore
+    + EventStore
+    + DeliveryQueue
+    + DeliveryLog
+    + OperationStore
+    + SigningKeyStore
+    + Send
+    + Sync
+    + 'static
 {
     /// Checks that the database answers and can commit (readiness).
     async fn ping(&self) -> StoreResult<()>;

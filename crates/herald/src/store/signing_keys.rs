@@ -67,6 +67,9 @@ pub trait SigningKeyStore: Send + Sync {
     async fn init_signing_keys(&self, candidates: Vec<StoredSigningKey>) -> StoreResult<()>;
     /// For each new key: retires its algorithm's current key at
     /// `retire_previous_at` and makes the new key current.
-    async fn rotate_signing_keys(&self, new_keys: Vec<StoredSigningKey>, retire_previous_at: Timestamp)
-    -> StoreResult<()>;
+    async fn rotate_signing_keys(
+        &self,
+        new_keys: Vec<StoredSigningKey>,
+        retire_previous_at: Timestamp,
+    ) -> StoreResult<()>;
 }

@@ -102,9 +102,15 @@ mod tests {
             tokio::pin!(woken);
             woken.as_mut().enable();
             registry.wake(OperationId::generate());
-            assert!(tokio::time::timeout(Duration::from_millis(20), woken.as_mut()).await.is_err());
+            assert!(
+                tokio::time::timeout(Duration::from_millis(20), woken.as_mut())
+                    .await
+                    .is_err()
+            );
             registry.wake(id);
-            tokio::time::timeout(Duration::from_secs(1), woken).await.expect("woken");
+            tokio::time::timeout(Duration::from_secs(1), woken)
+                .await
+                .expect("woken");
         }
         drop(guard);
         assert_eq!(registry.watched(), 1, "still watched by the second waiter");

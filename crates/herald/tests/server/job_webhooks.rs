@@ -58,10 +58,7 @@ async fn run_to_success(app: &TestApp, project: &Project, id: &str) {
 fn types(receiver: &Receiver) -> Vec<String> {
     let mut events: Vec<Value> = receiver.received().iter().map(|r| r.json()).collect();
     events.sort_by_key(|e| e["data"]["sequence"].as_u64());
-    events
-        .iter()
-        .map(|e| e["type"].as_str().unwrap().to_owned())
-        .collect()
+    events.iter().map(|e| e["type"].as_str().unwrap().to_owned()).collect()
 }
 
 #[tokio::test]
@@ -111,7 +108,10 @@ async fn override_mode_sends_only_to_the_job_signed_v1a_verifiable_from_the_jwks
     let (_, op) = app
         .call(Method::GET, &format!("/v1/operations/{id}"), Some(&project.key), None)
         .await;
-    let job_webhook = op["metadata"]["job_webhooks"]["webhook_ids"][0].as_str().unwrap().to_owned();
+    let job_webhook = op["metadata"]["job_webhooks"]["webhook_ids"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let (_, log) = app
         .call(
             Method::GET,
@@ -173,7 +173,11 @@ async fn additional_mode_also_reaches_the_project_and_jwts_verify_from_the_jwks(
         .iter()
         .map(|r| r.json()["data"]["id"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(project_seen, [rs256.clone(), rs256.clone()], "additional: the project's too; override: not");
+    assert_eq!(
+        project_seen,
+        [rs256.clone(), rs256.clone()],
+        "additional: the project's too; override: not"
+    );
 
     let (keys, _) = jwks(&app).await;
     for (receiver, path, algorithm) in [
@@ -253,7 +257,10 @@ async fn rotation_publishes_both_keys_through_the_overlap_and_v1a_signs_with_bot
     let request = receiver.received().pop().unwrap();
     assert_eq!(request.header("webhook-signature").split(' ').count(), 1);
     let now = START.as_unix_seconds() + 31 + 3600;
-    assert!(old_verifier.verify_at(&request.headers, &request.body, now).is_err(), "the old key is retired");
+    assert!(
+        old_verifier.verify_at(&request.headers, &request.body, now).is_err(),
+        "the old key is retired"
+    );
     Verifier::new(after.trusted_keys())
         .verify_at(&request.headers, &request.body, now)
         .expect("the new key verifies");
@@ -266,13 +273,34 @@ async fn webhook_config_is_validated_and_ssrf_checked_at_create() {
     let cases = [
         (json!({ "uris": [] }), "webhook_config.uris"),
         (json!({ "uris": ["http://10.0.0.1/hook"] }), "webhook_config.uris[0]"),
-        (json!({ "uris": ["http://127.0.0.1/a", "ftp://x/"] }), "webhook_config.uris[1]"),
-        (json!({ "uris": ["http://127.0.0.1/a"], "mode": "sometimes" }), "webhook_config.mode"),
-        (json!({ "uris": ["http://127.0.0.1/a"], "signature_format": "hmac" }), "webhook_config.signature_format"),
-        (json!({ "uris": ["http://127.0.0.1/a"], "jwt_algorithm": "EdDSA" }), "webhook_config.jwt_algorithm"),
-        (json!({ "uris": ["http://127.0.0.1/a"], "signature_format": "jwt", "jwt_algorithm": "HS256" }), "webhook_config.jwt_algorithm"),
-        (json!({ "uris": ["http://127.0.0.1/a"], "user_metadata": [1] }), "webhook_config.user_metadata"),
-        (json!({ "uris": ["http://127.0.0.1/a"], "secret": "x" }), "webhook_config.secret"),
+        (
+            json!({ "uris": ["http://127.0.0.1/a", "ftp://x/"] }),
+            "webhook_config.uris[1]",
+        ),
+        (
+            json!({ "uris": ["http://127.0.0.1/a"], "mode": "sometimes" }),
+            "webhook_config.mode",
+        ),
+        (
+            json!({ "uris": ["http://127.0.0.1/a"], "signature_format": "hmac" }),
+            "webhook_config.signature_format",
+        ),
+        (
+            json!({ "uris": ["http://127.0.0.1/a"], "jwt_algorithm": "EdDSA" }),
+            "webhook_config.jwt_algorithm",
+        ),
+        (
+            json!({ "uris": ["http://127.0.0.1/a"], "signature_format": "jwt", "jwt_algorithm": "HS256" }),
+            "webhook_config.jwt_algorithm",
+        ),
+        (
+            json!({ "uris": ["http://127.0.0.1/a"], "user_metadata": [1] }),
+            "webhook_config.user_metadata",
+        ),
+        (
+            json!({ "uris": ["http://127.0.0.1/a"], "secret": "x" }),
+            "webhook_config.secret",
+        ),
     ];
     for (config, field) in cases {
         let (status, answer) = app
@@ -286,7 +314,9 @@ async fn webhook_config_is_validated_and_ssrf_checked_at_create() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{config} {answer}");
         assert_eq!(answer["error"]["field"], field, "{config} {answer}");
     }
-    let (status, _) = app.call(Method::GET, "/v1/signing_keys", Some(&project.key), None).await;
+    let (status, _) = app
+        .call(Method::GET, "/v1/signing_keys", Some(&project.key), None)
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
     let (status, keys) = app.call(Method::GET, "/v1/signing_keys", Some(ADMIN_KEY), None).await;
     assert_eq!(status, StatusCode::OK);
@@ -366,7 +396,10 @@ async fn independent_libraries_verify_per_job_webhooks_from_the_jwks() {
     let project = app.project("acme").await;
     let formats = [
         ("standard", json!({ "uris": [receiver.url("/standard")] })),
-        ("jwt", json!({ "uris": [receiver.url("/rs256")], "signature_format": "jwt" })),
+        (
+            "jwt",
+            json!({ "uris": [receiver.url("/rs256")], "signature_format": "jwt" }),
+        ),
         (
             "jwt",
             json!({ "uris": [receiver.url("/eddsa")], "signature_format": "jwt", "jwt_algorithm": "EdDSA" }),
@@ -402,7 +435,9 @@ async fn independent_libraries_verify_per_job_webhooks_from_the_jwks() {
         })
         .collect();
     let input = json!({ "jwks": serde_json::from_str::<Value>(&jwks_text).unwrap(), "deliveries": deliveries });
-    let results = tokio::task::spawn_blocking(move || run_python(input)).await.expect("joined");
+    let results = tokio::task::spawn_blocking(move || run_python(input))
+        .await
+        .expect("joined");
     for (result, request) in results.as_array().unwrap().iter().zip(&received) {
         assert_eq!(result["ok"], true, "{} {result}", request.path);
         assert_eq!(result["tampered_ok"], false, "{} {result}", request.path);
@@ -422,7 +457,11 @@ async fn the_cli_lists_and_rotates_the_keys() {
             .env("HERALD_ADMIN_KEY", ADMIN_KEY)
             .output()
             .expect("herald runs");
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).into_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     let listed = {
         let run = run.clone();
@@ -433,7 +472,9 @@ async fn the_cli_lists_and_rotates_the_keys() {
     assert_eq!(keys["signing_keys"].as_array().unwrap().len(), 2);
     let rotated = {
         let run = run.clone();
-        tokio::task::spawn_blocking(move || run(&["rotate", "--overlap", "2h"])).await.unwrap()
+        tokio::task::spawn_blocking(move || run(&["rotate", "--overlap", "2h"]))
+            .await
+            .unwrap()
     };
     assert!(rotated.0, "{}", rotated.2);
     let keys: Value = serde_json::from_str(&rotated.1).expect("JSON");

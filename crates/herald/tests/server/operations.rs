@@ -48,10 +48,19 @@ async fn operation_in(app: &TestApp, project: &Project, state: &str) -> String {
     let path: &[(&str, Option<Value>)] = match state {
         "pending" => &[],
         "running" => &[("start", Some(start))],
-        "requires_action" => &[("start", Some(start)), ("requireAction", Some(json!({ "action": { "confirm": true } })))],
+        "requires_action" => &[
+            ("start", Some(start)),
+            ("requireAction", Some(json!({ "action": { "confirm": true } }))),
+        ],
         "cancelling" => &[("start", Some(start)), ("cancel", None)],
-        "succeeded" => &[("start", Some(start)), ("complete", Some(json!({ "response": { "uri": "gs://x" } })))],
-        "failed" => &[("start", Some(start)), ("fail", Some(json!({ "error": { "code": 13, "message": "boom" } })))],
+        "succeeded" => &[
+            ("start", Some(start)),
+            ("complete", Some(json!({ "response": { "uri": "gs://x" } }))),
+        ],
+        "failed" => &[
+            ("start", Some(start)),
+            ("fail", Some(json!({ "error": { "code": 13, "message": "boom" } }))),
+        ],
         "cancelled" => &[("cancel", None)],
         other => panic!("unknown state {other}"),
     };
@@ -89,10 +98,20 @@ async fn a_lifecycle_has_the_long_running_operation_shape_and_delivers_its_event
     assert_eq!(created["metadata"]["state"], "pending");
     assert_eq!(created["metadata"]["kind"], "research");
     assert_eq!(created["metadata"]["client_metadata"]["topic"], "tides");
-    assert_eq!(created["metadata"]["expire_time"], "2026-01-02T00:00:00.000Z", "24 h by default");
+    assert_eq!(
+        created["metadata"]["expire_time"], "2026-01-02T00:00:00.000Z",
+        "24 h by default"
+    );
     assert!(created.get("response").is_none() && created.get("error").is_none());
 
-    let running = ok(&app, &project, &id, "start", Some(json!({ "worker": "w1", "lease_duration": "30s" }))).await;
+    let running = ok(
+        &app,
+        &project,
+        &id,
+        "start",
+        Some(json!({ "worker": "w1", "lease_duration": "30s" })),
+    )
+    .await;
     assert_eq!(running["metadata"]["state"], "running");
     assert_eq!(running["metadata"]["worker"], "w1");
     assert_eq!(running["metadata"]["lease_expire_time"], "2026-01-01T00:00:30.000Z");
@@ -104,7 +123,10 @@ async fn a_lifecycle_has_the_long_running_operation_shape_and_delivers_its_event
         Some(json!({ "worker": "w1", "percent": 42.5, "message": "reading" })),
     )
     .await;
-    assert_eq!(progress["metadata"]["progress"], json!({ "percent": 42.5, "message": "reading" }));
+    assert_eq!(
+        progress["metadata"]["progress"],
+        json!({ "percent": 42.5, "message": "reading" })
+    );
     let waiting = ok(
         &app,
         &project,
@@ -164,7 +186,12 @@ async fn a_lifecycle_has_the_long_running_operation_shape_and_delivers_its_event
     }
 
     let (status, _) = app
-        .call(Method::DELETE, &format!("/v1/operations/{id}"), Some(&project.key), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/operations/{id}"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = app
@@ -269,7 +296,11 @@ async fn a_repeated_transition_with_its_idempotency_key_is_answered_as_the_first
     let first: Value = first.json().await.unwrap();
     app.advance(Duration::from_secs(5));
     let again = send(json!({ "response": { "n": 1 } })).await.unwrap();
-    assert_eq!(again.status(), StatusCode::OK, "not a 409 although the operation is done");
+    assert_eq!(
+        again.status(),
+        StatusCode::OK,
+        "not a 409 although the operation is done"
+    );
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
     let different = send(json!({ "response": { "n": 2 } })).await.unwrap();
@@ -282,21 +313,111 @@ async fn bad_input_is_a_400_naming_the_field() {
     let project = app.project("acme").await;
     let id = operation_in(&app, &project, "running").await;
     let cases: Vec<(Method, String, Option<Value>, StatusCode, &str)> = vec![
-        (Method::POST, "/v1/operations".into(), Some(json!({ "kind": "bad kind" })), StatusCode::BAD_REQUEST, "kind"),
-        (Method::POST, "/v1/operations".into(), Some(json!({})), StatusCode::BAD_REQUEST, "kind"),
-        (Method::POST, "/v1/operations".into(), Some(json!({ "kind": "k", "expire_after": "soon" })), StatusCode::BAD_REQUEST, "expire_after"),
-        (Method::POST, "/v1/operations".into(), Some(json!({ "kind": "k", "expire_after": "0s" })), StatusCode::BAD_REQUEST, "expire_after"),
-        (Method::POST, "/v1/operations".into(), Some(json!({ "kind": "k", "metadata": [1] })), StatusCode::BAD_REQUEST, "metadata"),
-        (Method::POST, "/v1/operations".into(), Some(json!({ "kind": "k", "surprise": 1 })), StatusCode::BAD_REQUEST, "surprise"),
-        (Method::POST, format!("/v1/operations/{id}:progress"), Some(json!({ "percent": 101 })), StatusCode::BAD_REQUEST, "percent"),
-        (Method::POST, format!("/v1/operations/{id}:start"), Some(json!({})), StatusCode::BAD_REQUEST, "worker"),
-        (Method::POST, format!("/v1/operations/{id}:start"), Some(json!({ "worker": "w1", "lease_duration": "2h" })), StatusCode::BAD_REQUEST, "lease_duration"),
-        (Method::POST, format!("/v1/operations/{id}:fail"), Some(json!({ "error": { "code": 0, "message": "x" } })), StatusCode::BAD_REQUEST, "error"),
-        (Method::POST, format!("/v1/operations/{id}:requireAction"), Some(json!({})), StatusCode::BAD_REQUEST, "action"),
-        (Method::POST, format!("/v1/operations/{id}:cancel"), Some(json!({ "x": 1 })), StatusCode::BAD_REQUEST, "x"),
-        (Method::GET, "/v1/operations?state=done".into(), None, StatusCode::BAD_REQUEST, "state"),
-        (Method::GET, "/v1/operations?colour=red".into(), None, StatusCode::BAD_REQUEST, "colour"),
-        (Method::GET, format!("/v1/operations/{id}:wait?timeout=abc"), None, StatusCode::BAD_REQUEST, "timeout"),
+        (
+            Method::POST,
+            "/v1/operations".into(),
+            Some(json!({ "kind": "bad kind" })),
+            StatusCode::BAD_REQUEST,
+            "kind",
+        ),
+        (
+            Method::POST,
+            "/v1/operations".into(),
+            Some(json!({})),
+            StatusCode::BAD_REQUEST,
+            "kind",
+        ),
+        (
+            Method::POST,
+            "/v1/operations".into(),
+            Some(json!({ "kind": "k", "expire_after": "soon" })),
+            StatusCode::BAD_REQUEST,
+            "expire_after",
+        ),
+        (
+            Method::POST,
+            "/v1/operations".into(),
+            Some(json!({ "kind": "k", "expire_after": "0s" })),
+            StatusCode::BAD_REQUEST,
+            "expire_after",
+        ),
+        (
+            Method::POST,
+            "/v1/operations".into(),
+            Some(json!({ "kind": "k", "metadata": [1] })),
+            StatusCode::BAD_REQUEST,
+            "metadata",
+        ),
+        (
+            Method::POST,
+            "/v1/operations".into(),
+            Some(json!({ "kind": "k", "surprise": 1 })),
+            StatusCode::BAD_REQUEST,
+            "surprise",
+        ),
+        (
+            Method::POST,
+            format!("/v1/operations/{id}:progress"),
+            Some(json!({ "percent": 101 })),
+            StatusCode::BAD_REQUEST,
+            "percent",
+        ),
+        (
+            Method::POST,
+            format!("/v1/operations/{id}:start"),
+            Some(json!({})),
+            StatusCode::BAD_REQUEST,
+            "worker",
+        ),
+        (
+            Method::POST,
+            format!("/v1/operations/{id}:start"),
+            Some(json!({ "worker": "w1", "lease_duration": "2h" })),
+            StatusCode::BAD_REQUEST,
+            "lease_duration",
+        ),
+        (
+            Method::POST,
+            format!("/v1/operations/{id}:fail"),
+            Some(json!({ "error": { "code": 0, "message": "x" } })),
+            StatusCode::BAD_REQUEST,
+            "error",
+        ),
+        (
+            Method::POST,
+            format!("/v1/operations/{id}:requireAction"),
+            Some(json!({})),
+            StatusCode::BAD_REQUEST,
+            "action",
+        ),
+        (
+            Method::POST,
+            format!("/v1/operations/{id}:cancel"),
+            Some(json!({ "x": 1 })),
+            StatusCode::BAD_REQUEST,
+            "x",
+        ),
+        (
+            Method::GET,
+            "/v1/operations?state=done".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "state",
+        ),
+        (
+            Method::GET,
+            "/v1/operations?colour=red".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "colour",
+        ),
+        (
+            Method::GET,
+            format!("/v1/operations/{id}:wait?timeout=abc"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "timeout",
+        ),
     ];
     for (method, path, body, status, field) in cases {
         let (got, answer) = app.call(method.clone(), &path, Some(&project.key), body).await;
@@ -306,16 +427,27 @@ async fn bad_input_is_a_400_naming_the_field() {
     for (method, path) in [
         (Method::GET, "/v1/operations/op_01ARZ3NDEKTSV4RRFFQ69G5FAV".to_owned()),
         (Method::GET, "/v1/operations/nonsense".to_owned()),
-        (Method::POST, "/v1/operations/op_01ARZ3NDEKTSV4RRFFQ69G5FAV:cancel".to_owned()),
+        (
+            Method::POST,
+            "/v1/operations/op_01ARZ3NDEKTSV4RRFFQ69G5FAV:cancel".to_owned(),
+        ),
         (Method::POST, format!("/v1/operations/{id}:explode")),
         (Method::GET, format!("/v1/operations/{id}:explode")),
-        (Method::DELETE, "/v1/operations/op_01ARZ3NDEKTSV4RRFFQ69G5FAV".to_owned()),
+        (
+            Method::DELETE,
+            "/v1/operations/op_01ARZ3NDEKTSV4RRFFQ69G5FAV".to_owned(),
+        ),
     ] {
         let (got, answer) = app.call(method.clone(), &path, Some(&project.key), None).await;
         assert_eq!(got, StatusCode::NOT_FOUND, "{method} {path} {answer}");
     }
     let (got, answer) = app
-        .call(Method::DELETE, &format!("/v1/operations/{id}"), Some(&project.key), None)
+        .call(
+            Method::DELETE,
+            &format!("/v1/operations/{id}"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(got, StatusCode::CONFLICT, "{answer}");
     assert!(answer["error"]["message"].as_str().unwrap().contains("is running"));
@@ -353,11 +485,11 @@ async fn listing_filters_by_state_and_kind_and_pages() {
             .map(|op| op["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    assert_eq!(ids(&list("?state=running").await), [running.clone()]);
+    assert_eq!(ids(&list("?state=running").await), std::slice::from_ref(&running));
     let mut pendings = vec![pending.clone(), research.clone()];
     pendings.sort();
     assert_eq!(ids(&list("?state=pending").await), pendings);
-    assert_eq!(ids(&list("?kind=research").await), [research.clone()]);
+    assert_eq!(ids(&list("?kind=research").await), std::slice::from_ref(&research));
     assert_eq!(ids(&list("?kind=research&state=running").await), Vec::<String>::new());
     let first = list("?page_size=2").await;
     assert_eq!(ids(&first).len(), 2);
@@ -382,7 +514,12 @@ async fn wait_returns_the_moment_the_operation_is_done_or_at_its_timeout() {
     // Timeout: the current state, not done.
     let started = std::time::Instant::now();
     let (status, current) = app
-        .call(Method::GET, &format!("/v1/operations/{id}:wait?timeout=0.3s"), Some(&project.key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/operations/{id}:wait?timeout=0.3s"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{current}");
     assert_eq!(current["done"], false);
@@ -396,7 +533,12 @@ async fn wait_returns_the_moment_the_operation_is_done_or_at_its_timeout() {
         tokio::spawn(async move {
             let started = std::time::Instant::now();
             let answer = app
-                .call(Method::GET, &format!("/v1/operations/{id}:wait?timeout=20s"), Some(&key), None)
+                .call(
+                    Method::GET,
+                    &format!("/v1/operations/{id}:wait?timeout=20s"),
+                    Some(&key),
+                    None,
+                )
                 .await;
             (answer, started.elapsed())
         })
@@ -406,7 +548,14 @@ async fn wait_returns_the_moment_the_operation_is_done_or_at_its_timeout() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     ok(&app, &project, &id, "progress", Some(json!({ "percent": 50 }))).await;
-    ok(&app, &project, &id, "complete", Some(json!({ "response": { "ok": true } }))).await;
+    ok(
+        &app,
+        &project,
+        &id,
+        "complete",
+        Some(json!({ "response": { "ok": true } })),
+    )
+    .await;
     let ((status, done), took) = waiter.await.unwrap();
     assert_eq!(status, StatusCode::OK);
     assert_eq!(done["done"], true);
@@ -415,7 +564,12 @@ async fn wait_returns_the_moment_the_operation_is_done_or_at_its_timeout() {
 
     // Already done: answered at once; the registry is empty again.
     let (status, again) = app
-        .call(Method::GET, &format!("/v1/operations/{id}:wait"), Some(&project.key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/operations/{id}:wait"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!((status, &again["done"]), (StatusCode::OK, &json!(true)));
     assert_eq!(app.running().store.operation_waiters().watched(), 0);
@@ -430,7 +584,14 @@ async fn expiry_and_a_lapsed_worker_lease_are_swept_with_their_events() {
     app.webhook(&project, &receiver.url("/"), &["operation.*"]).await;
     let short = id_of(&create(&app, &project, json!({ "kind": "k", "expire_after": "10m" })).await);
     let worked = id_of(&create(&app, &project, json!({ "kind": "k" })).await);
-    ok(&app, &project, &worked, "start", Some(json!({ "worker": "w1", "lease_duration": "1m" }))).await;
+    ok(
+        &app,
+        &project,
+        &worked,
+        "start",
+        Some(json!({ "worker": "w1", "lease_duration": "1m" })),
+    )
+    .await;
 
     app.advance(Duration::from_secs(59));
     ok(&app, &project, &worked, "heartbeat", Some(json!({ "worker": "w1" }))).await;
@@ -450,7 +611,12 @@ async fn expiry_and_a_lapsed_worker_lease_are_swept_with_their_events() {
     app.advance(Duration::from_secs(481));
     assert_eq!(sweep(&app).await, 2);
     let (_, expired) = app
-        .call(Method::GET, &format!("/v1/operations/{short}"), Some(&project.key), None)
+        .call(
+            Method::GET,
+            &format!("/v1/operations/{short}"),
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(expired["metadata"]["state"], "expired");
     assert_eq!(expired["done"], true);
@@ -496,8 +662,13 @@ async fn wait_returns_on_another_nodes_transition() {
         let a = Arc::clone(&a);
         let (key, id) = (project.key.clone(), id.clone());
         tokio::spawn(async move {
-            a.call(Method::GET, &format!("/v1/operations/{id}:wait?timeout=20s"), Some(&key), None)
-                .await
+            a.call(
+                Method::GET,
+                &format!("/v1/operations/{id}:wait?timeout=20s"),
+                Some(&key),
+                None,
+            )
+            .await
         })
     };
     while a.running().store.operation_waiters().watched() == 0 {

@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use herald::domain::job_webhook::{JobSignatureFormat, JobWebhookMode, JobWebhooks};
 use herald::domain::operation::{
     Command, Operation, OperationError, OperationKind, OperationProgress, OperationState, Refusal, WorkerName,
 };
-use herald::domain::{OperationId, ProjectId, Timestamp};
+use herald::domain::{EndpointUri, OperationId, ProjectId, SigningKind, Timestamp, WebhookId};
 use herald::store::{
-    DeleteOperationOutcome, DeliveryFilter, OperationFilter, PageRequest, Store, StoreError, TransitionKey,
-    TransitionOutcome, TransitionRequest,
+    DeleteOperationOutcome, DeliveryFilter, JobEndpoint, KeyAlgorithm, OperationFilter, PageRequest, Store, StoreError,
+    StoredSigningKey, TransitionKey, TransitionOutcome, TransitionRequest,
 };
 use serde_json::json;
 
@@ -61,7 +62,13 @@ async fn run(
         .expect("the transition runs")
 }
 
-async fn applied(store: &Arc<dyn Store>, project: ProjectId, id: OperationId, command: Command, now: Timestamp) -> Operation {
+async fn applied(
+    store: &Arc<dyn Store>,
+    project: ProjectId,
+    id: OperationId,
+    command: Command,
+    now: Timestamp,
+) -> Operation {
     match run(store, project, id, command, now).await {
         TransitionOutcome::Applied(operation) => operation,
         other => panic!("expected Applied, got {other:?}"),
@@ -72,7 +79,11 @@ async fn applied(store: &Arc<dyn Store>, project: ProjectId, id: OperationId, co
 /// `(sequence, type, state)`.
 async fn events_of(store: &Arc<dyn Store>, project: ProjectId, id: OperationId) -> Vec<(u64, String, String)> {
     let deliveries = store
-        .list_deliveries(project, DeliveryFilter::default(), PageRequest { size: 100, after: None })
+        .list_deliveries(
+            project,
+            DeliveryFilter::default(),
+            PageRequest { size: 100, after: None },
+        )
         .await
         .unwrap();
     let mut events = Vec::new();
@@ -102,7 +113,7 @@ contract_test!(
         let research = new_operation(project, "research", now);
         let foreign = new_operation(other, "video", now);
         for op in [&video, &research, &foreign] {
-            store.create_operation(op.clone()).await.unwrap();
+            store.create_operation(op.clone(), vec![]).await.unwrap();
         }
         let got = store.get_operation(project, video.id).await.unwrap().expect("stored");
         assert_eq!(got, video, "stored and read back whole");
@@ -136,7 +147,7 @@ contract_test!(
         let project = new_project(store, "acme", now).await;
         webhook(store, project, &["operation.*"], now).await;
         let op = new_operation(project, "research", now);
-        store.create_operation(op.clone()).await.unwrap();
+        store.create_operation(op.clone(), vec![]).await.unwrap();
 
         applied(store, project, op.id, start("w1"), h.advance(secs(1))).await;
         applied(store, project, op.id, Command::Progress {
@@ -181,14 +192,14 @@ contract_test!(
         webhook(store, project, &["*"], now).await;
 
         let pending = new_operation(project, "k", now);
-        store.create_operation(pending.clone()).await.unwrap();
+        store.create_operation(pending.clone(), vec![]).await.unwrap();
         let cancelled = applied(store, project, pending.id, Command::Cancel, now).await;
         assert_eq!(cancelled.status.state, OperationState::Cancelled);
         assert_eq!(cancelled.status.error.as_ref().map(|e| e.code), Some(OperationError::CANCELLED));
         assert_eq!(events_of(store, project, pending.id).await, [(1, "operation.cancelled".into(), "cancelled".into())]);
 
         let running = new_operation(project, "k", now);
-        store.create_operation(running.clone()).await.unwrap();
+        store.create_operation(running.clone(), vec![]).await.unwrap();
         applied(store, project, running.id, start("w1"), now).await;
         let cancelling = applied(store, project, running.id, Command::Cancel, now).await;
         assert_eq!(cancelling.status.state, OperationState::Cancelling);
@@ -198,7 +209,7 @@ contract_test!(
         assert_eq!(types, ["operation.running", "operation.cancelled"]);
 
         let failing = new_operation(project, "k", now);
-        store.create_operation(failing.clone()).await.unwrap();
+        store.create_operation(failing.clone(), vec![]).await.unwrap();
         applied(store, project, failing.id, start("w1"), now).await;
         let failed = applied(store, project, failing.id, Command::Fail { worker: None, error: OperationError::new(13, "out of GPUs").unwrap() }, now).await;
         assert_eq!(failed.status.error, Some(OperationError::new(13, "out of GPUs").unwrap()));
@@ -214,7 +225,7 @@ contract_test!(
         let project = new_project(store, "acme", now).await;
         webhook(store, project, &["*"], now).await;
         let op = new_operation(project, "k", now);
-        store.create_operation(op.clone()).await.unwrap();
+        store.create_operation(op.clone(), vec![]).await.unwrap();
         let keyed = |command: Command, hash: u8| TransitionRequest {
             project_id: project,
             id: op.id,
@@ -246,7 +257,7 @@ contract_test!(
         let stalling = new_operation(project, "k", start_time);
         let finished = Operation::new(project, OperationKind::parse("k").unwrap(), None, false, secs(120), start_time);
         for op in [&expiring, &stalling, &finished] {
-            store.create_operation(op.clone()).await.unwrap();
+            store.create_operation(op.clone(), vec![]).await.unwrap();
         }
         applied(store, project, stalling.id, start("w1"), start_time).await;
         applied(store, project, finished.id, start("w2"), start_time).await;
@@ -282,7 +293,7 @@ contract_test!(
         let now = h.now();
         let project = new_project(store, "acme", now).await;
         let op = new_operation(project, "k", now);
-        store.create_operation(op.clone()).await.unwrap();
+        store.create_operation(op.clone(), vec![]).await.unwrap();
         assert_eq!(store.delete_operation(project, op.id).await.unwrap(), DeleteOperationOutcome::NotDone(OperationState::Pending));
         applied(store, project, op.id, Command::Cancel, now).await;
         let other = new_project(store, "other", now).await;
@@ -299,7 +310,7 @@ contract_test!(
         let now = h.now();
         let project = new_project(store, "acme", now).await;
         let op = new_operation(project, "k", now);
-        store.create_operation(op.clone()).await.unwrap();
+        store.create_operation(op.clone(), vec![]).await.unwrap();
         let waiters = store.operation_waiters();
         let guard = waiters.watch(op.id);
         let woken = guard.notify().notified();
@@ -307,5 +318,111 @@ contract_test!(
         woken.as_mut().enable();
         applied(store, project, op.id, start("w1"), now).await;
         tokio::time::timeout(Duration::from_secs(5), woken).await.expect("woken by the commit");
+    }
+);
+
+fn with_job_webhooks(mut op: Operation, mode: JobWebhookMode, count: usize) -> (Operation, Vec<JobEndpoint>) {
+    let endpoints: Vec<JobEndpoint> = (0..count)
+        .map(|i| JobEndpoint {
+            id: WebhookId::generate(),
+            uri: EndpointUri::parse(&format!("https://job{i}.example/hook")).unwrap(),
+        })
+        .collect();
+    op.status.user_metadata = Some(json!({"ticket": 42}));
+    op.status.job_webhooks = Some(JobWebhooks {
+        mode,
+        format: JobSignatureFormat::JwtRs256,
+        webhook_ids: endpoints.iter().map(|e| e.id.to_string()).collect(),
+    });
+    (op, endpoints)
+}
+
+contract_test!(
+    fn job_webhooks_are_hidden_rows_that_receive_the_jobs_events(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let project_hook = webhook(store, project, &["operation.*"], now).await;
+        let (overriding, override_rows) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Override, 2);
+        let (additional, additional_rows) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Additional, 1);
+        store.create_operation(overriding.clone(), override_rows.clone()).await.unwrap();
+        store.create_operation(additional.clone(), additional_rows.clone()).await.unwrap();
+
+        // Not the project's webhooks: not listed, not gettable, not counted.
+        let listed = store.list_webhooks(project, PageRequest { size: 100, after: None }, now).await.unwrap();
+        assert_eq!(listed.items.iter().map(|w| w.id).collect::<Vec<_>>(), [project_hook]);
+        assert!(store.get_webhook(project, override_rows[0].id, now).await.unwrap().is_none());
+
+        applied(store, project, overriding.id, start("w1"), now).await;
+        applied(store, project, additional.id, start("w1"), now).await;
+        let deliveries = store
+            .list_deliveries(project, DeliveryFilter::default(), PageRequest { size: 100, after: None })
+            .await
+            .unwrap()
+            .items;
+        let mut by_event: std::collections::HashMap<String, Vec<WebhookId>> = Default::default();
+        for delivery in &deliveries {
+            let event = get_event(store, project, delivery.event_id).await;
+            let envelope: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+            assert_eq!(envelope["data"]["user_metadata"]["ticket"], 42);
+            by_event.entry(envelope["data"]["id"].as_str().unwrap().to_owned()).or_default().push(delivery.webhook_id);
+        }
+        let mut expected_override: Vec<WebhookId> = override_rows.iter().map(|e| e.id).collect();
+        expected_override.sort();
+        let mut got = by_event.remove(&overriding.id.to_string()).unwrap();
+        got.sort();
+        assert_eq!(got, expected_override, "override: only the job's rows");
+        let mut expected_additional = vec![additional_rows[0].id, project_hook];
+        expected_additional.sort();
+        let mut got = by_event.remove(&additional.id.to_string()).unwrap();
+        got.sort();
+        assert_eq!(got, expected_additional, "additional: the job's rows and the project's");
+
+        // The claim hands them out with their per-job signing kind.
+        let jobs = claim_jobs(store, claim_all(now)).await;
+        let job_row = jobs.iter().find(|j| j.endpoint.webhook_id == override_rows[0].id).expect("claimed");
+        assert_eq!(job_row.endpoint.uri.as_str(), "https://job0.example/hook");
+        assert!(job_row.endpoint.secrets.iter().all(|s| s.kind == SigningKind::Job(JobSignatureFormat::JwtRs256) && s.secret.is_empty()));
+    }
+);
+
+fn signing_key(algorithm: KeyAlgorithm, kid: &str, now: Timestamp) -> StoredSigningKey {
+    StoredSigningKey {
+        kid: kid.to_owned(),
+        algorithm,
+        private_key: zeroize::Zeroizing::new(format!("private-{kid}")),
+        create_time: now,
+        retire_time: None,
+    }
+}
+
+contract_test!(
+    fn signing_keys_have_one_current_key_per_algorithm_and_rotate_with_an_overlap(h) {
+        let store = h.store();
+        let now = h.now();
+        assert!(store.signing_keys(now).await.unwrap().is_empty());
+        store
+            .init_signing_keys(vec![signing_key(KeyAlgorithm::EdDsa, "ed-1", now), signing_key(KeyAlgorithm::Rs256, "rs-1", now)])
+            .await
+            .unwrap();
+        // A second node's candidates lose: one current key per algorithm.
+        store.init_signing_keys(vec![signing_key(KeyAlgorithm::EdDsa, "ed-other", now)]).await.unwrap();
+        let kids = |keys: Vec<StoredSigningKey>| keys.into_iter().map(|k| k.kid).collect::<Vec<_>>();
+        assert_eq!(kids(store.signing_keys(now).await.unwrap()), ["ed-1", "rs-1"]);
+        let first = store.signing_keys(now).await.unwrap();
+        assert_eq!(first[0].private_key.as_str(), "private-ed-1", "opened as it was sealed");
+
+        let later = h.advance(secs(10));
+        store
+            .rotate_signing_keys(vec![signing_key(KeyAlgorithm::EdDsa, "ed-2", later)], later.saturating_add(secs(3600)))
+            .await
+            .unwrap();
+        let keys = store.signing_keys(later).await.unwrap();
+        assert_eq!(kids(keys.clone()), ["ed-1", "rs-1", "ed-2"]);
+        assert_eq!(keys[0].retire_time, Some(later.saturating_add(secs(3600))));
+        assert_eq!(keys[1].retire_time, None, "RS256 was not rotated");
+        assert_eq!(keys[2].retire_time, None);
+        let after = h.advance(secs(3600));
+        assert_eq!(kids(store.signing_keys(after).await.unwrap()), ["rs-1", "ed-2"], "retired after the overlap");
     }
 );

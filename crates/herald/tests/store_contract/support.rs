@@ -233,6 +233,14 @@ pub fn secret(kind: SigningKind) -> StoredSecret {
                 display: public_key,
             }
         }
+        // A per-job webhook's secret row holds no key material.
+        SigningKind::Job(_) => StoredSecret {
+            id: SecretId::generate(),
+            kind,
+            secret: String::new().into(),
+            public_key: None,
+            display: "herald keys".into(),
+        },
     }
 }
 

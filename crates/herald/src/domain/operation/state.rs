@@ -317,9 +317,9 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::domain::operation::{Operation, OperationKind};
     use crate::domain::ProjectId;
     use crate::domain::operation::OperationState as S;
+    use crate::domain::operation::{Operation, OperationKind};
 
     const LEASE: Duration = Duration::from_secs(60);
 

@@ -14,15 +14,15 @@ mod connect;
 mod delivery_log;
 mod events;
 mod hints;
-mod listener;
 mod job_webhooks;
+mod listener;
 mod migrations;
 mod nodes;
 mod operations;
-mod signing_keys;
 mod projects;
 mod queue;
 mod rows;
+mod signing_keys;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};

@@ -29,8 +29,8 @@ use crate::store::operations::{
     SWEEP_CHUNK, decode_snapshot, decode_status, encode_snapshot, encode_status, namespaced_key,
 };
 use crate::store::{
-    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
-    PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
+    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest,
+    Progress, PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
 };
 
 /// The channel on which committed operation changes are announced; the
@@ -199,23 +199,22 @@ impl OperationStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
         let status = &operation.status;
-        tx
-            .execute(
-                "INSERT INTO operations (id, project_id, kind, state, status, due_at, create_time, update_time)
+        tx.execute(
+            "INSERT INTO operations (id, project_id, kind, state, status, due_at, create_time, update_time)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &operation.id.to_string(),
-                    &operation.project_id.to_string(),
-                    &operation.kind.as_str(),
-                    &status.state.as_str(),
-                    &encode_status(status)?,
-                    &status.housekeeping_due().map(Timestamp::as_millis),
-                    &operation.create_time.as_millis(),
-                    &status.update_time.as_millis(),
-                ],
-            )
-            .await
-            .map_err(store_error)?;
+            &[
+                &operation.id.to_string(),
+                &operation.project_id.to_string(),
+                &operation.kind.as_str(),
+                &status.state.as_str(),
+                &encode_status(status)?,
+                &status.housekeeping_due().map(Timestamp::as_millis),
+                &operation.create_time.as_millis(),
+                &status.update_time.as_millis(),
+            ],
+        )
+        .await
+        .map_err(store_error)?;
         if let Some(job) = &status.job_webhooks {
             job_webhooks::insert(
                 &tx,

@@ -67,7 +67,11 @@ impl SigningKeyStore for PostgresStore {
         Ok(())
     }
 
-    async fn rotate_signing_keys(&self, new_keys: Vec<StoredSigningKey>, retire_previous_at: Timestamp) -> StoreResult<()> {
+    async fn rotate_signing_keys(
+        &self,
+        new_keys: Vec<StoredSigningKey>,
+        retire_previous_at: Timestamp,
+    ) -> StoreResult<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
         for key in &new_keys {

@@ -149,8 +149,9 @@ async fn load_webhook(
     id: WebhookId,
     now: Timestamp,
 ) -> StoreResult<Option<Webhook>> {
-    let sql =
-        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND job_id IS NULL");
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND job_id IS NULL"
+    );
     let stmt = client.prepare_cached(&sql).await.map_err(store_error)?;
     let row = client
         .query_opt(&stmt, &[&id.to_string(), &project.to_string()])

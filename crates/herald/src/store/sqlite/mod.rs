@@ -20,11 +20,11 @@ mod events;
 mod job_webhooks;
 mod migrations;
 mod operations;
-mod signing_keys;
 mod projects;
 mod queue;
 mod readers;
 mod rows;
+mod signing_keys;
 mod webhooks;
 mod writer;
 

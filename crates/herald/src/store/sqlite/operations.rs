@@ -8,20 +8,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{events, job_webhooks};
+use super::SqliteStore;
 use super::rows::{parsed, store_error, timestamp};
 use super::writer::Lane;
-use super::SqliteStore;
+use super::{events, job_webhooks};
 use crate::domain::operation::events::event;
 use crate::domain::operation::{Command, Operation, OperationKind, apply};
 use crate::domain::{OperationId, ProjectId, Timestamp};
+use crate::store::codec::page_of;
 use crate::store::operations::{
     SWEEP_CHUNK, decode_snapshot, decode_status, encode_snapshot, encode_status, namespaced_key,
 };
-use crate::store::codec::page_of;
 use crate::store::{
-    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
-    PublishOutcome, PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
+    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest,
+    Progress, PublishOutcome, PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
 };
 
 const COLUMNS: &str = "id, project_id, kind, create_time, status";
@@ -296,9 +296,7 @@ impl OperationStore for SqliteStore {
         filter: OperationFilter,
         page: PageRequest,
     ) -> StoreResult<Page<Operation>> {
-        self.readers
-            .read(move |conn| list(conn, project, &filter, &page))
-            .await
+        self.readers.read(move |conn| list(conn, project, &filter, &page)).await
     }
 
     async fn transition_operation(&self, request: TransitionRequest) -> StoreResult<TransitionOutcome> {

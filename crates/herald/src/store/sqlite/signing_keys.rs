@@ -18,7 +18,13 @@ fn list(conn: &Connection, now: Timestamp) -> StoreResult<Vec<StoredSigningKey>>
         )
         .and_then(|mut stmt| {
             stmt.query_map([now.as_millis()], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?, timestamp(row, 3)?, timestamp_opt(row, 4)?))
+                Ok((
+                    row.get(0)?,
+                    row.get(1)?,
+                    row.get(2)?,
+                    timestamp(row, 3)?,
+                    timestamp_opt(row, 4)?,
+                ))
             })?
             .collect()
         })
@@ -81,7 +87,11 @@ impl SigningKeyStore for SqliteStore {
             .await
     }
 
-    async fn rotate_signing_keys(&self, new_keys: Vec<StoredSigningKey>, retire_previous_at: Timestamp) -> StoreResult<()> {
+    async fn rotate_signing_keys(
+        &self,
+        new_keys: Vec<StoredSigningKey>,
+        retire_previous_at: Timestamp,
+    ) -> StoreResult<()> {
         self.writer
             .write(Lane::Api, 1, move |conn| rotate(conn, &new_keys, retire_previous_at))
             .await

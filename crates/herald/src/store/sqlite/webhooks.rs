@@ -26,7 +26,9 @@ pub(super) fn insert_webhook(conn: &Connection, webhook: &NewWebhook) -> StoreRe
         return Err(StoreError::NotFound);
     }
     let existing: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL AND job_id IS NULL")
+        .prepare_cached(
+            "SELECT COUNT(*) FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL AND job_id IS NULL",
+        )
         .and_then(|mut stmt| stmt.query_row([webhook.project_id.to_string()], |row| row.get(0)))
         .map_err(store_error)?;
     crate::domain::fanout::check_webhook_count(
@@ -109,8 +111,9 @@ fn load_secrets(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreR
 }
 
 fn load_webhook(conn: &Connection, project: ProjectId, id: WebhookId, now: Timestamp) -> StoreResult<Option<Webhook>> {
-    let sql =
-        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL AND job_id IS NULL");
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL AND job_id IS NULL"
+    );
     let webhook = conn
         .prepare_cached(&sql)
         .and_then(|mut stmt| {
