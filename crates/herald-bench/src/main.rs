@@ -12,7 +12,10 @@
 //!   rate Herald absorbs, and how fast it delivers the backlog;
 //! - `latency`: publish at a fixed rate and measure publish→receive time;
 //! - `backlog`: 1,000,000 deliveries pending for an unreachable endpoint:
-//!   RSS, then the drain rate once the endpoint comes back.
+//!   RSS, then the drain rate once the endpoint comes back;
+//! - `operations` / `waits`: long-running operations driven over HTTP to a
+//!   per-job webhook, and 10,000 concurrent `:wait` long-polls (see
+//!   `operations.rs`; not in the default list).
 //!
 //! Backends (`--backends`): `sqlite` (as above), `postgres` (one node on a
 //! fresh PostgreSQL database) and `postgres2` (two `herald serve` processes
@@ -23,6 +26,7 @@
 //! admin connection (`--database-url`) and dropped with `WITH (FORCE)`.
 
 mod load;
+mod operations;
 mod pg;
 mod receiver;
 mod scenarios;
