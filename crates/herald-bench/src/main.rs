@@ -91,6 +91,10 @@ pub struct Args {
         default_value = "1000,2500,5000,7500,10000,12500,15000,17500,20000"
     )]
     pub postgres_rates: Vec<u64>,
+    /// `operations` scenario: deliver to the project's webhook instead of
+    /// a per-job webhook (isolates the cost of per-job webhook rows).
+    #[arg(long)]
+    pub operations_to_project_webhook: bool,
 }
 
 /// Where Herald keeps its data.

@@ -24,8 +24,11 @@ use crate::load::{self, HttpClient};
 use crate::receiver::Receiver;
 use crate::scenarios::{On, Table, wait_for_count};
 
-async fn create(client: &HttpClient, base: &str, key: &str, hook: &str) -> anyhow::Result<String> {
-    let body = json!({ "kind": "bench", "webhook_config": { "uris": [hook] } });
+async fn create(client: &HttpClient, base: &str, key: &str, hook: Option<&str>) -> anyhow::Result<String> {
+    let body = match hook {
+        Some(hook) => json!({ "kind": "bench", "webhook_config": { "uris": [hook] } }),
+        None => json!({ "kind": "bench" }),
+    };
     let op = load::post_json(client, &format!("{base}/v1/operations"), key, body).await?;
     Ok(op["id"].as_str().context("operation id")?.to_owned())
 }
@@ -44,11 +47,12 @@ async fn verb(
 
 pub async fn lifecycles(on: &On<'_>, client: &HttpClient, table: &mut Table) -> anyhow::Result<()> {
     let receiver = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let hook = format!("http://{}/job", receiver.addr);
+    let to_project = on.args.operations_to_project_webhook;
+    // Per-job: the project's webhook goes elsewhere (and must get nothing).
+    let hook = (!to_project).then(|| format!("http://{}/job", receiver.addr));
     let project_hook = Receiver::start(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let deployment = on
-        .herald(client, &format!("http://{}/", project_hook.addr), &[])
-        .await?;
+    let project_target = if to_project { receiver.addr } else { project_hook.addr };
+    let deployment = on.herald(client, &format!("http://{project_target}/"), &[]).await?;
     let bases: Vec<String> = deployment.urls("");
     let key = deployment.key.clone();
     let done = Arc::new(AtomicU64::new(0));
@@ -63,7 +67,7 @@ pub async fn lifecycles(on: &On<'_>, client: &HttpClient, table: &mut Table) -> 
             tokio::spawn(async move {
                 let name = format!("w{worker}");
                 while !stop.load(Ordering::Relaxed) {
-                    let id = create(&client, &base, &key, &hook).await?;
+                    let id = create(&client, &base, &key, hook.as_deref()).await?;
                     verb(&client, &base, &key, &id, "start", json!({ "worker": name })).await?;
                     verb(
                         &client,
@@ -100,7 +104,14 @@ pub async fn lifecycles(on: &On<'_>, client: &HttpClient, table: &mut Table) -> 
         ),
     );
     table.add(
-        &format!("{prefix}lifecycles delivered to their per-job webhook (2 events each, v1a)"),
+        &format!(
+            "{prefix}lifecycles delivered to {} (2 events each)",
+            if to_project {
+                "the project's webhook (v1)"
+            } else {
+                "their per-job webhook (v1a)"
+            }
+        ),
         format!("{:.0}/s", lifecycles as f64 / delivered.as_secs_f64()),
         &format!(
             "last delivery {drain:.1?} after the last lifecycle; Herald CPU {:.2} cores; project webhook got {}",

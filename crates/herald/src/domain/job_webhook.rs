@@ -3,8 +3,9 @@
 //! are signed. Any job kind uses the same type: operations today, batches
 //! next.
 //!
-//! Each URI becomes a hidden webhook row of the job (so deliveries are
-//! durable, retried, logged and redeliverable like any other), signed with
+//! Each URI is a hidden webhook row (shared by the project's jobs that name
+//! the same URI and format), so deliveries are durable, retried, logged
+//! and redeliverable like any other; they are signed with
 //! Herald's own keys: the receiver never saw a shared secret and verifies
 //! with the public keys at `/.well-known/jwks.json`.
 
@@ -92,7 +93,7 @@ impl JobWebhookConfig {
     }
 }
 
-/// A job's webhook rows, as its status keeps them for fan-out.
+/// The webhook rows a job's events go to, as its status keeps them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobWebhooks {
     pub mode: JobWebhookMode,

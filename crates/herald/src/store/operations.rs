@@ -23,17 +23,9 @@ use async_trait::async_trait;
 
 use super::{Page, PageRequest, Progress, StoreError, StoreResult};
 use crate::domain::operation::{Command, Operation, OperationKind, OperationState, OperationStatus, Refusal};
-use crate::domain::{EndpointUri, OperationId, ProjectId, Timestamp, WebhookId};
+use crate::domain::{EndpointUri, OperationId, ProjectId, Timestamp};
 
 pub use super::waiters::{OperationWaiters, WaitGuard};
-
-/// One URI of a job's `webhook_config`, as the hidden webhook row the
-/// store creates for it with the job.
-#[derive(Debug, Clone)]
-pub struct JobEndpoint {
-    pub id: WebhookId,
-    pub uri: EndpointUri,
-}
 
 /// Listing filters; `None` matches everything.
 #[derive(Debug, Clone, Default)]
@@ -79,10 +71,12 @@ pub enum DeleteOperationOutcome {
 
 #[async_trait]
 pub trait OperationStore: Send + Sync {
-    /// Stores the operation and, in the same transaction, one hidden
-    /// webhook row per `webhooks` entry (signed as the operation's
-    /// `job_webhooks.format` says).
-    async fn create_operation(&self, operation: Operation, webhooks: Vec<JobEndpoint>) -> StoreResult<()>;
+    /// Stores the operation and, in the same transaction, attaches a
+    /// hidden per-job webhook row for each of `uris` (signed as the
+    /// operation's `job_webhooks.format` says): the project's existing
+    /// enabled row for that URI and format, or a new one. Returns the
+    /// operation as stored, its `job_webhooks.webhook_ids` filled in.
+    async fn create_operation(&self, operation: Operation, uris: Vec<EndpointUri>) -> StoreResult<Operation>;
     async fn get_operation(&self, project: ProjectId, id: OperationId) -> StoreResult<Option<Operation>>;
     /// Ordered by id (creation order), one page at a time.
     async fn list_operations(

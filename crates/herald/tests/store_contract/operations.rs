@@ -11,7 +11,7 @@ use herald::domain::operation::{
 };
 use herald::domain::{EndpointUri, OperationId, ProjectId, SigningKind, Timestamp, WebhookId};
 use herald::store::{
-    DeleteOperationOutcome, DeliveryFilter, JobEndpoint, KeyAlgorithm, OperationFilter, PageRequest, Store, StoreError,
+    DeleteOperationOutcome, DeliveryFilter, KeyAlgorithm, OperationFilter, PageRequest, Store, StoreError,
     StoredSigningKey, TransitionKey, TransitionOutcome, TransitionRequest,
 };
 use serde_json::json;
@@ -321,20 +321,34 @@ contract_test!(
     }
 );
 
-fn with_job_webhooks(mut op: Operation, mode: JobWebhookMode, count: usize) -> (Operation, Vec<JobEndpoint>) {
-    let endpoints: Vec<JobEndpoint> = (0..count)
-        .map(|i| JobEndpoint {
-            id: WebhookId::generate(),
-            uri: EndpointUri::parse(&format!("https://job{i}.example/hook")).unwrap(),
-        })
+fn with_job_webhooks(
+    mut op: Operation,
+    mode: JobWebhookMode,
+    format: JobSignatureFormat,
+    hosts: &[&str],
+) -> (Operation, Vec<EndpointUri>) {
+    let uris: Vec<EndpointUri> = hosts
+        .iter()
+        .map(|host| EndpointUri::parse(&format!("https://{host}/hook")).unwrap())
         .collect();
     op.status.user_metadata = Some(json!({"ticket": 42}));
     op.status.job_webhooks = Some(JobWebhooks {
         mode,
-        format: JobSignatureFormat::JwtRs256,
-        webhook_ids: endpoints.iter().map(|e| e.id.to_string()).collect(),
+        format,
+        webhook_ids: Vec::new(),
     });
-    (op, endpoints)
+    (op, uris)
+}
+
+fn job_ids(op: &Operation) -> Vec<WebhookId> {
+    op.status
+        .job_webhooks
+        .as_ref()
+        .unwrap()
+        .webhook_ids
+        .iter()
+        .map(|id| WebhookId::parse(id).unwrap())
+        .collect()
 }
 
 contract_test!(
@@ -343,15 +357,24 @@ contract_test!(
         let now = h.now();
         let project = new_project(store, "acme", now).await;
         let project_hook = webhook(store, project, &["operation.*"], now).await;
-        let (overriding, override_rows) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Override, 2);
-        let (additional, additional_rows) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Additional, 1);
-        store.create_operation(overriding.clone(), override_rows.clone()).await.unwrap();
-        store.create_operation(additional.clone(), additional_rows.clone()).await.unwrap();
+        let (overriding, uris) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Override, JobSignatureFormat::JwtRs256, &["job0.example", "job1.example"]);
+        let overriding = store.create_operation(overriding, uris).await.unwrap();
+        let override_rows = job_ids(&overriding);
+        assert_eq!(override_rows.len(), 2);
+        assert_eq!(store.get_operation(project, overriding.id).await.unwrap().unwrap(), overriding, "stored with its rows");
+        let (additional, uris) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Additional, JobSignatureFormat::Standard, &["job2.example"]);
+        let additional = store.create_operation(additional, uris).await.unwrap();
+        let additional_rows = job_ids(&additional);
+        // Another job to the same URI and format shares the row; another format does not.
+        let (same, uris) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Override, JobSignatureFormat::JwtRs256, &["job0.example"]);
+        assert_eq!(job_ids(&store.create_operation(same, uris).await.unwrap()), [override_rows[0]]);
+        let (other_format, uris) = with_job_webhooks(new_operation(project, "k", now), JobWebhookMode::Override, JobSignatureFormat::JwtEdDsa, &["job0.example"]);
+        assert_ne!(job_ids(&store.create_operation(other_format, uris).await.unwrap()), [override_rows[0]]);
 
         // Not the project's webhooks: not listed, not gettable, not counted.
         let listed = store.list_webhooks(project, PageRequest { size: 100, after: None }, now).await.unwrap();
         assert_eq!(listed.items.iter().map(|w| w.id).collect::<Vec<_>>(), [project_hook]);
-        assert!(store.get_webhook(project, override_rows[0].id, now).await.unwrap().is_none());
+        assert!(store.get_webhook(project, override_rows[0], now).await.unwrap().is_none());
 
         applied(store, project, overriding.id, start("w1"), now).await;
         applied(store, project, additional.id, start("w1"), now).await;
@@ -367,12 +390,12 @@ contract_test!(
             assert_eq!(envelope["data"]["user_metadata"]["ticket"], 42);
             by_event.entry(envelope["data"]["id"].as_str().unwrap().to_owned()).or_default().push(delivery.webhook_id);
         }
-        let mut expected_override: Vec<WebhookId> = override_rows.iter().map(|e| e.id).collect();
+        let mut expected_override: Vec<WebhookId> = override_rows.clone();
         expected_override.sort();
         let mut got = by_event.remove(&overriding.id.to_string()).unwrap();
         got.sort();
         assert_eq!(got, expected_override, "override: only the job's rows");
-        let mut expected_additional = vec![additional_rows[0].id, project_hook];
+        let mut expected_additional = vec![additional_rows[0], project_hook];
         expected_additional.sort();
         let mut got = by_event.remove(&additional.id.to_string()).unwrap();
         got.sort();
@@ -380,7 +403,7 @@ contract_test!(
 
         // The claim hands them out with their per-job signing kind.
         let jobs = claim_jobs(store, claim_all(now)).await;
-        let job_row = jobs.iter().find(|j| j.endpoint.webhook_id == override_rows[0].id).expect("claimed");
+        let job_row = jobs.iter().find(|j| j.endpoint.webhook_id == override_rows[0]).expect("claimed");
         assert_eq!(job_row.endpoint.uri.as_str(), "https://job0.example/hook");
         assert!(job_row.endpoint.secrets.iter().all(|s| s.kind == SigningKind::Job(JobSignatureFormat::JwtRs256) && s.secret.is_empty()));
     }

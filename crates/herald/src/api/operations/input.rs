@@ -12,7 +12,6 @@ use super::super::json;
 use crate::domain::OperationId;
 use crate::domain::job_webhook::{JobSignatureFormat, JobWebhookConfig, JobWebhookMode};
 use crate::domain::operation::{Command, Operation, OperationError, OperationProgress, WorkerName};
-use crate::store::JobEndpoint;
 
 /// A worker's lease when `:start` names none.
 const DEFAULT_LEASE: Duration = Duration::from_secs(60);
@@ -39,11 +38,8 @@ pub(super) struct WebhookConfigBody {
 }
 
 /// Validates `webhook_config` (each URI through the same SSRF policy as
-/// webhooks) into the config and the hidden rows to create.
-pub(super) fn webhook_config(
-    state: &AppState,
-    body: WebhookConfigBody,
-) -> Result<(JobWebhookConfig, Vec<JobEndpoint>), ApiError> {
+/// webhooks).
+pub(super) fn webhook_config(state: &AppState, body: WebhookConfigBody) -> Result<JobWebhookConfig, ApiError> {
     let uris = body
         .uris
         .iter()
@@ -83,17 +79,8 @@ pub(super) fn webhook_config(
             ));
         }
     };
-    let config = JobWebhookConfig::new(uris, body.user_metadata.map(serde_json::Value::Object), mode, format)
-        .map_err(ApiError::invalid_field("webhook_config.uris"))?;
-    let endpoints = config
-        .uris
-        .iter()
-        .map(|uri| JobEndpoint {
-            id: crate::domain::WebhookId::generate(),
-            uri: uri.clone(),
-        })
-        .collect();
-    Ok((config, endpoints))
+    JobWebhookConfig::new(uris, body.user_metadata.map(serde_json::Value::Object), mode, format)
+        .map_err(ApiError::invalid_field("webhook_config.uris"))
 }
 
 #[derive(Deserialize)]

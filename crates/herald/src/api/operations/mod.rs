@@ -72,18 +72,19 @@ pub(super) async fn create(
         expire_after,
         state.clock.now(),
     );
-    let mut endpoints = Vec::new();
+    let mut uris = Vec::new();
     if let Some(body) = value.webhook_config {
-        let (config, rows) = webhook_config(&state, body)?;
+        let config = webhook_config(&state, body)?;
         operation.status.user_metadata = config.user_metadata;
         operation.status.job_webhooks = Some(JobWebhooks {
             mode: config.mode,
             format: config.format,
-            webhook_ids: rows.iter().map(|row| row.id.to_string()).collect(),
+            // Filled in by the store with the rows it attaches.
+            webhook_ids: Vec::new(),
         });
-        endpoints = rows;
+        uris = config.uris;
     }
-    state.store.create_operation(operation.clone(), endpoints).await?;
+    let operation = state.store.create_operation(operation, uris).await?;
     Ok((StatusCode::CREATED, Json(operation.into())))
 }
 

@@ -23,14 +23,14 @@ use super::job_webhooks;
 use super::rows::{get, parsed, timestamp};
 use crate::domain::operation::events::event;
 use crate::domain::operation::{Command, Operation, OperationKind, apply};
-use crate::domain::{OperationId, ProjectId, Timestamp};
+use crate::domain::{EndpointUri, OperationId, ProjectId, Timestamp};
 use crate::store::codec::page_of;
 use crate::store::operations::{
     SWEEP_CHUNK, decode_snapshot, decode_status, encode_snapshot, encode_status, namespaced_key,
 };
 use crate::store::{
-    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest,
-    Progress, PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
+    DeleteOperationOutcome, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
+    PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
 };
 
 /// The channel on which committed operation changes are announced; the
@@ -195,13 +195,27 @@ impl PostgresStore {
 
 #[async_trait]
 impl OperationStore for PostgresStore {
-    async fn create_operation(&self, operation: Operation, webhooks: Vec<JobEndpoint>) -> StoreResult<()> {
+    async fn create_operation(&self, mut operation: Operation, uris: Vec<EndpointUri>) -> StoreResult<Operation> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
+        if let Some(job) = &mut operation.status.job_webhooks {
+            job.webhook_ids = job_webhooks::attach(
+                &tx,
+                operation.project_id,
+                &operation.id.to_string(),
+                job.format,
+                &uris,
+                operation.create_time,
+            )
+            .await?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        }
         let status = &operation.status;
         tx.execute(
             "INSERT INTO operations (id, project_id, kind, state, status, due_at, create_time, update_time)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &operation.id.to_string(),
                 &operation.project_id.to_string(),
@@ -215,18 +229,8 @@ impl OperationStore for PostgresStore {
         )
         .await
         .map_err(store_error)?;
-        if let Some(job) = &status.job_webhooks {
-            job_webhooks::insert(
-                &tx,
-                operation.project_id,
-                &operation.id.to_string(),
-                job.format,
-                &webhooks,
-                operation.create_time,
-            )
-            .await?;
-        }
-        tx.commit().await.map_err(store_error)
+        tx.commit().await.map_err(store_error)?;
+        Ok(operation)
     }
 
     async fn get_operation(&self, project: ProjectId, id: OperationId) -> StoreResult<Option<Operation>> {

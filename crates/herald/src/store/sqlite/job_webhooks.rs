@@ -1,25 +1,50 @@
-//! Hidden per-job webhook rows (any job kind): created with their job, in
+//! Hidden per-job webhook rows (any job kind): attached with their job, in
 //! its transaction; never listed or matched as project webhooks
-//! (`job_id IS NOT NULL`). Their one secret row names the signature
+//! (`job_id IS NOT NULL`, the job that created the row). Jobs of a project
+//! that name the same URI with the same format share one enabled row, so
+//! rows grow with distinct endpoints, not with jobs, and the per-endpoint
+//! cap applies per endpoint. Their one secret row names the signature
 //! format and holds no key material: Herald's own keys sign.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
-use super::rows::store_error;
+use super::rows::{parsed, store_error};
 use crate::domain::job_webhook::JobSignatureFormat;
-use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp};
-use crate::store::{JobEndpoint, StoreResult};
+use crate::domain::{EndpointUri, ProjectId, SecretId, SigningKind, Timestamp, WebhookId};
+use crate::store::StoreResult;
 
-pub(super) fn insert(
+/// The rows for `uris` (existing or new), in order.
+pub(super) fn attach(
     conn: &Connection,
     project: ProjectId,
     job_id: &str,
     format: JobSignatureFormat,
-    endpoints: &[JobEndpoint],
+    uris: &[EndpointUri],
     now: Timestamp,
-) -> StoreResult<()> {
+) -> StoreResult<Vec<WebhookId>> {
     let kind = SigningKind::Job(format);
-    for endpoint in endpoints {
+    let mut ids = Vec::with_capacity(uris.len());
+    for uri in uris {
+        let existing = conn
+            .prepare_cached(
+                "SELECT id FROM webhooks WHERE project_id = ?1 AND uri = ?2 AND signing = ?3
+                 AND job_id IS NOT NULL AND delete_time IS NULL AND state = 'enabled' LIMIT 1",
+            )
+            .and_then(|mut stmt| {
+                stmt.query_row(params![project.to_string(), uri.as_str(), kind.as_str()], |row| {
+                    parsed(row, 0, "webhook id", WebhookId::parse)
+                })
+                .optional()
+            })
+            .map_err(store_error)?;
+        if let Some(id) = existing {
+            ids.push(id);
+            continue;
+        }
+        let endpoint = JobEndpoint {
+            id: WebhookId::generate(),
+            uri: uri.clone(),
+        };
         conn.prepare_cached(
             "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time, job_id)
              VALUES (?1, ?2, ?3, ?4, '[\"*\"]', 'enabled', ?5, ?6, ?6, ?7)",
@@ -28,7 +53,7 @@ pub(super) fn insert(
             stmt.execute(params![
                 endpoint.id.to_string(),
                 project.to_string(),
-                format!("job {job_id}"),
+                "per-job webhook",
                 endpoint.uri.as_str(),
                 kind.as_str(),
                 now.as_millis(),
@@ -49,6 +74,12 @@ pub(super) fn insert(
             ])
         })
         .map_err(store_error)?;
+        ids.push(endpoint.id);
     }
-    Ok(())
+    Ok(ids)
+}
+
+struct JobEndpoint {
+    id: WebhookId,
+    uri: EndpointUri,
 }

@@ -14,14 +14,14 @@ use super::writer::Lane;
 use super::{events, job_webhooks};
 use crate::domain::operation::events::event;
 use crate::domain::operation::{Command, Operation, OperationKind, apply};
-use crate::domain::{OperationId, ProjectId, Timestamp};
+use crate::domain::{EndpointUri, OperationId, ProjectId, Timestamp};
 use crate::store::codec::page_of;
 use crate::store::operations::{
     SWEEP_CHUNK, decode_snapshot, decode_status, encode_snapshot, encode_status, namespaced_key,
 };
 use crate::store::{
-    DeleteOperationOutcome, JobEndpoint, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest,
-    Progress, PublishOutcome, PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
+    DeleteOperationOutcome, OperationFilter, OperationStore, OperationWaiters, Page, PageRequest, Progress,
+    PublishOutcome, PublishRequest, StoreError, StoreResult, TransitionOutcome, TransitionRequest,
 };
 
 const COLUMNS: &str = "id, project_id, kind, create_time, status";
@@ -267,21 +267,24 @@ fn sweep(conn: &Connection, now: Timestamp) -> StoreResult<(Progress, Vec<Operat
 
 #[async_trait]
 impl OperationStore for SqliteStore {
-    async fn create_operation(&self, operation: Operation, webhooks: Vec<JobEndpoint>) -> StoreResult<()> {
+    async fn create_operation(&self, mut operation: Operation, uris: Vec<EndpointUri>) -> StoreResult<Operation> {
         self.writer
-            .write(Lane::Api, 1 + webhooks.len(), move |conn| {
-                insert(conn, &operation)?;
-                if let Some(job) = &operation.status.job_webhooks {
-                    job_webhooks::insert(
+            .write(Lane::Api, 1 + uris.len(), move |conn| {
+                if let Some(job) = &mut operation.status.job_webhooks {
+                    job.webhook_ids = job_webhooks::attach(
                         conn,
                         operation.project_id,
                         &operation.id.to_string(),
                         job.format,
-                        &webhooks,
+                        &uris,
                         operation.create_time,
-                    )?;
+                    )?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
                 }
-                Ok(())
+                insert(conn, &operation)?;
+                Ok(operation)
             })
             .await
     }

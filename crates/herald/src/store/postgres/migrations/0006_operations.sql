@@ -31,8 +31,10 @@ CREATE TABLE signing_keys (
 -- At most one current key per algorithm, whichever node creates it.
 CREATE UNIQUE INDEX signing_keys_current ON signing_keys (algorithm) WHERE retire_time IS NULL;
 
--- Per-job webhooks are webhook rows of their job (`job_id`): delivered by
--- the same engine, never listed with the project's webhooks nor matched by
--- the project's fan-out (every query on project webhooks says
--- `job_id IS NULL`).
+-- Per-job webhooks are webhook rows marked with the job that created them
+-- (`job_id`): delivered by the same engine, never listed with the
+-- project's webhooks nor matched by the project's fan-out (every query on
+-- project webhooks says `job_id IS NULL`). Later jobs of the project with
+-- the same URI and signature format share the enabled row.
 ALTER TABLE webhooks ADD COLUMN job_id TEXT;
+CREATE INDEX webhooks_job_endpoints ON webhooks (project_id, uri) WHERE job_id IS NOT NULL AND delete_time IS NULL;
