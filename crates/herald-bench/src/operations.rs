@@ -114,9 +114,13 @@ pub async fn lifecycles(on: &On<'_>, client: &HttpClient, table: &mut Table) -> 
         ),
         format!("{:.0}/s", lifecycles as f64 / delivered.as_secs_f64()),
         &format!(
-            "last delivery {drain:.1?} after the last lifecycle; Herald CPU {:.2} cores; project webhook got {}",
+            "last delivery {drain:.1?} after the last lifecycle; Herald CPU {:.2} cores{}",
             cpu.as_secs_f64() / delivered.as_secs_f64(),
-            project_hook.count()
+            if to_project {
+                String::new()
+            } else {
+                format!("; the project's webhook got {}", project_hook.count())
+            }
         ),
     );
     deployment.stop(on.postgres()).await?;
