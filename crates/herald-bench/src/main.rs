@@ -15,6 +15,9 @@
 //!   RSS, then the drain rate once the endpoint comes back;
 //! - `batches` (not in the default list; SQLite only): OpenAI-compatible
 //!   batches of `--batch-requests` requests against `builtin:echo`.
+//! - `operations` / `waits`: long-running operations driven over HTTP to a
+//!   per-job webhook, and 10,000 concurrent `:wait` long-polls (see
+//!   `operations.rs`; not in the default list).
 //!
 //! Backends (`--backends`): `sqlite` (as above), `postgres` (one node on a
 //! fresh PostgreSQL database) and `postgres2` (two `herald serve` processes
@@ -26,6 +29,7 @@
 
 mod batches;
 mod load;
+mod operations;
 mod pg;
 mod receiver;
 mod scenarios;
@@ -93,6 +97,10 @@ pub struct Args {
         default_value = "1000,2500,5000,7500,10000,12500,15000,17500,20000"
     )]
     pub postgres_rates: Vec<u64>,
+    /// `operations` scenario: deliver to the project's webhook instead of
+    /// a per-job webhook (isolates the cost of per-job webhook rows).
+    #[arg(long)]
+    pub operations_to_project_webhook: bool,
 }
 
 /// Where Herald keeps its data.

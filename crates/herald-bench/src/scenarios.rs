@@ -14,12 +14,12 @@ use crate::receiver::Receiver;
 use crate::server::{ADMIN_KEY, Herald, cpu_of, cpu_of_all, default_binary};
 use crate::{Args, Backend};
 
-struct Table {
+pub(crate) struct Table {
     rows: Vec<[String; 3]>,
 }
 
 impl Table {
-    fn add(&mut self, metric: &str, value: String, note: &str) {
+    pub(crate) fn add(&mut self, metric: &str, value: String, note: &str) {
         println!("  {metric}: {value} {note}");
         self.rows.push([metric.to_owned(), value, note.to_owned()]);
     }
@@ -79,31 +79,31 @@ impl PublishShape {
 
 /// The Herald under test: one node (SQLite, or PostgreSQL) or several
 /// sharing one PostgreSQL database, with a project, a key and one webhook.
-struct Deployment {
+pub(crate) struct Deployment {
     nodes: Vec<Herald>,
-    key: String,
+    pub(crate) key: String,
     /// The fresh PostgreSQL database, if any.
     database: Option<String>,
 }
 
 /// What PostgreSQL did for one scenario, read after Herald stopped.
-struct DbTotals {
+pub(crate) struct DbTotals {
     commits: i64,
     rollbacks: i64,
 }
 
 impl Deployment {
     /// `path` on every node.
-    fn urls(&self, path: &str) -> Vec<String> {
+    pub(crate) fn urls(&self, path: &str) -> Vec<String> {
         self.nodes.iter().map(|node| format!("{}{path}", node.base)).collect()
     }
 
-    fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.nodes[0].base
     }
 
     /// (current, peak) RSS in MiB, summed over the nodes.
-    fn rss_mib(&self) -> anyhow::Result<(f64, f64)> {
+    pub(crate) fn rss_mib(&self) -> anyhow::Result<(f64, f64)> {
         let mut total = (0.0, 0.0);
         for node in &self.nodes {
             let (rss, peak) = node.rss_mib()?;
@@ -112,13 +112,13 @@ impl Deployment {
         Ok(total)
     }
 
-    fn cpu(&self) -> Duration {
+    pub(crate) fn cpu(&self) -> Duration {
         self.nodes.iter().map(Herald::cpu).sum()
     }
 
     /// Stops every node; on PostgreSQL then reads the database's commit
     /// count (backends flush their statistics as they exit) and drops it.
-    async fn stop(self, pg: Option<&Admin>) -> anyhow::Result<Option<DbTotals>> {
+    pub(crate) async fn stop(self, pg: Option<&Admin>) -> anyhow::Result<Option<DbTotals>> {
         for node in self.nodes {
             tokio::task::block_in_place(|| node.stop());
         }
@@ -242,7 +242,7 @@ impl Probe {
     }
 }
 
-async fn wait_for_count(receiver: &Receiver, target: u64, limit: Duration) -> anyhow::Result<Duration> {
+pub(crate) async fn wait_for_count(receiver: &Receiver, target: u64, limit: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     while receiver.count() < target {
         if started.elapsed() > limit {
@@ -336,6 +336,8 @@ async fn run_scenarios(args: &Args, pg: Option<&Admin>) -> anyhow::Result<()> {
                     }
                     .await
                 }
+                "operations" => crate::operations::lifecycles(&on, &client, &mut table).await,
+                "waits" => crate::operations::waits(&on, &client, &mut table).await,
                 other => bail!("unknown scenario {other}"),
             };
             // On PostgreSQL a failed scenario is a row, and the run goes on
@@ -366,19 +368,19 @@ async fn run_scenarios(args: &Args, pg: Option<&Admin>) -> anyhow::Result<()> {
 }
 
 /// One scenario's setting: the arguments and the backend it runs on.
-struct On<'a> {
-    args: &'a Args,
+pub(crate) struct On<'a> {
+    pub(crate) args: &'a Args,
     pg: Option<&'a Admin>,
-    backend: Backend,
+    pub(crate) backend: Backend,
 }
 
 impl On<'_> {
-    async fn herald(&self, client: &HttpClient, target: &str, extra: &[&str]) -> anyhow::Result<Deployment> {
+    pub(crate) async fn herald(&self, client: &HttpClient, target: &str, extra: &[&str]) -> anyhow::Result<Deployment> {
         herald_with_webhook(self.args, self.pg, self.backend, client, target, extra).await
     }
 
     /// The PostgreSQL admin connection, on a PostgreSQL backend.
-    fn postgres(&self) -> Option<&Admin> {
+    pub(crate) fn postgres(&self) -> Option<&Admin> {
         self.pg.filter(|_| self.backend.is_postgres())
     }
 }

@@ -118,6 +118,10 @@ pub async fn start_on(
             .context("setting up the batch upstreams")?,
     );
 
+    let server_keys = Arc::new(crate::server_keys::ServerKeys::new(
+        Arc::clone(&store),
+        Arc::clone(&deps.clock),
+    ));
     let shutdown = CancellationToken::new();
     let metrics = crate::telemetry::metrics_handle();
     if let Some(handle) = metrics.clone() {
@@ -137,6 +141,11 @@ pub async fn start_on(
             Arc::clone(&deps.clock),
             shutdown.child_token(),
         ));
+        tokio::spawn(crate::operation_sweep::run(
+            Arc::clone(&store),
+            Arc::clone(&deps.clock),
+            shutdown.child_token(),
+        ));
     }
     let state = AppState {
         store: Arc::clone(&store),
@@ -147,6 +156,8 @@ pub async fn start_on(
         metrics,
         manual_attempts,
         batches: config.batches.clone(),
+        max_wait: crate::api::max_wait(config.http.request_timeout),
+        server_keys: Arc::clone(&server_keys),
     };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;

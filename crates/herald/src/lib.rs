@@ -14,6 +14,8 @@ pub mod maintenance;
 pub mod master_key;
 pub mod net;
 pub mod replay;
+pub mod operation_sweep;
+pub mod server_keys;
 pub mod store;
 pub mod telemetry;
 pub mod work;

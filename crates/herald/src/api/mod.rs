@@ -13,6 +13,9 @@ mod files;
 mod health;
 mod json;
 mod json_check;
+mod jwks;
+mod operation_wait;
+mod operations;
 mod pagination;
 mod path;
 mod projects;
@@ -51,6 +54,11 @@ pub struct AppState {
     pub manual_attempts: Arc<crate::delivery::ManualAttempts>,
     /// Limits of the batch API (file size).
     pub batches: crate::config::BatchesConfig,
+    /// The longest `:wait` long-poll: shorter than the server's request
+    /// timeout, so a wait ends with its answer, not a 503.
+    pub max_wait: std::time::Duration,
+    /// Herald's own signing keys (JWKS, per-job webhooks).
+    pub server_keys: Arc<crate::server_keys::ServerKeys>,
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the
@@ -107,6 +115,16 @@ fn api_routes() -> Router<AppState> {
         )
         .route("/v1/replays", get(replays::list))
         .route("/v1/replays/{replay_id}", get(replays::get))
+        .route("/v1/operations", post(operations::create).get(operations::list))
+        .route(
+            "/v1/operations/{operation_id}",
+            get(operations::get)
+                .post(operations::custom_method)
+                .delete(operations::delete),
+        )
+        .route("/.well-known/jwks.json", get(jwks::jwks))
+        .route("/v1/signing_keys", get(jwks::list_keys))
+        .route("/v1/signing_keys:rotate", post(jwks::rotate))
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))
@@ -124,4 +142,11 @@ async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) ->
         error::echo(method.as_str()),
         error::echo(uri.path())
     ))
+}
+
+/// The longest `:wait` for a server whose requests time out after
+/// `request_timeout`: a second less (half of it when that is shorter).
+pub fn max_wait(request_timeout: std::time::Duration) -> std::time::Duration {
+    let margin = std::time::Duration::from_secs(1).min(request_timeout / 2);
+    request_timeout.saturating_sub(margin)
 }

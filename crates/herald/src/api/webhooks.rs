@@ -149,10 +149,15 @@ pub(super) struct WebhookList {
 /// Parses and vets a URI: syntax, then the SSRF policy for literal
 /// addresses and `localhost` names (host names are vetted at connect time).
 fn endpoint_uri(state: &AppState, text: &str) -> Result<EndpointUri, ApiError> {
-    let uri = EndpointUri::parse(text).map_err(ApiError::invalid_field("uri"))?;
+    vetted_uri(state, text, "uri")
+}
+
+/// [`endpoint_uri`] for the wire field `field` (per-job webhooks' `uris[i]`).
+pub(super) fn vetted_uri(state: &AppState, text: &str, field: &str) -> Result<EndpointUri, ApiError> {
+    let uri = EndpointUri::parse(text).map_err(ApiError::invalid_field(field))?;
     let refused = |reason| {
         ApiError::invalid(
-            "uri",
+            field,
             format!("Herald does not deliver to {reason} addresses (see allow_target_cidrs)"),
         )
     };
@@ -160,7 +165,7 @@ fn endpoint_uri(state: &AppState, text: &str) -> Result<EndpointUri, ApiError> {
         Some(url::Host::Ipv4(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
         Some(url::Host::Ipv6(ip)) => state.address_policy.check(ip.into()).map_err(refused)?,
         Some(url::Host::Domain(name)) => state.address_policy.check_host_name(name).map_err(refused)?,
-        None => return Err(ApiError::invalid("uri", "the URI must have a host")),
+        None => return Err(ApiError::invalid(field, "the URI must have a host")),
     }
     Ok(uri)
 }
@@ -198,9 +203,8 @@ pub(super) async fn create(
     };
     let signing = match value.signing.as_deref() {
         None => SigningKind::Hmac,
-        Some(text) => {
-            SigningKind::parse(text).ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?
-        }
+        Some(text) => SigningKind::parse_user_choice(text)
+            .ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?,
     };
     let secret = new_secret(signing)?;
     let shown = secret.material.reveal_once().map(|text| text.to_string());

@@ -6,6 +6,7 @@ mod keys;
 mod listen;
 mod master_key;
 mod serve;
+mod signing_keys;
 
 use std::process::ExitCode;
 
@@ -41,6 +42,9 @@ enum Command {
     Listen(listen::ListenArgs),
     /// Generate or rotate the master key that seals signing secrets at rest.
     MasterKey(master_key::MasterKeyArgs),
+    /// List or rotate Herald's own signing keys (per-job webhooks, JWKS)
+    /// through a running server's admin API.
+    SigningKeys(signing_keys::SigningKeysArgs),
 }
 
 /// Entry point of the binary: parses arguments, runs the subcommand on a
@@ -64,6 +68,7 @@ pub fn main() -> ExitCode {
             Command::Verify(args) => keys::verify(args).await,
             Command::Listen(args) => listen::listen(args).await,
             Command::MasterKey(args) => master_key::master_key(&args).await,
+            Command::SigningKeys(args) => signing_keys::signing_keys(args).await,
         }
     });
     match result {

@@ -3,12 +3,14 @@
 
 use std::sync::Arc;
 
-use herald_signature::{Signer, SigningKey};
+use herald_signature::{JwtMessage, JwtSigner, Signer, SigningKey};
 
 use super::client::{DeliveryClient, Response, SignedRequest};
 use super::retry::{Jitter, Outcome, RetryPolicy};
 use crate::clock::Clock;
-use crate::domain::{AttemptErrorKind, AttemptRecord};
+use crate::domain::job_webhook::JobSignatureFormat;
+use crate::domain::{AttemptErrorKind, AttemptRecord, SigningKind};
+use crate::server_keys::Keyring;
 use crate::store::{Completion, DeliveryJob, EndpointSnapshot};
 
 /// Everything an attempt needs besides the job.
@@ -19,10 +21,55 @@ pub(super) struct AttemptContext<'a> {
     pub jitter: &'a dyn Jitter,
 }
 
-/// The signer for an endpoint's current secrets, or why there is none.
-pub(super) type EndpointSigner = Arc<Result<Signer, String>>;
+/// How an endpoint's requests are signed: with its own secrets
+/// (Standard Webhooks `v1`/`v1a`), or, for a per-job webhook, with
+/// Herald's own keys (`v1a` or a body-bound JWT).
+pub(super) enum AnySigner {
+    Standard(Signer),
+    Jwt(JwtSigner),
+}
 
-pub(super) fn signer_for(endpoint: &EndpointSnapshot) -> EndpointSigner {
+impl AnySigner {
+    /// The `webhook-signature` value for one attempt.
+    fn sign(&self, webhook_id: &str, timestamp: i64, body: &[u8], audience: &str) -> Result<String, String> {
+        match self {
+            Self::Standard(signer) => signer.sign(webhook_id, timestamp, body).map_err(|e| e.to_string()),
+            Self::Jwt(signer) => signer
+                .sign(&JwtMessage {
+                    audience,
+                    msg_id: webhook_id,
+                    issued_at: timestamp,
+                    body,
+                })
+                .map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// The signer for an endpoint's current secrets, or why there is none.
+pub(super) type EndpointSigner = Arc<Result<AnySigner, String>>;
+
+/// The per-job signature format of `endpoint`, if it is a job's webhook.
+pub(super) fn job_format(endpoint: &EndpointSnapshot) -> Option<JobSignatureFormat> {
+    endpoint.secrets.iter().find_map(|secret| match secret.kind {
+        SigningKind::Job(format) => Some(format),
+        _ => None,
+    })
+}
+
+/// `keyring`: Herald's own keys, needed for a job's webhook (and loaded by
+/// the caller only when one is in the batch).
+pub(super) fn signer_for(endpoint: &EndpointSnapshot, keyring: Option<&Keyring>) -> EndpointSigner {
+    if let Some(format) = job_format(endpoint) {
+        let Some(keyring) = keyring else {
+            return Arc::new(Err("Herald's signing keys could not be loaded".into()));
+        };
+        return Arc::new(Ok(match format {
+            JobSignatureFormat::Standard => AnySigner::Standard(keyring.standard.clone()),
+            JobSignatureFormat::JwtRs256 => AnySigner::Jwt(keyring.rs256.clone()),
+            JobSignatureFormat::JwtEdDsa => AnySigner::Jwt(keyring.eddsa.clone()),
+        }));
+    }
     let keys: Result<Vec<SigningKey>, String> = endpoint
         .secrets
         .iter()
@@ -31,7 +78,11 @@ pub(super) fn signer_for(endpoint: &EndpointSnapshot) -> EndpointSigner {
             Err(e) => Err(format!("signing secret {} is unusable: {e}", secret.id)),
         })
         .collect();
-    Arc::new(keys.and_then(|keys| Signer::new(keys).map_err(|e| format!("cannot sign: {e}"))))
+    Arc::new(keys.and_then(|keys| {
+        Signer::new(keys)
+            .map(AnySigner::Standard)
+            .map_err(|e| format!("cannot sign: {e}"))
+    }))
 }
 
 pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, signer: &EndpointSigner) -> Completion {
@@ -39,9 +90,7 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
     let webhook_id = job.event_id.to_string();
     let timestamp = start_time.as_unix_seconds();
     let signed = match signer.as_ref() {
-        Ok(signer) => signer
-            .sign(&webhook_id, timestamp, &job.payload)
-            .map_err(|e| e.to_string()),
+        Ok(signer) => signer.sign(&webhook_id, timestamp, &job.payload, job.endpoint.uri.as_str()),
         Err(problem) => Err(problem.clone()),
     };
     let (response, duration) = match signed {

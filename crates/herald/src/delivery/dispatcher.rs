@@ -35,7 +35,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::attempt::{AttemptContext, EndpointSigner, attempt, signer_for};
+use super::attempt::{AttemptContext, EndpointSigner, attempt, job_format, signer_for};
 use super::client::DeliveryClient;
 use super::failure_log::FailureLog;
 use super::retry::{Jitter, RetryPolicy};
@@ -43,6 +43,7 @@ use crate::clock::SharedClock;
 use crate::domain::delivery::reason;
 use crate::domain::health::HealthPolicy;
 use crate::domain::{AttemptRecord, DeliveryId, Timestamp, WebhookId};
+use crate::server_keys::ServerKeys;
 use crate::store::{
     ClaimRequest, Completion, CompletionResult, DeliveryJob, LeaseToken, NextStep, Release, Store, StoreResult,
 };
@@ -81,6 +82,8 @@ pub struct Dispatcher {
     room: Notify,
     /// Failed attempts logged at `warn`, rate-limited per webhook.
     failures: FailureLog,
+    /// Herald's own keys, for per-job webhooks (this node's cache).
+    server_keys: ServerKeys,
 }
 
 /// What this dispatcher holds. Three views of the same deliveries:
@@ -125,7 +128,9 @@ impl Dispatcher {
         config: DispatcherConfig,
     ) -> Arc<Self> {
         let work = store.work_notifier();
+        let server_keys = ServerKeys::new(Arc::clone(&store), Arc::clone(&clock));
         Arc::new(Self {
+            server_keys,
             store,
             client,
             policy,
@@ -152,7 +157,7 @@ impl Dispatcher {
         let taken = match claimed {
             Ok((jobs, _)) => {
                 let taken = jobs.len();
-                let expired = self.start(jobs, &mut tasks, &outcomes);
+                let expired = self.start(jobs, &mut tasks, &outcomes).await;
                 Ok(taken - expired)
             }
             Err(error) => Err(error),
@@ -173,7 +178,7 @@ impl Dispatcher {
             let pause = match self.claim().await {
                 Ok((jobs, next_due)) => {
                     let claimed = !jobs.is_empty();
-                    let _ = self.start(jobs, &mut tasks, &outcomes);
+                    let _ = self.start(jobs, &mut tasks, &outcomes).await;
                     let pause = self.pause_until(next_due);
                     // Work is due but none could be taken (another node holds
                     // it, or a race): do not spin on empty claims.
@@ -217,8 +222,8 @@ impl Dispatcher {
     /// Starts each job now if its endpoint has a free request slot, or
     /// queues it behind the cap.
     /// Returns how many were failed as expired instead.
-    fn start(self: &Arc<Self>, jobs: Vec<DeliveryJob>, tasks: &mut JoinSet<()>, outcomes: &Outcomes) -> usize {
-        let signers = signers(&jobs);
+    async fn start(self: &Arc<Self>, jobs: Vec<DeliveryJob>, tasks: &mut JoinSet<()>, outcomes: &Outcomes) -> usize {
+        let signers = signers(&jobs, &self.server_keys).await;
         let now = self.clock.now();
         let mut expired_jobs = 0;
         for job in jobs {
@@ -608,12 +613,26 @@ impl Health {
 }
 
 /// One signer per endpoint in a claim: keys are parsed once per batch.
-fn signers(jobs: &[DeliveryJob]) -> HashMap<WebhookId, EndpointSigner> {
+/// Herald's own keys are read (from this node's cache) only when a job's
+/// webhook is in the batch; if they cannot be, those attempts fail as
+/// signing errors and are retried like any failure.
+async fn signers(jobs: &[DeliveryJob], server_keys: &ServerKeys) -> HashMap<WebhookId, EndpointSigner> {
+    let keyring = if jobs.iter().any(|job| job_format(&job.endpoint).is_some()) {
+        match server_keys.keyring().await {
+            Ok(keyring) => Some(keyring),
+            Err(error) => {
+                tracing::warn!(%error, "cannot load Herald's signing keys for per-job webhooks");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let mut signers = HashMap::new();
     for job in jobs {
         signers
             .entry(job.endpoint.webhook_id)
-            .or_insert_with(|| signer_for(&job.endpoint));
+            .or_insert_with(|| signer_for(&job.endpoint, keyring.as_deref()));
     }
     signers
 }

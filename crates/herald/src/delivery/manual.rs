@@ -15,7 +15,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::attempt::{AttemptContext, attempt, signer_for};
+use super::attempt::{AttemptContext, attempt, job_format, signer_for};
 use super::client::DeliveryClient;
 use super::retry::{FixedJitter, RetryPolicy};
 use crate::clock::SharedClock;
@@ -59,6 +59,8 @@ pub struct ManualAttempts {
     clock: SharedClock,
     /// How long a manual lease lasts: past it, the attempt counts as lost.
     lease: Duration,
+    /// Herald's own keys, for redeliveries to per-job webhooks.
+    server_keys: crate::server_keys::ServerKeys,
 }
 
 impl ManualAttempts {
@@ -70,6 +72,7 @@ impl ManualAttempts {
         lease: Duration,
     ) -> Self {
         Self {
+            server_keys: crate::server_keys::ServerKeys::new(Arc::clone(&store), Arc::clone(&clock)),
             store,
             client,
             policy,
@@ -156,7 +159,11 @@ impl ManualAttempts {
             clock: self.clock.as_ref(),
             jitter: &FixedJitter(0.0),
         };
-        let mut completion = attempt(&context, job, &signer_for(&job.endpoint)).await;
+        let keyring = match job_format(&job.endpoint) {
+            Some(_) => self.server_keys.keyring().await.ok(),
+            None => None,
+        };
+        let mut completion = attempt(&context, job, &signer_for(&job.endpoint, keyring.as_deref())).await;
         // Disabling is the schedule's decision, never a manual attempt's.
         completion.disable_webhook = None;
         completion

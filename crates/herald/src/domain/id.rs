@@ -92,6 +92,10 @@ define_id!(
     /// One request of a batch, as named in its output line (`id`).
     BatchRequestId, "batch_req"
 );
+define_id!(
+    /// A long-running operation (`operations/op_…`).
+    OperationId, "op"
+);
 
 #[cfg(test)]
 mod tests {

@@ -12,6 +12,8 @@ pub mod event;
 pub mod fanout;
 pub mod health;
 pub mod id;
+pub mod job_webhook;
+pub mod operation;
 pub mod operational;
 pub mod project;
 pub mod secret;
@@ -21,7 +23,9 @@ pub mod webhook;
 
 pub use delivery::{AttemptErrorKind, AttemptRecord, DeliveryState};
 pub use event::{EventPattern, EventType, SubscribedEvents};
-pub use id::{ApiKeyId, BatchId, BatchRequestId, DeliveryId, EventId, FileId, ProjectId, ReplayId, SecretId, WebhookId};
+pub use id::{
+    ApiKeyId, BatchId, BatchRequestId, DeliveryId, EventId, FileId, OperationId, ProjectId, ReplayId, SecretId, WebhookId,
+};
 pub use time::Timestamp;
 pub use webhook::{EndpointUri, SigningKind, WebhookState};
 

@@ -141,6 +141,9 @@ pub enum SigningKind {
     /// Standard Webhooks `v1a`: Ed25519; Herald keeps the `whsk_` secret key and
     /// gives out the `whpk_` public key.
     Ed25519,
+    /// A per-job webhook: signed with Herald's own keys (published in the
+    /// JWKS) in this format; its secret row holds no key material.
+    Job(super::job_webhook::JobSignatureFormat),
 }
 
 impl SigningKind {
@@ -148,15 +151,27 @@ impl SigningKind {
         match self {
             Self::Hmac => "hmac",
             Self::Ed25519 => "ed25519",
+            Self::Job(super::job_webhook::JobSignatureFormat::Standard) => "job_standard",
+            Self::Job(super::job_webhook::JobSignatureFormat::JwtRs256) => "job_jwt_rs256",
+            Self::Job(super::job_webhook::JobSignatureFormat::JwtEdDsa) => "job_jwt_eddsa",
         }
     }
 
+    /// Any stored kind, per-job ones included.
     pub fn parse(text: &str) -> Option<Self> {
         match text {
             "hmac" => Some(Self::Hmac),
             "ed25519" => Some(Self::Ed25519),
-            _ => None,
+            _ => text
+                .strip_prefix("job_")
+                .and_then(super::job_webhook::JobSignatureFormat::parse)
+                .map(Self::Job),
         }
+    }
+
+    /// A kind a user may choose for a project webhook.
+    pub fn parse_user_choice(text: &str) -> Option<Self> {
+        Self::parse(text).filter(|kind| !matches!(kind, Self::Job(_)))
     }
 }
 

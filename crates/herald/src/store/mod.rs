@@ -29,13 +29,17 @@ pub mod batches;
 mod codec;
 mod delivery_log;
 pub mod health;
+mod operations;
 pub mod postgres;
 mod replays;
 mod retention;
+mod sealing;
 mod secrets;
+mod signing_keys;
 pub mod sqlite;
 mod stats;
 mod types;
+mod waiters;
 
 use async_trait::async_trait;
 
@@ -45,9 +49,11 @@ use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use batches::BatchStore;
 pub use delivery_log::*;
+pub use operations::*;
 pub use replays::*;
 pub use retention::*;
 pub use secrets::*;
+pub use signing_keys::*;
 pub use stats::*;
 pub use types::*;
 
@@ -151,6 +157,8 @@ pub trait Store:
     + ReplayStore
     + StatsStore
     + RetentionStore
+    + OperationStore
+    + SigningKeyStore
     + Send
     + Sync
     + 'static

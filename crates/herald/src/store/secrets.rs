@@ -38,6 +38,10 @@ impl NewSecret {
 #[derive(Debug, Clone)]
 pub struct StoredSecret {
     pub id: SecretId,
+    /// The row's kind. A per-job webhook's row (`SigningKind::Job`) holds
+    /// no material: it is signed with Herald's own keys (`server_keys`),
+    /// and its `material` is `Err(UnsealError::NoMaterial)`.
+    pub kind: crate::domain::SigningKind,
     pub material: Result<SecretMaterial, UnsealError>,
 }
 

@@ -648,6 +648,61 @@ fn cases() -> Vec<Case> {
             "files: unknown id",
             Method::GET,
             "/v1/files/file_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+        // Operations, per-job webhooks, signing keys.
+        case("operations: admin key", Method::GET, "/v1/operations", Admin, Body::None)
+            .expect(403, "permission_denied", None),
+        case(
+            "operations: not an object",
+            Method::POST,
+            "/v1/operations",
+            Project,
+            Body::Json(json!([1])),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "operations: huge kind",
+            Method::POST,
+            "/v1/operations",
+            Project,
+            Body::Json(json!({ "kind": "k".repeat(100_000) })),
+        )
+        .expect(400, "invalid_argument", Some("kind")),
+        case(
+            "operations: metadata not an object",
+            Method::POST,
+            "/v1/operations",
+            Project,
+            Body::Json(json!({ "kind": "k", "metadata": "x" })),
+        )
+        .expect(400, "invalid_argument", Some("metadata")),
+        case(
+            "operations: webhook to a private address",
+            Method::POST,
+            "/v1/operations",
+            Project,
+            Body::Json(json!({ "kind": "k", "webhook_config": { "uris": ["http://169.254.169.254/"] } })),
+        )
+        .expect(400, "invalid_argument", Some("webhook_config.uris[0]")),
+        case(
+            "operations: eleven webhook uris",
+            Method::POST,
+            "/v1/operations",
+            Project,
+            Body::Json(json!({ "kind": "k", "webhook_config": { "uris": (0..11).map(|i| format!("http://127.0.0.1/{i}")).collect::<Vec<_>>() } })),
+        )
+        .expect(400, "invalid_argument", Some("webhook_config.uris")),
+        case(
+            "operations: unknown id",
+            Method::POST,
+            "/v1/operations/op_01ARZ3NDEKTSV4RRFFQ69G5FAV:start",
+            Project,
+            Body::Json(json!({ "worker": "w" })),
+        )
+        .expect(404, "not_found", None),
+        case(
+            "operations: wait on nonsense",
+            Method::GET,
+            "/v1/operations/xyz:wait?timeout=1s",
             Project,
             Body::None,
         )
@@ -735,6 +790,18 @@ fn cases() -> Vec<Case> {
             Body::None,
         )
         .expect(405, "method_not_allowed", None),
+        case("operations: PATCH", Method::PATCH, "/v1/operations", Project, Body::None)
+            .expect(405, "method_not_allowed", None),
+        case("signing keys: project key", Method::GET, "/v1/signing_keys", Project, Body::None)
+            .expect(403, "permission_denied", None),
+        case(
+            "signing keys: bad overlap",
+            Method::POST,
+            "/v1/signing_keys:rotate",
+            Admin,
+            Body::Json(json!({ "overlap": "forever" })),
+        )
+        .expect(400, "invalid_argument", Some("overlap")),
     ]
 }
 

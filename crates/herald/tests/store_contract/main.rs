@@ -44,6 +44,7 @@ mod support;
 mod batches;
 mod delivery_log;
 mod health;
+mod operations;
 mod projects;
 mod publish;
 mod queue;

@@ -55,6 +55,10 @@ pub enum UnsealError {
     Tampered(SecretId),
     #[error("the sealed signing secret {secret} holds no valid secret: {problem}")]
     Malformed { secret: SecretId, problem: String },
+    /// A per-job webhook's row: it signs with Herald's own keys, never
+    /// with stored material.
+    #[error("a per-job webhook has no signing secret of its own (Herald's keys sign it)")]
+    NoMaterial,
 }
 
 impl SecretBinding {

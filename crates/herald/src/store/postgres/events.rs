@@ -26,6 +26,7 @@ use super::queue::attempt_from_row;
 use super::rows::{count, get, parsed, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
 use crate::domain::fanout::{self, Subscriber};
+use crate::domain::job_webhook::JobWebhooks;
 use crate::domain::{DeliveryId, EventId, EventType, ProjectId, Timestamp, WebhookId};
 use crate::store::codec::{delivery_state, next_attempt_time};
 use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishRequest, StoreError, StoreResult};
@@ -54,7 +55,6 @@ const BULK_EVENTS: usize = 16;
 
 /// The publishing side of the store: hands requests to the batch tasks,
 /// small and bulk requests each to their own.
-#[allow(dead_code)] // `pools`/`work` serve `after_commit`, used by job stores as they land
 pub(super) struct Publisher {
     small: mpsc::Sender<Pending>,
     bulk: mpsc::Sender<Pending>,
@@ -67,7 +67,6 @@ pub(super) struct Publisher {
 /// after the caller's commit. Hand it to [`Publisher::after_commit`];
 /// dropping it only delays the deliveries until the next repair sweep or
 /// idle poll, never loses them.
-#[allow(dead_code)] // the in-transaction publish seam; job stores use it as they land
 #[must_use = "pass to Publisher::after_commit once the transaction has committed"]
 #[derive(Debug, Default)]
 pub(super) struct Fanned {
@@ -78,12 +77,22 @@ pub(super) struct Fanned {
 /// change (a job's status, a webhook's auto-disable) and the event that
 /// announces it commit together or not at all. Fan-out, limits and
 /// idempotency are the same as [`Publisher::publish`]'s.
-#[allow(dead_code)]
+#[allow(dead_code)] // the seam job stores call (operations use `publish_within_to`)
 pub(super) async fn publish_within(
     tx: &deadpool_postgres::Transaction<'_>,
     request: &PublishRequest,
 ) -> StoreResult<(PublishOutcome, Fanned)> {
-    match write_set(tx, &[request]).await {
+    publish_within_to(tx, request, None).await
+}
+
+/// [`publish_within`] of a job's event: to the job's own webhooks and, as
+/// its mode says, the project's (`JobWebhooks::recipients`).
+pub(super) async fn publish_within_to(
+    tx: &deadpool_postgres::Transaction<'_>,
+    request: &PublishRequest,
+    job: Option<&JobWebhooks>,
+) -> StoreResult<(PublishOutcome, Fanned)> {
+    match write_set(tx, &[request], job).await {
         Ok((mut outcomes, due)) => {
             let outcome = outcomes.pop().unwrap_or_else(|| Err(closed()))?;
             Ok((outcome, Fanned { due }))
@@ -122,7 +131,6 @@ impl Publisher {
     /// Tells the dispatchers (this node's and, by `NOTIFY`, every other
     /// node's) about deliveries that [`publish_within`] wrote, once the
     /// caller's transaction has committed.
-    #[allow(dead_code)]
     pub(super) async fn after_commit(&self, fanned: Fanned) {
         if fanned.due.is_empty() {
             return;
@@ -284,7 +292,7 @@ async fn publish_set(
 ) -> Result<(Vec<StoreResult<PublishOutcome>>, HashMap<WebhookId, i64>), Attempt> {
     let mut client = pool.get().await.map_err(|e| Attempt::Unreachable(pool_error(e)))?;
     let tx = client.transaction().await.map_err(classify)?;
-    let (outcomes, due) = write_set(&tx, requests).await?;
+    let (outcomes, due) = write_set(&tx, requests, None).await?;
     // The NOTIFY that wakes other nodes goes out after the commit, with
     // the hints (see `hints::after_publish`): a notifying transaction
     // takes a cluster-wide lock at commit, which would serialise the
@@ -299,6 +307,7 @@ async fn publish_set(
 async fn write_set(
     tx: &deadpool_postgres::Transaction<'_>,
     requests: &[&PublishRequest],
+    job: Option<&JobWebhooks>,
 ) -> Result<(Vec<StoreResult<PublishOutcome>>, HashMap<WebhookId, i64>), Attempt> {
     // Idempotency keys seen before answer without writing.
     let mut outcomes: Vec<Option<StoreResult<PublishOutcome>>> = vec![None; requests.len()];
@@ -340,6 +349,12 @@ async fn write_set(
     let mut subscribers: HashMap<ProjectId, Vec<Subscriber>> = HashMap::new();
     for (project, subscriber) in enabled_subscribers(tx, &projects).await? {
         subscribers.entry(project).or_default().push(subscriber);
+    }
+    // A job's event (one request): its own webhooks, and the project's as
+    // its mode says.
+    if let (Some(job), [request]) = (job, requests) {
+        let project = subscribers.remove(&request.project_id).unwrap_or_default();
+        subscribers.insert(request.project_id, job.recipients(project));
     }
 
     let mut events = EventColumns::default();

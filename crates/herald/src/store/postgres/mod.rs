@@ -17,9 +17,11 @@ mod delivery_log;
 mod events;
 mod health;
 mod hints;
+mod job_webhooks;
 mod listener;
 mod migrations;
 mod nodes;
+mod operations;
 mod projects;
 mod queue;
 mod replays;
@@ -27,6 +29,7 @@ mod retention;
 mod rows;
 mod secrets;
 mod stats;
+mod signing_keys;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};
@@ -93,6 +96,9 @@ pub struct PostgresStore {
     /// Notified when batch work may be waiting (see `BatchStore`).
     batch_work: Arc<Notify>,
     node: Node,
+    /// `:wait` long-polls on this node: woken after this node's commits
+    /// and by `LISTEN herald_operations` for other nodes'.
+    operation_waiters: Arc<crate::store::OperationWaiters>,
     clock: SharedClock,
     /// Seals secrets on their way in, opens them for the dispatcher.
     keyring: Keyring,
@@ -157,9 +163,16 @@ impl PostgresStore {
         let work = Arc::new(Notify::new());
         let stop = CancellationToken::new();
         let (waker, waker_task) = hints::Waker::spawn(hint_pool.clone(), stop.child_token());
+        let operation_waiters = crate::store::OperationWaiters::new();
         let tasks = vec![
             waker_task,
-            tokio::spawn(listener::run(config, Arc::clone(&work), stop.child_token())),
+            tokio::spawn(listener::run(config.clone(), Arc::clone(&work), stop.child_token())),
+            tokio::spawn(listener::run_channel(
+                config,
+                operations::CHANNEL,
+                operations::wake_handler(Arc::clone(&operation_waiters)),
+                stop.child_token(),
+            )),
             tokio::spawn(nodes::run(
                 pool.clone(),
                 hint_pool.clone(),
@@ -178,6 +191,7 @@ impl PostgresStore {
             work,
             batch_work: Arc::new(Notify::new()),
             node,
+            operation_waiters,
             clock,
             keyring,
             stop,

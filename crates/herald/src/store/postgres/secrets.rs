@@ -12,9 +12,9 @@ use deadpool_postgres::GenericClient;
 
 use super::connect::store_error;
 use super::rows::{get, parsed, parsed_opt};
-use crate::domain::secret::{Keyring, MasterKeyId, SealedSecret, SecretBinding, SecretMaterial};
+use crate::domain::secret::{Keyring, MasterKeyId, SealedSecret, SecretBinding, SecretMaterial, UnsealError};
 use crate::domain::webhook::Webhook;
-use crate::domain::{SecretId, Timestamp, WebhookId};
+use crate::domain::{SecretId, SigningKind, Timestamp, WebhookId};
 use crate::store::{
     MASTER_KEY_SETTING, NewSecret, Progress, RESEAL_CHUNK, RotateSigningSecret, StoreError, StoreResult, StoredSecret,
     check_master_keys,
@@ -72,7 +72,7 @@ pub(super) async fn prepare(client: &impl GenericClient, keyring: &Keyring) -> S
     let in_force = check_master_keys(keyring, key_in_force(client, true).await?.as_ref(), &in_use)?;
     let legacy = client
         .query(
-            "SELECT webhook_id, id, secret FROM webhook_secrets WHERE key_id IS NULL FOR UPDATE",
+            "SELECT webhook_id, id, secret FROM webhook_secrets WHERE key_id IS NULL AND kind IN ('hmac', 'ed25519') FOR UPDATE",
             &[],
         )
         .await
@@ -190,7 +190,7 @@ pub(super) async fn signing_secrets(
     }
     let stmt = client
         .prepare_cached(
-            "SELECT webhook_id, id, key_id, sealed FROM webhook_secrets
+            "SELECT webhook_id, id, key_id, sealed, kind FROM webhook_secrets
              WHERE webhook_id = ANY($1) AND (expire_time IS NULL OR expire_time > $2) ORDER BY id",
         )
         .await
@@ -205,11 +205,20 @@ pub(super) async fn signing_secrets(
         let id = parsed(row, 1, "secret id", SecretId::parse)?;
         let key_id = parsed_opt(row, 2, "master key id", MasterKeyId::parse)?;
         let blob: Option<Vec<u8>> = get(row, 3)?;
+        let kind = parsed(row, 4, "signing kind", SigningKind::parse)?;
+        if matches!(kind, SigningKind::Job(_)) {
+            secrets.entry(webhook).or_default().push(StoredSecret {
+                id,
+                kind,
+                material: Err(UnsealError::NoMaterial),
+            });
+            continue;
+        }
         let (Some(key_id), Some(blob)) = (key_id, blob) else {
             return Err(StoreError::Corrupt(format!("the signing secret {id} is not sealed")));
         };
         let material = keyring.open(&SealedSecret { key_id, blob }, SecretBinding { webhook, secret: id });
-        secrets.entry(webhook).or_default().push(StoredSecret { id, material });
+        secrets.entry(webhook).or_default().push(StoredSecret { id, kind, material });
     }
     Ok(secrets)
 }

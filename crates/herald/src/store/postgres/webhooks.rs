@@ -39,7 +39,7 @@ pub(super) async fn insert_webhook(
     let existing: i64 = get(
         &client
             .query_one(
-                "SELECT COUNT(*) FROM webhooks WHERE project_id = $1 AND delete_time IS NULL",
+                "SELECT COUNT(*) FROM webhooks WHERE project_id = $1 AND delete_time IS NULL AND job_id IS NULL",
                 &[&webhook.project_id.to_string()],
             )
             .await
@@ -132,8 +132,9 @@ async fn load_webhook(
     id: WebhookId,
     now: Timestamp,
 ) -> StoreResult<Option<Webhook>> {
-    let sql =
-        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL");
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND job_id IS NULL"
+    );
     let stmt = client.prepare_cached(&sql).await.map_err(store_error)?;
     let row = client
         .query_opt(&stmt, &[&id.to_string(), &project.to_string()])
@@ -161,7 +162,7 @@ pub(super) async fn list_webhooks(
     now: Timestamp,
 ) -> StoreResult<Page<Webhook>> {
     let sql = format!(
-        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = $1 AND delete_time IS NULL AND id > $2 ORDER BY id LIMIT $3"
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = $1 AND delete_time IS NULL AND job_id IS NULL AND id > $2 ORDER BY id LIMIT $3"
     );
     let stmt = client.prepare_cached(&sql).await.map_err(store_error)?;
     let rows = client
@@ -193,7 +194,7 @@ pub(super) async fn update_webhook(
 ) -> StoreResult<Option<Webhook>> {
     let locked = client
         .query_opt(
-            "SELECT 1 FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL FOR NO KEY UPDATE",
+            "SELECT 1 FROM webhooks WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND job_id IS NULL FOR NO KEY UPDATE",
             &[&id.to_string(), &project.to_string()],
         )
         .await
@@ -262,7 +263,7 @@ pub(super) async fn delete_webhook(
     let changed = client
         .execute(
             "UPDATE webhooks SET delete_time = $3, update_time = $3, next_due_at = NULL
-             WHERE id = $1 AND project_id = $2 AND delete_time IS NULL",
+             WHERE id = $1 AND project_id = $2 AND delete_time IS NULL AND job_id IS NULL",
             &[&id.to_string(), &project.to_string(), &now.as_millis()],
         )
         .await
@@ -316,7 +317,7 @@ pub(super) async fn enabled_subscribers(
     let stmt = client
         .prepare_cached(
             "SELECT project_id, id, subscribed_events FROM webhooks
-             WHERE project_id = ANY($1) AND state = 'enabled' AND delete_time IS NULL",
+             WHERE project_id = ANY($1) AND state = 'enabled' AND delete_time IS NULL AND job_id IS NULL",
         )
         .await
         .map_err(store_error)?;

@@ -9,6 +9,7 @@ use super::queue::{attempt_from_row, lower_due_hint};
 use super::rows::{count, parsed, store_error, timestamp, timestamp_opt};
 use super::webhooks::enabled_subscribers;
 use crate::domain::fanout;
+use crate::domain::job_webhook::JobWebhooks;
 use crate::domain::{DeliveryId, EventId, EventType, ProjectId, Timestamp, WebhookId};
 use crate::store::codec::{delivery_state, next_attempt_time};
 use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishRequest, StoreError, StoreResult};
@@ -22,6 +23,16 @@ use crate::store::{DeliveryView, EventDetail, Progress, PublishOutcome, PublishR
 /// The caller notifies the store's work notifier after the commit when
 /// deliveries were made.
 pub(super) fn publish(conn: &Connection, request: &PublishRequest) -> StoreResult<PublishOutcome> {
+    publish_to(conn, request, None)
+}
+
+/// [`publish`] of a job's event: to the job's own webhooks and, as its
+/// mode says, the project's (`JobWebhooks::recipients`).
+pub(super) fn publish_to(
+    conn: &Connection,
+    request: &PublishRequest,
+    job: Option<&JobWebhooks>,
+) -> StoreResult<PublishOutcome> {
     let project = request.project_id.to_string();
     if let Some(idempotency) = &request.idempotency {
         let previous: Option<(Vec<u8>, Vec<u8>)> = conn
@@ -41,6 +52,10 @@ pub(super) fn publish(conn: &Connection, request: &PublishRequest) -> StoreResul
     }
 
     let subscribers = enabled_subscribers(conn, request.project_id)?;
+    let subscribers = match job {
+        Some(job) => job.recipients(subscribers),
+        None => subscribers,
+    };
     fanout::check_limit(
         fanout::delivery_count(request.events.iter().map(|e| &e.event_type), &subscribers),
         request.max_deliveries,

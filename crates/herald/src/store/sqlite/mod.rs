@@ -21,7 +21,9 @@ mod delivery_log;
 mod events;
 mod master_key_file;
 mod health;
+mod job_webhooks;
 mod migrations;
+mod operations;
 mod projects;
 mod queue;
 mod readers;
@@ -30,6 +32,7 @@ mod retention;
 mod rows;
 mod secrets;
 mod stats;
+mod signing_keys;
 mod webhooks;
 mod writer;
 
@@ -110,6 +113,8 @@ pub struct SqliteStore {
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Seals secrets on their way in, opens them for the dispatcher.
     keyring: Arc<Keyring>,
+    /// `:wait` long-polls, woken after a committed operation change.
+    operation_waiters: Arc<crate::store::OperationWaiters>,
     /// Held for the store's life: the exclusive lock on the data directory.
     _lock: File,
 }
@@ -151,6 +156,7 @@ impl SqliteStore {
             failing: AtomicBool::new(false),
             writer_thread: Mutex::new(Some(thread)),
             keyring: Arc::new(keyring),
+            operation_waiters: crate::store::OperationWaiters::new(),
             _lock: lock,
         })
     }

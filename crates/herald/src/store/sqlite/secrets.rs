@@ -7,8 +7,8 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{parsed, parsed_opt, store_error};
-use crate::domain::secret::{Keyring, MasterKeyId, SealedSecret, SecretBinding, SecretMaterial};
-use crate::domain::{SecretId, Timestamp, WebhookId};
+use crate::domain::secret::{Keyring, MasterKeyId, SealedSecret, SecretBinding, SecretMaterial, UnsealError};
+use crate::domain::{SecretId, SigningKind, Timestamp, WebhookId};
 use crate::store::{
     MASTER_KEY_SETTING, NewSecret, Progress, RESEAL_CHUNK, StoreError, StoreResult, StoredSecret, check_master_keys,
 };
@@ -58,7 +58,7 @@ pub(super) fn prepare(conn: &mut Connection, keyring: &Keyring) -> StoreResult<u
     let in_force = check_master_keys(keyring, key_in_force(&tx)?.as_ref(), &keys_in_use(&tx)?)?;
     record_key_in_force(&tx, &in_force)?;
     let legacy: Vec<(SecretBinding, String)> = tx
-        .prepare("SELECT webhook_id, id, secret FROM webhook_secrets WHERE key_id IS NULL")
+        .prepare("SELECT webhook_id, id, secret FROM webhook_secrets WHERE key_id IS NULL AND kind IN ('hmac', 'ed25519')")
         .and_then(|mut stmt| {
             stmt.query_map([], |row| {
                 Ok((
@@ -177,30 +177,39 @@ pub(super) fn signing_secrets(
     webhook: WebhookId,
     now: Timestamp,
 ) -> StoreResult<Vec<StoredSecret>> {
-    let rows: Vec<(SecretId, Option<MasterKeyId>, Option<Vec<u8>>)> = conn
+    let rows: Vec<(SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>)> = conn
         .prepare_cached(
-            "SELECT id, key_id, sealed FROM webhook_secrets
+            "SELECT id, kind, key_id, sealed FROM webhook_secrets
              WHERE webhook_id = ?1 AND (expire_time IS NULL OR expire_time > ?2) ORDER BY id",
         )
         .and_then(|mut stmt| {
             stmt.query_map(params![webhook.to_string(), now.as_millis()], |row| {
                 Ok((
                     parsed(row, 0, "secret id", SecretId::parse)?,
-                    parsed_opt(row, 1, "master key id", MasterKeyId::parse)?,
-                    row.get(2)?,
+                    parsed(row, 1, "signing kind", SigningKind::parse)?,
+                    parsed_opt(row, 2, "master key id", MasterKeyId::parse)?,
+                    row.get(3)?,
                 ))
             })?
             .collect()
         })
         .map_err(store_error)?;
     rows.into_iter()
-        .map(|(id, key_id, blob)| {
+        .map(|(id, kind, key_id, blob)| {
+            if matches!(kind, SigningKind::Job(_)) {
+                return Ok(StoredSecret {
+                    id,
+                    kind,
+                    material: Err(UnsealError::NoMaterial),
+                });
+            }
             let (Some(key_id), Some(blob)) = (key_id, blob) else {
                 return Err(StoreError::Corrupt(format!("the signing secret {id} is not sealed")));
             };
             let binding = SecretBinding { webhook, secret: id };
             Ok(StoredSecret {
                 id,
+                kind,
                 material: keyring.open(&SealedSecret { key_id, blob }, binding),
             })
         })

@@ -27,7 +27,9 @@ pub(super) fn insert_webhook(conn: &Connection, keyring: &Keyring, webhook: &New
         return Err(StoreError::NotFound);
     }
     let existing: i64 = conn
-        .prepare_cached("SELECT COUNT(*) FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL")
+        .prepare_cached(
+            "SELECT COUNT(*) FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL AND job_id IS NULL",
+        )
         .and_then(|mut stmt| stmt.query_row([webhook.project_id.to_string()], |row| row.get(0)))
         .map_err(store_error)?;
     crate::domain::fanout::check_webhook_count(
@@ -100,7 +102,7 @@ pub(super) fn load_webhook(
     now: Timestamp,
 ) -> StoreResult<Option<Webhook>> {
     let sql =
-        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL");
+        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL AND job_id IS NULL");
     let webhook = conn
         .prepare_cached(&sql)
         .and_then(|mut stmt| {
@@ -129,7 +131,7 @@ pub(super) fn list_webhooks(
     now: Timestamp,
 ) -> StoreResult<Page<Webhook>> {
     let sql = format!(
-        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL AND id > ?2 ORDER BY id LIMIT ?3"
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE project_id = ?1 AND delete_time IS NULL AND job_id IS NULL AND id > ?2 ORDER BY id LIMIT ?3"
     );
     let mut items: Vec<Webhook> = conn
         .prepare_cached(&sql)
@@ -196,7 +198,7 @@ pub(super) fn delete_webhook(
     let changed = conn
         .prepare_cached(
             "UPDATE webhooks SET delete_time = ?3, update_time = ?3, next_due_at = NULL
-             WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL",
+             WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL AND job_id IS NULL",
         )
         .and_then(|mut stmt| stmt.execute(params![id.to_string(), project.to_string(), now.as_millis()]))
         .map_err(store_error)?;
@@ -262,7 +264,7 @@ pub(super) fn enabled_subscribers(conn: &Connection, project: ProjectId) -> Stor
     let mut stmt = conn
         .prepare_cached(
             "SELECT id, subscribed_events FROM webhooks
-             WHERE project_id = ?1 AND state = 'enabled' AND delete_time IS NULL",
+             WHERE project_id = ?1 AND state = 'enabled' AND delete_time IS NULL AND job_id IS NULL",
         )
         .map_err(store_error)?;
     stmt.query_map([project.to_string()], |row| {

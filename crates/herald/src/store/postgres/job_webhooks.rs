@@ -1,0 +1,74 @@
+//! Hidden per-job webhook rows (any job kind): attached with their job, in
+//! its transaction; never listed or matched as project webhooks
+//! (`job_id IS NOT NULL`, the job that created the row). Jobs of a project
+//! that name the same URI with the same format share one enabled row (two
+//! nodes attaching at once may make two: harmless), so rows grow with
+//! distinct endpoints, not with jobs. Their one secret row names the
+//! signature format and holds no key material: Herald's own keys sign.
+
+use deadpool_postgres::GenericClient;
+
+use super::connect::store_error;
+use super::rows::parsed;
+use crate::domain::job_webhook::JobSignatureFormat;
+use crate::domain::{EndpointUri, ProjectId, SecretId, SigningKind, Timestamp, WebhookId};
+use crate::store::StoreResult;
+
+/// The rows for `uris` (existing or new), in order.
+pub(super) async fn attach(
+    client: &impl GenericClient,
+    project: ProjectId,
+    job_id: &str,
+    format: JobSignatureFormat,
+    uris: &[EndpointUri],
+    now: Timestamp,
+) -> StoreResult<Vec<WebhookId>> {
+    let kind = SigningKind::Job(format);
+    let mut ids = Vec::with_capacity(uris.len());
+    for uri in uris {
+        let existing = client
+            .query_opt(
+                "SELECT id FROM webhooks WHERE project_id = $1 AND uri = $2 AND signing = $3
+                 AND job_id IS NOT NULL AND delete_time IS NULL AND state = 'enabled' LIMIT 1",
+                &[&project.to_string(), &uri.as_str(), &kind.as_str()],
+            )
+            .await
+            .map_err(store_error)?;
+        if let Some(row) = existing {
+            ids.push(parsed(&row, 0, "webhook id", WebhookId::parse)?);
+            continue;
+        }
+        let endpoint_id = WebhookId::generate();
+        client
+            .execute(
+                "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time, job_id)
+                 VALUES ($1, $2, $3, $4, '[\"*\"]', 'enabled', $5, $6, $6, $7)",
+                &[
+                    &endpoint_id.to_string(),
+                    &project.to_string(),
+                    &"per-job webhook",
+                    &uri.as_str(),
+                    &kind.as_str(),
+                    &now.as_millis(),
+                    &job_id,
+                ],
+            )
+            .await
+            .map_err(store_error)?;
+        client
+            .execute(
+                "INSERT INTO webhook_secrets (id, webhook_id, kind, secret, public_key, display, create_time)
+                 VALUES ($1, $2, $3, '', NULL, 'herald keys (/.well-known/jwks.json)', $4)",
+                &[
+                    &SecretId::generate().to_string(),
+                    &endpoint_id.to_string(),
+                    &kind.as_str(),
+                    &now.as_millis(),
+                ],
+            )
+            .await
+            .map_err(store_error)?;
+        ids.push(endpoint_id);
+    }
+    Ok(ids)
+}
