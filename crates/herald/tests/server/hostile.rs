@@ -610,44 +610,6 @@ fn cases() -> Vec<Case> {
             Body::None,
         )
         .expect(400, "invalid_argument", Some("filter")),
-        // Files and batches.
-        case(
-            "files: not multipart",
-            Method::POST,
-            "/v1/files",
-            Project,
-            Body::Json(json!({"purpose": "batch"})),
-        )
-        .expect(415, "unsupported_media_type", None),
-        case(
-            "files: no file field",
-            Method::POST,
-            "/v1/files",
-            Project,
-            multipart("--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b--\r\n"),
-        )
-        .expect(400, "invalid_argument", Some("file")),
-        case(
-            "files: unknown form field",
-            Method::POST,
-            "/v1/files",
-            Project,
-            multipart("--b\r\nContent-Disposition: form-data; name=\"colour\"\r\n\r\nred\r\n--b--\r\n"),
-        )
-        .expect(400, "invalid_argument", Some("colour")),
-        case(
-            "files: broken multipart",
-            Method::POST,
-            "/v1/files",
-            Project,
-            multipart("garbage"),
-        )
-        .expect(400, "malformed_request", None),
-        case("files: admin key", Method::GET, "/v1/files", Admin, Body::None).expect(403, "permission_denied", None),
-        case(
-            "files: unknown id",
-            Method::GET,
-            "/v1/files/file_01ARZ3NDEKTSV4RRFFQ69G5FAV",
         // Operations, per-job webhooks, signing keys.
         case("operations: admin key", Method::GET, "/v1/operations", Admin, Body::None)
             .expect(403, "permission_denied", None),
@@ -703,6 +665,60 @@ fn cases() -> Vec<Case> {
             "operations: wait on nonsense",
             Method::GET,
             "/v1/operations/xyz:wait?timeout=1s",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case("operations: PATCH", Method::PATCH, "/v1/operations", Project, Body::None)
+            .expect(405, "method_not_allowed", None),
+        case("signing keys: project key", Method::GET, "/v1/signing_keys", Project, Body::None)
+            .expect(403, "permission_denied", None),
+        case(
+            "signing keys: bad overlap",
+            Method::POST,
+            "/v1/signing_keys:rotate",
+            Admin,
+            Body::Json(json!({ "overlap": "forever" })),
+        )
+        .expect(400, "invalid_argument", Some("overlap")),
+        // Files and batches.
+        case(
+            "files: not multipart",
+            Method::POST,
+            "/v1/files",
+            Project,
+            Body::Json(json!({"purpose": "batch"})),
+        )
+        .expect(415, "unsupported_media_type", None),
+        case(
+            "files: no file field",
+            Method::POST,
+            "/v1/files",
+            Project,
+            multipart("--b\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--b--\r\n"),
+        )
+        .expect(400, "invalid_argument", Some("file")),
+        case(
+            "files: unknown form field",
+            Method::POST,
+            "/v1/files",
+            Project,
+            multipart("--b\r\nContent-Disposition: form-data; name=\"colour\"\r\n\r\nred\r\n--b--\r\n"),
+        )
+        .expect(400, "invalid_argument", Some("colour")),
+        case(
+            "files: broken multipart",
+            Method::POST,
+            "/v1/files",
+            Project,
+            multipart("garbage"),
+        )
+        .expect(400, "malformed_request", None),
+        case("files: admin key", Method::GET, "/v1/files", Admin, Body::None).expect(403, "permission_denied", None),
+        case(
+            "files: unknown id",
+            Method::GET,
+            "/v1/files/file_01ARZ3NDEKTSV4RRFFQ69G5FAV",
             Project,
             Body::None,
         )
@@ -790,18 +806,6 @@ fn cases() -> Vec<Case> {
             Body::None,
         )
         .expect(405, "method_not_allowed", None),
-        case("operations: PATCH", Method::PATCH, "/v1/operations", Project, Body::None)
-            .expect(405, "method_not_allowed", None),
-        case("signing keys: project key", Method::GET, "/v1/signing_keys", Project, Body::None)
-            .expect(403, "permission_denied", None),
-        case(
-            "signing keys: bad overlap",
-            Method::POST,
-            "/v1/signing_keys:rotate",
-            Admin,
-            Body::Json(json!({ "overlap": "forever" })),
-        )
-        .expect(400, "invalid_argument", Some("overlap")),
     ]
 }
 

@@ -24,6 +24,11 @@ impl SecretMaterial {
         let key = match kind {
             SigningKind::Hmac => HmacKey::try_generate().map(SigningKey::Hmac),
             SigningKind::Ed25519 => Ed25519SecretKey::try_generate().map(SigningKey::Ed25519),
+            SigningKind::Job(_) => {
+                return Err(Invalid::new(
+                    "a per-job webhook has no secret of its own: Herald's keys sign it",
+                ));
+            }
         }
         .map_err(|e| Invalid::new(format!("cannot mint a signing secret: {e}")))?;
         Ok(Self { key })

@@ -28,8 +28,8 @@ mod replays;
 mod retention;
 mod rows;
 mod secrets;
-mod stats;
 mod signing_keys;
+mod stats;
 mod webhooks;
 
 use std::sync::{Arc, Mutex};

@@ -218,7 +218,10 @@ pub(super) async fn signing_secrets(
             return Err(StoreError::Corrupt(format!("the signing secret {id} is not sealed")));
         };
         let material = keyring.open(&SealedSecret { key_id, blob }, SecretBinding { webhook, secret: id });
-        secrets.entry(webhook).or_default().push(StoredSecret { id, kind, material });
+        secrets
+            .entry(webhook)
+            .or_default()
+            .push(StoredSecret { id, kind, material });
     }
     Ok(secrets)
 }

@@ -58,7 +58,9 @@ pub(super) fn prepare(conn: &mut Connection, keyring: &Keyring) -> StoreResult<u
     let in_force = check_master_keys(keyring, key_in_force(&tx)?.as_ref(), &keys_in_use(&tx)?)?;
     record_key_in_force(&tx, &in_force)?;
     let legacy: Vec<(SecretBinding, String)> = tx
-        .prepare("SELECT webhook_id, id, secret FROM webhook_secrets WHERE key_id IS NULL AND kind IN ('hmac', 'ed25519')")
+        .prepare(
+            "SELECT webhook_id, id, secret FROM webhook_secrets WHERE key_id IS NULL AND kind IN ('hmac', 'ed25519')",
+        )
         .and_then(|mut stmt| {
             stmt.query_map([], |row| {
                 Ok((

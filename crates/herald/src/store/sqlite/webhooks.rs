@@ -101,8 +101,9 @@ pub(super) fn load_webhook(
     id: WebhookId,
     now: Timestamp,
 ) -> StoreResult<Option<Webhook>> {
-    let sql =
-        format!("SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL AND job_id IS NULL");
+    let sql = format!(
+        "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = ?1 AND project_id = ?2 AND delete_time IS NULL AND job_id IS NULL"
+    );
     let webhook = conn
         .prepare_cached(&sql)
         .and_then(|mut stmt| {
