@@ -114,9 +114,9 @@ pub fn parse_completion_window(text: &str) -> Result<Duration, Invalid> {
 /// The window as the API shows it (`24h`).
 pub fn format_completion_window(window: Duration) -> String {
     let seconds = window.as_secs();
-    if seconds % 3600 == 0 {
+    if seconds.is_multiple_of(3600) {
         format!("{}h", seconds / 3600)
-    } else if seconds % 60 == 0 {
+    } else if seconds.is_multiple_of(60) {
         format!("{}m", seconds / 60)
     } else {
         format!("{seconds}s")
