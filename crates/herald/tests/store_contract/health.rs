@@ -178,3 +178,44 @@ contract_test!(
         assert!(store.webhook_stats(project, hook, 0).await.unwrap().unwrap().is_empty());
     }
 );
+
+contract_test!(
+    fn concurrent_replay_steps_never_queue_a_delivery_twice(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let hook = webhook(store, project, &["batch.*"], now).await;
+        let types: Vec<String> = (0..30).map(|n| format!("batch.e{n}")).collect();
+        let types: Vec<&str> = types.iter().map(String::as_str).collect();
+        publish(store, project, &types, now).await;
+        let jobs = claim_jobs(store, claim_all(now)).await;
+        assert_eq!(jobs.len(), 30);
+        let failed = jobs.iter().map(|j| completion(j, 500, NextStep::Failed, now)).collect();
+        store.complete(failed).await.unwrap();
+
+        let later = h.advance(secs(60));
+        let created = store
+            .create_replay(NewReplay {
+                id: ReplayId::generate(),
+                project_id: project,
+                webhook_id: hook,
+                since: now,
+                until: later,
+                filter: ReplayFilter::Failed,
+                now: later,
+            })
+            .await
+            .unwrap();
+        let CreatedReplay::Created(replay) = created else { panic!("created") };
+        // Several steps at once (on PostgreSQL, on separate connections):
+        // the replay row is taken by one, the others skip it or find it done.
+        let steps = (0..6).map(|_| store.step_replays(later));
+        for step in futures_util::future::join_all(steps).await {
+            step.unwrap();
+        }
+        while !store.step_replays(later).await.unwrap().is_done() {}
+        let done = store.get_replay(project, replay.id).await.unwrap().unwrap();
+        assert_eq!((done.state, done.examined, done.requeued), (ReplayState::Succeeded, 30, 30));
+        assert_eq!(claim_jobs(store, claim_all(later)).await.len(), 30, "thirty copies, not more");
+    }
+);
