@@ -71,6 +71,7 @@ impl BatchEngine {
             progress_interval: b.progress_interval,
             notify: requests_notify,
             in_flight: Mutex::new(HashMap::new()),
+            pruned_at: std::sync::atomic::AtomicI64::new(0),
         };
         Ok(Self {
             validation: Runner::new(

@@ -46,7 +46,13 @@ pub struct Requests {
     pub(super) notify: Arc<Notify>,
     /// Requests this node has in flight, per upstream.
     pub(super) in_flight: Mutex<HashMap<String, usize>>,
+    /// When abandoned uploads were last pruned (ms; at most hourly).
+    pub(super) pruned_at: std::sync::atomic::AtomicI64,
 }
+
+/// An upload unfinished this long was abandoned (its client or node is gone).
+const ABANDONED_UPLOAD: Duration = Duration::from_secs(24 * 3600);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 #[async_trait]
 impl WorkKind for Requests {
@@ -139,6 +145,13 @@ impl WorkKind for Requests {
                     break;
                 }
             }
+        }
+        let last = self.pruned_at.load(std::sync::atomic::Ordering::Relaxed);
+        if now.as_millis() - last >= PRUNE_EVERY.as_millis() as i64 {
+            self.pruned_at
+                .store(now.as_millis(), std::sync::atomic::Ordering::Relaxed);
+            let before = crate::domain::Timestamp::from_millis(now.as_millis() - ABANDONED_UPLOAD.as_millis() as i64);
+            while !self.store.prune_abandoned_uploads(before).await?.is_done() {}
         }
         if !self.progress_interval.is_zero() {
             // Not counted as work done: progress alone never keeps a step going.

@@ -331,6 +331,10 @@ pub trait BatchStore: Send + Sync {
     /// (the event and the batch's `sequence` in one transaction). Returns
     /// how many were published.
     async fn publish_progress(&self, now: Timestamp, interval: std::time::Duration) -> StoreResult<usize>;
+    /// Deletes (a bounded number of) uploads that never finished and were
+    /// begun before `before` (their client or node went away), with their
+    /// chunks. Result files of a batch still finishing are kept.
+    async fn prune_abandoned_uploads(&self, before: Timestamp) -> StoreResult<super::Progress>;
     /// Notified when batch work may be waiting (a batch created, cancelled
     /// or validated on this node); the runner's idle poll covers the rest.
     fn batch_notifier(&self) -> std::sync::Arc<tokio::sync::Notify>;

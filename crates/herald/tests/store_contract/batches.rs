@@ -350,3 +350,33 @@ contract_test!(
         assert_eq!(ids(&lines[1]), expected_errors);
     }
 );
+
+contract_test!(
+    fn abandoned_uploads_are_pruned_but_finishing_files_kept(h) {
+        let store = h.store();
+        let start = h.now();
+        let project = new_project(store, "acme", start).await;
+        let abandoned = FileId::generate();
+        store
+            .begin_file(NewFile { id: abandoned, project_id: project, purpose: "batch".into(), filename: "x".into(), now: start })
+            .await
+            .unwrap();
+        store.append_file_chunk(abandoned, 0, Bytes::from_static(b"half")).await.unwrap();
+        let id = batch(store, project, start).await;
+        validate(store, start, 1500).await;
+        let jobs = store.claim_requests(claim(start, 2000, 2000)).await.unwrap();
+        assert_eq!(jobs.len(), 1500);
+        store.complete_requests(jobs.iter().map(|j| done(j, false)).collect()).await.unwrap();
+        // Finishing under way (more rows than one step takes): its result
+        // files are unfinished uploads too.
+        assert!(matches!(store.finish_batch(id, Finish::Completed, start).await.unwrap(), Some(FinishStep::More)));
+        let later = h.advance(secs(3600));
+        let progress = store.prune_abandoned_uploads(later).await.unwrap();
+        assert!(progress.is_done());
+        assert!(store.file_chunk(abandoned, 0).await.unwrap().is_none(), "the abandoned upload is gone");
+        let finished = finish(store, id, Finish::Completed, later).await.expect("finishing resumed");
+        let output = store.file_chunk(finished.output_file_id.unwrap(), 0).await.unwrap().unwrap();
+        assert!(output.starts_with(b"{\"custom_id\":\"c1\"}\n{\"custom_id\":\"c2\"}\n"));
+        assert!(store.get_file(project, finished.output_file_id.unwrap()).await.unwrap().is_some());
+    }
+);

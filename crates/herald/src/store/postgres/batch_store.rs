@@ -173,6 +173,10 @@ impl BatchStore for PostgresStore {
         Ok(published)
     }
 
+    async fn prune_abandoned_uploads(&self, before: Timestamp) -> StoreResult<crate::store::Progress> {
+        transaction!(self, |tx| batches::prune_abandoned_uploads(&tx, before).await?)
+    }
+
     fn batch_notifier(&self) -> std::sync::Arc<tokio::sync::Notify> {
         std::sync::Arc::clone(&self.batch_work)
     }

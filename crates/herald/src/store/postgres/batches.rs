@@ -106,6 +106,38 @@ pub(super) async fn discard_file(client: &impl GenericClient, id: FileId) -> Sto
     Ok(())
 }
 
+/// Abandoned uploads deleted per call.
+const PRUNE_FILES: i64 = 100;
+
+pub(super) async fn prune_abandoned_uploads(
+    tx: &Transaction<'_>,
+    before: Timestamp,
+) -> StoreResult<crate::store::Progress> {
+    let rows = tx
+        .query(
+            "SELECT id FROM files WHERE NOT ready AND create_time < $1
+               AND id NOT IN (SELECT output_file_id FROM batches WHERE finish_kind IS NOT NULL AND output_file_id IS NOT NULL)
+               AND id NOT IN (SELECT error_file_id FROM batches WHERE finish_kind IS NOT NULL AND error_file_id IS NOT NULL)
+             LIMIT $2 FOR UPDATE SKIP LOCKED",
+            &[&before.as_millis(), &PRUNE_FILES],
+        )
+        .await
+        .map_err(store_error)?;
+    let ids: Vec<String> = rows.iter().map(|row| get(row, 0)).collect::<StoreResult<_>>()?;
+    tx.execute("DELETE FROM file_chunks WHERE file_id = ANY($1)", &[&ids])
+        .await
+        .map_err(store_error)?;
+    tx.execute("DELETE FROM files WHERE id = ANY($1)", &[&ids])
+        .await
+        .map_err(store_error)?;
+    let count = ids.len() as u64;
+    Ok(if (ids.len() as i64) < PRUNE_FILES {
+        crate::store::Progress::Done(count)
+    } else {
+        crate::store::Progress::More(count)
+    })
+}
+
 pub(super) async fn delete_file(client: &impl GenericClient, project: ProjectId, id: FileId) -> StoreResult<bool> {
     let exists = get_file(client, project, id).await?.is_some();
     if exists {

@@ -210,6 +210,14 @@ impl BatchStore for SqliteStore {
         Ok(published)
     }
 
+    async fn prune_abandoned_uploads(&self, before: Timestamp) -> StoreResult<crate::store::Progress> {
+        self.writer
+            .write(Lane::Api, BULK, move |conn| {
+                batches::prune_abandoned_uploads(conn, before)
+            })
+            .await
+    }
+
     fn batch_notifier(&self) -> std::sync::Arc<tokio::sync::Notify> {
         std::sync::Arc::clone(&self.batch_work)
     }

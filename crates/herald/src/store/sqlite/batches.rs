@@ -84,6 +84,33 @@ pub(super) fn discard_file(conn: &Connection, id: FileId) -> StoreResult<()> {
     Ok(())
 }
 
+/// Abandoned uploads deleted per call.
+const PRUNE_FILES: i64 = 100;
+
+pub(super) fn prune_abandoned_uploads(conn: &Connection, before: Timestamp) -> StoreResult<crate::store::Progress> {
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM files WHERE ready = 0 AND create_time < ?1
+               AND id NOT IN (SELECT output_file_id FROM batches WHERE finish_kind IS NOT NULL AND output_file_id IS NOT NULL)
+               AND id NOT IN (SELECT error_file_id FROM batches WHERE finish_kind IS NOT NULL AND error_file_id IS NOT NULL)
+             LIMIT ?2",
+        )
+        .and_then(|mut stmt| stmt.query_map(params![before.as_millis(), PRUNE_FILES], |row| row.get(0))?.collect())
+        .map_err(store_error)?;
+    for id in &ids {
+        conn.execute("DELETE FROM file_chunks WHERE file_id = ?1", [id])
+            .map_err(store_error)?;
+        conn.execute("DELETE FROM files WHERE id = ?1", [id])
+            .map_err(store_error)?;
+    }
+    let count = ids.len() as u64;
+    Ok(if (ids.len() as i64) < PRUNE_FILES {
+        crate::store::Progress::Done(count)
+    } else {
+        crate::store::Progress::More(count)
+    })
+}
+
 pub(super) fn delete_file(conn: &Connection, project: ProjectId, id: FileId) -> StoreResult<bool> {
     let exists = get_file(conn, project, id)?.is_some();
     if exists {
