@@ -173,13 +173,16 @@ pub(super) fn insert_secret(
 }
 
 /// The secrets that sign for `webhook` at `now`, opened.
+/// A `webhook_secrets` row as the claim reads it: id, kind, sealing key, sealed bytes.
+type SecretRow = (SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>);
+
 pub(super) fn signing_secrets(
     conn: &Connection,
     keyring: &Keyring,
     webhook: WebhookId,
     now: Timestamp,
 ) -> StoreResult<Vec<StoredSecret>> {
-    let rows: Vec<(SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>)> = conn
+    let rows: Vec<SecretRow> = conn
         .prepare_cached(
             "SELECT id, kind, key_id, sealed FROM webhook_secrets
              WHERE webhook_id = ?1 AND (expire_time IS NULL OR expire_time > ?2) ORDER BY id",
