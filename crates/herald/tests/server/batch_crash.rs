@@ -25,7 +25,9 @@ struct Server {
 fn start_server(data_dir: &Path, config: &Path, database_url: Option<&str>) -> Server {
     let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
     if let Some(url) = database_url {
-        command.env("HERALD_DATABASE_URL", url);
+        command
+            .env("HERALD_DATABASE_URL", url)
+            .env("HERALD_MASTER_KEY", crate::support::backend::TEST_MASTER_KEY);
     }
     let mut child = command
         .arg("serve")
