@@ -147,6 +147,7 @@ pub async fn start_on(
         metrics,
         manual_attempts,
         batches: config.batches.clone(),
+        retry_window: config.delivery.max_age,
     };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;

@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod batches;
+mod controls;
 mod deliveries;
 pub mod error;
 mod events;
@@ -51,6 +52,9 @@ pub struct AppState {
     pub manual_attempts: Arc<crate::delivery::ManualAttempts>,
     /// Limits of the batch API (file size).
     pub batches: crate::config::BatchesConfig,
+    /// The server's retry window (`delivery.max_age`): a webhook's own
+    /// `retry_schedule` must fit in it.
+    pub retry_window: std::time::Duration,
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the
