@@ -44,7 +44,7 @@ fn event_bytes() -> Bytes {
     Bytes::from(event(1).to_string())
 }
 
-fn batch_bytes(size: usize) -> Bytes {
+pub(crate) fn batch_bytes(size: usize) -> Bytes {
     let events: Vec<_> = (0..size).map(event).collect();
     Bytes::from(json!({ "events": events }).to_string())
 }
@@ -79,26 +79,26 @@ impl PublishShape {
 
 /// The Herald under test: one node (SQLite, or PostgreSQL) or several
 /// sharing one PostgreSQL database, with a project, a key and one webhook.
-struct Deployment {
+pub(crate) struct Deployment {
     nodes: Vec<Herald>,
-    key: String,
+    pub(crate) key: String,
     /// The fresh PostgreSQL database, if any.
     database: Option<String>,
 }
 
 /// What PostgreSQL did for one scenario, read after Herald stopped.
-struct DbTotals {
+pub(crate) struct DbTotals {
     commits: i64,
     rollbacks: i64,
 }
 
 impl Deployment {
     /// `path` on every node.
-    fn urls(&self, path: &str) -> Vec<String> {
+    pub(crate) fn urls(&self, path: &str) -> Vec<String> {
         self.nodes.iter().map(|node| format!("{}{path}", node.base)).collect()
     }
 
-    fn base(&self) -> &str {
+    pub(crate) fn base(&self) -> &str {
         &self.nodes[0].base
     }
 
@@ -118,7 +118,7 @@ impl Deployment {
 
     /// Stops every node; on PostgreSQL then reads the database's commit
     /// count (backends flush their statistics as they exit) and drops it.
-    async fn stop(self, pg: Option<&Admin>) -> anyhow::Result<Option<DbTotals>> {
+    pub(crate) async fn stop(self, pg: Option<&Admin>) -> anyhow::Result<Option<DbTotals>> {
         for node in self.nodes {
             tokio::task::block_in_place(|| node.stop());
         }
@@ -133,7 +133,7 @@ impl Deployment {
 }
 
 /// Starts Herald on `backend`, makes a project, a key and one webhook to `target`.
-async fn herald_with_webhook(
+pub(crate) async fn herald_with_webhook(
     args: &Args,
     pg: Option<&Admin>,
     backend: Backend,
@@ -318,20 +318,33 @@ async fn run_scenarios(args: &Args, pg: Option<&Admin>) -> anyhow::Result<()> {
                     Ok(())
                 }
                 "backlog" => backlog(&on, &client, &mut table).await,
+                "controls" => {
+                    async {
+                        for (metric, value, note) in crate::controls::run(args, pg, backend, &client).await? {
+                            table.add(&format!("{}{metric}", backend.prefix()), value, &note);
+                        }
+                        Ok(())
+                    }
+                    .await
+                }
                 "batches" if backend.is_postgres() => {
                     println!("  (batches runs on SQLite only)");
                     Ok(())
                 }
-                "batches" => async {
-                    let binary = args.herald.clone().unwrap_or_else(default_binary);
-                    for &requests in &args.batch_requests {
-                        for (metric, value, note) in crate::batches::run(&binary, &args.herald_args, &client, requests).await? {
-                            table.add(&metric, value, &note);
+                "batches" => {
+                    async {
+                        let binary = args.herald.clone().unwrap_or_else(default_binary);
+                        for &requests in &args.batch_requests {
+                            for (metric, value, note) in
+                                crate::batches::run(&binary, &args.herald_args, &client, requests).await?
+                            {
+                                table.add(&metric, value, &note);
+                            }
                         }
+                        Ok(())
                     }
-                    Ok(())
+                    .await
                 }
-                .await,
                 other => bail!("unknown scenario {other}"),
             };
             // On PostgreSQL a failed scenario is a row, and the run goes on

@@ -65,7 +65,10 @@ pub struct Decision {
 impl RetryPolicy {
     /// This policy with a webhook's own schedule in place of the server's
     /// (jitter, window and `Retry-After` bounds stay the server's).
-    pub fn with_schedule(&self, schedule: Option<&crate::domain::controls::RetrySchedule>) -> std::borrow::Cow<'_, Self> {
+    pub fn with_schedule(
+        &self,
+        schedule: Option<&crate::domain::controls::RetrySchedule>,
+    ) -> std::borrow::Cow<'_, Self> {
         match schedule {
             None => std::borrow::Cow::Borrowed(self),
             Some(schedule) => std::borrow::Cow::Owned(Self {

@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use crate::support::{Project, Receiver, Reply, TestApp};
 
 async fn create(app: &TestApp, project: &Project, body: Value) -> (reqwest::StatusCode, Value) {
-    app.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body)).await
+    app.call(Method::POST, "/v1/webhooks", Some(&project.key), Some(body))
+        .await
 }
 
 async fn controlled(app: &TestApp, project: &Project, uri: &str, controls: Value) -> String {
@@ -25,10 +26,7 @@ async fn controlled(app: &TestApp, project: &Project, uri: &str, controls: Value
 }
 
 fn event_ids(received: &[crate::support::receiver::Received]) -> Vec<String> {
-    received
-        .iter()
-        .map(|r| r.json()["data"]["n"].to_string())
-        .collect()
+    received.iter().map(|r| r.json()["data"]["n"].to_string()).collect()
 }
 
 #[tokio::test]
@@ -145,7 +143,13 @@ async fn a_rate_limited_webhook_sends_five_per_simulated_second_beside_a_free_on
     let free = Receiver::start().await;
     free.always(Reply::status(204));
     let project = app.project("acme").await;
-    controlled(&app, &project, &limited.url("/limited"), json!({ "rate_limit_per_second": 5 })).await;
+    controlled(
+        &app,
+        &project,
+        &limited.url("/limited"),
+        json!({ "rate_limit_per_second": 5 }),
+    )
+    .await;
     controlled(&app, &project, &free.url("/free"), json!({})).await;
     for n in 0..20 {
         app.publish(&project, "order.created", json!({ "n": n })).await;
@@ -207,11 +211,19 @@ async fn fifo_waits_for_a_failing_first_until_it_is_exhausted_on_its_own_schedul
     }
 
     app.deliver_due().await;
-    assert_eq!(event_ids(&ordered.received()), ["0"], "the first failed; the rest wait behind it");
+    assert_eq!(
+        event_ids(&ordered.received()),
+        ["0"],
+        "the first failed; the rest wait behind it"
+    );
     assert_eq!(other.count(), 3, "other webhooks are unaffected");
     // The server's first retry would be after 5 s; this webhook's is after 10 s.
     app.advance(Duration::from_secs(7));
-    assert_eq!(app.deliver_due().await, 0, "nothing overtakes the head, which waits its own schedule");
+    assert_eq!(
+        app.deliver_due().await,
+        0,
+        "nothing overtakes the head, which waits its own schedule"
+    );
     app.advance(Duration::from_secs(3));
     // The head fails again: 2 attempts with a one-entry schedule, exhausted;
     // then the others go, in order.

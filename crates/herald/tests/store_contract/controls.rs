@@ -14,7 +14,12 @@ use herald::store::{CompletionResult, DeliveryJob, NextStep, Store, WebhookPatch
 
 use crate::support::*;
 
-async fn controlled(store: &Arc<dyn Store>, project: ProjectId, controls: EndpointControls, now: Timestamp) -> WebhookId {
+async fn controlled(
+    store: &Arc<dyn Store>,
+    project: ProjectId,
+    controls: EndpointControls,
+    now: Timestamp,
+) -> WebhookId {
     let mut new = new_webhook(project, &["*"], herald::domain::SigningKind::Hmac, now);
     new.controls = controls;
     store.create_webhook(new).await.expect("create a webhook").id
@@ -35,12 +40,19 @@ fn fifo() -> EndpointControls {
 }
 
 fn of(jobs: &[DeliveryJob], webhook: WebhookId) -> Vec<DeliveryJob> {
-    jobs.iter().filter(|j| j.endpoint.webhook_id == webhook).cloned().collect()
+    jobs.iter()
+        .filter(|j| j.endpoint.webhook_id == webhook)
+        .cloned()
+        .collect()
 }
 
 async fn succeed(store: &Arc<dyn Store>, jobs: &[DeliveryJob], now: Timestamp) {
     let done = store
-        .complete(jobs.iter().map(|j| completion(j, 200, NextStep::Succeeded, now)).collect())
+        .complete(
+            jobs.iter()
+                .map(|j| completion(j, 200, NextStep::Succeeded, now))
+                .collect(),
+        )
         .await
         .unwrap();
     assert!(done.iter().all(|r| *r == CompletionResult::Applied));

@@ -232,14 +232,12 @@ pub(super) async fn claim(
     let mut raised = Vec::new();
     if !visited.is_empty() {
         let stmt = client
-            .prepare_cached(
-                &format!(
-                    "UPDATE webhooks w SET next_due_at = {}
+            .prepare_cached(&format!(
+                "UPDATE webhooks w SET next_due_at = {}
                      WHERE w.id = ANY($1)
                      RETURNING w.id, w.next_due_at IS NULL OR w.next_due_at > $2",
-                    hints::EXACT_HINT
-                ),
-            )
+                hints::EXACT_HINT
+            ))
             .await
             .map_err(store_error)?;
         for row in client.query(&stmt, &[&visited, &now]).await.map_err(store_error)? {

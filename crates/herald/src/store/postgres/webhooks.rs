@@ -4,18 +4,19 @@ use deadpool_postgres::GenericClient;
 
 use super::connect::store_error;
 use super::rows::{get, parsed, timestamp, timestamp_opt};
+use crate::domain::controls::EndpointControls;
 use crate::domain::delivery::reason;
 use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
 use crate::domain::secret::Keyring;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp, WebhookId, WebhookState};
-use crate::domain::controls::EndpointControls;
 use crate::store::codec::{page_of, parse_patterns, patterns_json};
 use crate::store::controls::{from_columns, to_columns};
 use crate::store::{NewWebhook, Page, PageRequest, Progress, StoreError, StoreResult, WebhookPatch};
 
-const WEBHOOK_COLUMNS: &str = "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time,
+const WEBHOOK_COLUMNS: &str =
+    "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time,
      rate_limit_per_second, max_concurrency, ordering, retry_schedule";
 
 /// Rows failed per transaction when a deleted webhook's deliveries are cleared.

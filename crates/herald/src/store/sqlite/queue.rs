@@ -193,7 +193,11 @@ fn fifo_head(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResu
             .optional()
         })
         .map_err(store_error)?;
-    Ok(head.filter(|(_, due)| *due <= now).map(|(row, _)| row).into_iter().collect())
+    Ok(head
+        .filter(|(_, due)| *due <= now)
+        .map(|(row, _)| row)
+        .into_iter()
+        .collect())
 }
 
 /// Unexpired leases the webhook holds now, whoever holds them.
