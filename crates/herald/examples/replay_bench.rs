@@ -20,14 +20,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use herald::clock::{SharedClock, SystemClock};
 use herald::domain::project::{Name, Project};
-use herald::domain::{
-    EndpointUri, EventId, EventType, ProjectId, ReplayId, SecretId, SigningKind, SubscribedEvents, WebhookId,
-};
+use herald::domain::{EndpointUri, EventId, EventType, ProjectId, ReplayId, SigningKind, SubscribedEvents, WebhookId};
 use herald::store::postgres::PostgresOptions;
 use herald::store::sqlite::SqliteOptions;
 use herald::store::{
     ClaimRequest, Completion, CreatedReplay, NewEvent, NewReplay, NewWebhook, NextStep, PublishRequest, ReplayFilter,
-    StorageConfig, Store, StoredSecret,
+    StorageConfig, Store,
 };
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -44,6 +42,11 @@ async fn main() -> anyhow::Result<()> {
             node_name: "replay-bench".into(),
             heartbeat: Duration::from_secs(1),
             node_timeout: Duration::from_secs(5),
+            // A fresh key: the benchmark's secrets live only as long as its database.
+            master_keys: Some(herald::domain::secret::Keyring::new(
+                herald::domain::secret::MasterKey::generate().map_err(|e| anyhow::anyhow!("{e}"))?,
+                Vec::new(),
+            )),
         }),
         Err(_) => StorageConfig::Sqlite(SqliteOptions {
             data_dir: dir.path().to_path_buf(),
@@ -181,7 +184,6 @@ async fn tenant(
             create_time: now,
         })
         .await?;
-    let secret = herald_signature::HmacKey::generate().expose_secret();
     let webhook = store
         .create_webhook(NewWebhook {
             id: WebhookId::generate(),
@@ -190,13 +192,8 @@ async fn tenant(
             uri: EndpointUri::parse("https://hooks.example.com/herald").map_err(|e| anyhow::anyhow!("{e}"))?,
             subscribed_events: SubscribedEvents::parse(&["batch.*"]).map_err(|e| anyhow::anyhow!("{e}"))?,
             signing: SigningKind::Hmac,
-            secret: StoredSecret {
-                id: SecretId::generate(),
-                kind: SigningKind::Hmac,
-                display: format!("{}…", &secret[..12]),
-                secret,
-                public_key: None,
-            },
+            controls: Default::default(),
+            secret: herald::store::NewSecret::mint(SigningKind::Hmac).map_err(|e| anyhow::anyhow!("{e:?}"))?,
             now,
             max_per_project: 100,
         })

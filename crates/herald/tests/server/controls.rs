@@ -249,3 +249,55 @@ async fn fifo_holds_the_next_until_the_first_succeeds() {
     app.deliver_due().await;
     assert_eq!(event_ids(&ordered.received()), ["0", "0", "1"]);
 }
+
+/// On PostgreSQL, two nodes (two dispatchers, one database, one clock)
+/// claim at every step at once; on SQLite (one process per data
+/// directory) one node does. Either way the webhook gets 5 per simulated
+/// second, never more.
+#[tokio::test]
+async fn nodes_sharing_a_database_never_send_more_than_the_rate_together() {
+    use crate::support::backend::{Backend, backend};
+    let first = TestApp::spawn().await;
+    let second = match backend() {
+        Backend::Postgres => Some(
+            TestApp::start(
+                first.config.clone(),
+                std::sync::Arc::clone(&first.data_dir),
+                std::sync::Arc::clone(&first.clock),
+                false,
+            )
+            .await,
+        ),
+        Backend::Sqlite => None,
+    };
+    let limited = Receiver::start().await;
+    limited.always(Reply::status(204));
+    let project = first.project("acme").await;
+    controlled(
+        &first,
+        &project,
+        &limited.url("/limited"),
+        json!({ "rate_limit_per_second": 5 }),
+    )
+    .await;
+    for n in 0..20 {
+        first.publish(&project, "order.created", json!({ "n": n })).await;
+    }
+    let mut per_second = [0usize; 3];
+    let mut seen = 0;
+    for step in 0..30 {
+        let other = async {
+            match &second {
+                Some(app) => app.running().dispatcher.run_once().await.unwrap(),
+                None => 0,
+            }
+        };
+        let (mine, theirs) = tokio::join!(first.running().dispatcher.run_once(), other);
+        assert!(mine.unwrap() + theirs <= 1, "one token per 200 ms, whoever claims it");
+        let now = limited.count();
+        per_second[step / 10] += now - seen;
+        seen = now;
+        first.advance(Duration::from_millis(100));
+    }
+    assert_eq!(per_second, [5, 5, 5]);
+}

@@ -108,21 +108,25 @@ pub(super) async fn claim(
         .map_err(store_error)?;
 
     // A FIFO webhook's head (oldest unfinished by event time, then id), if
-    // due. Not SKIP LOCKED: skipping a locked head would send the one
-    // behind it first; the webhook's row lock keeps other claims away, so
-    // this waits only for a completion's short update.
+    // due. The head is found first and only then locked, SKIP LOCKED: if a
+    // completion is writing it, nothing is taken this time (taking the one
+    // behind it would break the order; waiting for it could deadlock with
+    // that completion, which locks the webhook row after the delivery).
     let lease_head = client
         .prepare_cached(
             "WITH head AS (
-                SELECT id, state AS old_state, next_attempt_at FROM deliveries
+                SELECT id FROM deliveries
                 WHERE webhook_id = $1 AND next_attempt_at IS NOT NULL
-                ORDER BY event_time, id LIMIT 1
-                FOR UPDATE)
+                ORDER BY event_time, id LIMIT 1),
+             locked AS (
+                SELECT d.id, d.state AS old_state, d.next_attempt_at FROM deliveries d JOIN head ON d.id = head.id
+                WHERE d.next_attempt_at IS NOT NULL
+                FOR UPDATE OF d SKIP LOCKED)
              UPDATE deliveries d SET state = 'leased', lease_token = $3, lease_node = $4, next_attempt_at = $5,
-                    attempt_count = d.attempt_count + CASE WHEN head.old_state = 'leased' THEN 1 ELSE 0 END,
-                    last_error = CASE WHEN head.old_state = 'leased' THEN 'interrupted' ELSE d.last_error END
-             FROM head WHERE d.id = head.id AND head.next_attempt_at <= $2
-             RETURNING d.id, d.event_id, d.event_time, d.attempt_count, head.old_state = 'leased'",
+                    attempt_count = d.attempt_count + CASE WHEN locked.old_state = 'leased' THEN 1 ELSE 0 END,
+                    last_error = CASE WHEN locked.old_state = 'leased' THEN 'interrupted' ELSE d.last_error END
+             FROM locked WHERE d.id = locked.id AND locked.next_attempt_at <= $2
+             RETURNING d.id, d.event_id, d.event_time, d.attempt_count, locked.old_state = 'leased'",
         )
         .await
         .map_err(store_error)?;
