@@ -46,12 +46,7 @@ fn input(requests: usize) -> Vec<u8> {
     text
 }
 
-pub async fn run(
-    binary: &std::path::Path,
-    extra: &[String],
-    client: &HttpClient,
-    requests: usize,
-) -> anyhow::Result<Vec<Row>> {
+pub async fn run(binary: &std::path::Path, extra: &[String], client: &HttpClient, requests: usize) -> anyhow::Result<Vec<Row>> {
     let config_dir = tempfile::tempdir()?;
     let config = config_dir.path().join("herald.toml");
     std::fs::write(
@@ -66,17 +61,8 @@ pub async fn run(
     args.extend(extra.iter().cloned());
     let herald = Herald::start(binary, &args)?;
     let base = herald.base.clone();
-    let project = load::post_json(
-        client,
-        &format!("{base}/v1/projects"),
-        ADMIN_KEY,
-        serde_json::json!({"name": "bench"}),
-    )
-    .await?;
-    let key_url = format!(
-        "{base}/v1/projects/{}/api_keys",
-        project["id"].as_str().context("project id")?
-    );
+    let project = load::post_json(client, &format!("{base}/v1/projects"), ADMIN_KEY, serde_json::json!({"name": "bench"})).await?;
+    let key_url = format!("{base}/v1/projects/{}/api_keys", project["id"].as_str().context("project id")?);
     let key = load::post_json(client, &key_url, ADMIN_KEY, serde_json::json!({})).await?["key"]
         .as_str()
         .context("key")?
@@ -130,10 +116,7 @@ pub async fn run(
         bail!("{completed} of {requests} completed: {done}");
     }
     let started = Instant::now();
-    let output_url = format!(
-        "{base}/v1/files/{}/content",
-        done["output_file_id"].as_str().context("output file")?
-    );
+    let output_url = format!("{base}/v1/files/{}/content", done["output_file_id"].as_str().context("output file")?);
     let output = get(client, &output_url, &key).await?;
     let download = started.elapsed();
     let (_, hwm) = herald.rss_mib()?;

@@ -331,20 +331,16 @@ async fn run_scenarios(args: &Args, pg: Option<&Admin>) -> anyhow::Result<()> {
                     println!("  (batches runs on SQLite only)");
                     Ok(())
                 }
-                "batches" => {
-                    async {
-                        let binary = args.herald.clone().unwrap_or_else(default_binary);
-                        for &requests in &args.batch_requests {
-                            for (metric, value, note) in
-                                crate::batches::run(&binary, &args.herald_args, &client, requests).await?
-                            {
-                                table.add(&metric, value, &note);
-                            }
+                "batches" => async {
+                    let binary = args.herald.clone().unwrap_or_else(default_binary);
+                    for &requests in &args.batch_requests {
+                        for (metric, value, note) in crate::batches::run(&binary, &args.herald_args, &client, requests).await? {
+                            table.add(&metric, value, &note);
                         }
-                        Ok(())
                     }
-                    .await
+                    Ok(())
                 }
+                .await,
                 other => bail!("unknown scenario {other}"),
             };
             // On PostgreSQL a failed scenario is a row, and the run goes on

@@ -147,12 +147,8 @@ pub(super) async fn create(
         Some(text) => batch::parse_completion_window(text).map_err(ApiError::invalid_field("completion_window"))?,
     };
     let metadata = metadata(value.metadata.as_deref())?;
-    let input = FileId::parse(&value.input_file_id).ok_or_else(|| {
-        ApiError::invalid(
-            "input_file_id",
-            format!("{} is not a file id", echo(&value.input_file_id)),
-        )
-    })?;
+    let input = FileId::parse(&value.input_file_id)
+        .ok_or_else(|| ApiError::invalid("input_file_id", format!("{} is not a file id", echo(&value.input_file_id))))?;
     let file = state
         .store
         .get_file(project, input)
@@ -161,10 +157,7 @@ pub(super) async fn create(
     if file.purpose != "batch" {
         return Err(ApiError::invalid(
             "input_file_id",
-            format!(
-                "file {input} has purpose {:?}; a batch needs a file uploaded with purpose \"batch\"",
-                file.purpose
-            ),
+            format!("file {input} has purpose {:?}; a batch needs a file uploaded with purpose \"batch\"", file.purpose),
         ));
     }
     let batch = state
@@ -234,11 +227,7 @@ pub(super) async fn cancel(
     _body: OptionalJsonBody<serde_json::Map<String, serde_json::Value>>,
 ) -> Result<Json<BatchView>, ApiError> {
     let project = principal.require_project()?;
-    match state
-        .store
-        .cancel_batch(project, batch_id(&id)?, state.clock.now())
-        .await?
-    {
+    match state.store.cancel_batch(project, batch_id(&id)?, state.clock.now()).await? {
         None => Err(ApiError::not_found("batch", &id)),
         Some(CancelOutcome::Cancelling(batch)) => Ok(Json(BatchView::new(*batch))),
         Some(CancelOutcome::Finished(status)) => Err(ApiError::Conflict(format!(

@@ -22,7 +22,10 @@ use crate::store::batches::{FILE_CHUNK_BYTES, FileRecord, NewFile};
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
         // The upload enforces `batches.max_file_bytes` itself, while streaming.
-        .route("/v1/files", post(upload).layer(DefaultBodyLimit::disable()).get(list))
+        .route(
+            "/v1/files",
+            post(upload).layer(DefaultBodyLimit::disable()).get(list),
+        )
         .route("/v1/files/{file_id}", get(get_file).delete(delete))
         .route("/v1/files/{file_id}/content", get(content))
 }
@@ -66,10 +69,7 @@ pub(super) struct ListView<T> {
 }
 
 /// `limit` (1–100, default 20) and `after` (an id of type `T`).
-pub(super) fn list_params<T>(
-    query: &RawQuery,
-    parse: impl Fn(&str) -> Option<T>,
-) -> Result<(Option<T>, u32), ApiError> {
+pub(super) fn list_params<T>(query: &RawQuery, parse: impl Fn(&str) -> Option<T>) -> Result<(Option<T>, u32), ApiError> {
     let mut after = None;
     let mut limit = 20;
     for (name, value) in url::form_urlencoded::parse(query.0.as_deref().unwrap_or("").as_bytes()) {
@@ -208,10 +208,7 @@ async fn receive(
         return Err(ApiError::invalid("file", "the form has no file field"));
     };
     if purpose.is_none() {
-        return Err(ApiError::invalid(
-            "purpose",
-            "the form has no purpose field (use \"batch\")",
-        ));
+        return Err(ApiError::invalid("purpose", "the form has no purpose field (use \"batch\")"));
     }
     if size == 0 {
         return Err(ApiError::invalid("file", "the file is empty"));
@@ -289,10 +286,7 @@ pub(super) async fn content(
     });
     let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(file.bytes));
     Ok(response)
 }

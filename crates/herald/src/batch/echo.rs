@@ -10,11 +10,7 @@ use super::upstream::Answer;
 /// The answer to `body` sent to `path`.
 pub fn answer(path: &str, body: &[u8]) -> Answer {
     let Ok(request) = serde_json::from_slice::<Value>(body) else {
-        return status(
-            400,
-            json!({"error": {"message": "the body is not JSON", "type": "invalid_request_error"}}),
-            body,
-        );
+        return status(400, json!({"error": {"message": "the body is not JSON", "type": "invalid_request_error"}}), body);
     };
     let model = request["model"].as_str().unwrap_or_default();
     let digest = Sha256::digest(body);
@@ -95,10 +91,9 @@ mod tests {
     #[test]
     fn echoes_the_last_message_deterministically() {
         let body = br#"{"model":"m","messages":[{"role":"user","content":"hello there"}]}"#;
-        let (Answer::Status { code, body: first, .. }, Answer::Status { body: second, .. }) = (
-            answer("/v1/chat/completions", body),
-            answer("/v1/chat/completions", body),
-        ) else {
+        let (Answer::Status { code, body: first, .. }, Answer::Status { body: second, .. }) =
+            (answer("/v1/chat/completions", body), answer("/v1/chat/completions", body))
+        else {
             panic!("echo always answers");
         };
         assert_eq!(code, 200);

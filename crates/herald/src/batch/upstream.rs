@@ -45,9 +45,7 @@ pub enum Answer {
 }
 
 enum Transport {
-    Echo {
-        latency: Duration,
-    },
+    Echo { latency: Duration },
     Http {
         client: Box<Client<HttpsConnector<GuardedConnector>, Full<Bytes>>>,
         base_url: String,
@@ -137,10 +135,7 @@ impl Upstream {
                     }
                 };
                 let code = response.status().as_u16();
-                let retry_after = response
-                    .headers()
-                    .get(http::header::RETRY_AFTER)
-                    .and_then(parse_retry_after);
+                let retry_after = response.headers().get(http::header::RETRY_AFTER).and_then(parse_retry_after);
                 let request_id = response
                     .headers()
                     .get("x-request-id")
@@ -254,9 +249,7 @@ impl Upstreams {
             config.models.clone()
         };
         let transport = if config.base_url == ECHO_BASE_URL {
-            Transport::Echo {
-                latency: Duration::ZERO,
-            }
+            Transport::Echo { latency: Duration::ZERO }
         } else {
             let mut allowed = global_allow.to_vec();
             allowed.extend(config.allow_cidrs.iter().copied());
@@ -268,10 +261,7 @@ impl Upstreams {
                 .with_tls_config(tls)
                 .https_or_http()
                 .enable_all_versions()
-                .wrap_connector(GuardedConnector::new(
-                    policy,
-                    config.timeout.min(Duration::from_secs(10)),
-                ));
+                .wrap_connector(GuardedConnector::new(policy, config.timeout.min(Duration::from_secs(10))));
             let client = Client::builder(TokioExecutor::new())
                 .pool_idle_timeout(Duration::from_secs(60))
                 .pool_max_idle_per_host(config.max_concurrency)
@@ -291,12 +281,9 @@ impl Upstreams {
                 timeout: config.timeout,
             }
         };
-        let pacing = config.requests_per_second.map(|rate| {
-            (
-                Duration::from_secs_f64(1.0 / rate),
-                Mutex::new(tokio::time::Instant::now()),
-            )
-        });
+        let pacing = config
+            .requests_per_second
+            .map(|rate| (Duration::from_secs_f64(1.0 / rate), Mutex::new(tokio::time::Instant::now())));
         Ok(Upstream {
             name: config.name.clone(),
             models,

@@ -97,12 +97,7 @@ impl Validation {
             stale: false,
             stopped: false,
         };
-        if self
-            .store
-            .get_file(batch.project_id, batch.input_file_id)
-            .await?
-            .is_none()
-        {
+        if self.store.get_file(batch.project_id, batch.input_file_id).await?.is_none() {
             run.errors.push(BatchError::new(
                 "file_not_found",
                 format!("input file {} no longer exists", batch.input_file_id),
@@ -144,12 +139,7 @@ impl Validation {
             return Ok(false);
         }
         if run.total == 0 && run.errors.is_empty() {
-            run.errors.push(BatchError::new(
-                "empty_file",
-                "the input file holds no request",
-                Some("input_file_id"),
-                None,
-            ));
+            run.errors.push(BatchError::new("empty_file", "the input file holds no request", Some("input_file_id"), None));
         }
         let result = if run.errors.is_empty() {
             Validated::Valid { total: run.total }
@@ -255,11 +245,7 @@ impl Run<'_> {
         }
         let piece = std::mem::take(&mut self.piece);
         let v = self.validation;
-        match v
-            .store
-            .add_batch_requests(self.lease.batch.id, self.lease.token, piece)
-            .await?
-        {
+        match v.store.add_batch_requests(self.lease.batch.id, self.lease.token, piece).await? {
             AddOutcome::Added => {}
             AddOutcome::Duplicate { line, custom_id } => self.errors.push(BatchError::new(
                 "duplicate_custom_id",

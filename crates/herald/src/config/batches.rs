@@ -149,10 +149,7 @@ pub const ECHO_BASE_URL: &str = "builtin:echo";
 pub(super) fn validate(batches: &BatchesConfig, upstreams: &[UpstreamConfig]) -> Result<(), ConfigError> {
     let fail = |field, message: String| Err(ConfigError { field, message });
     if batches.max_file_bytes == 0 || batches.max_requests_per_batch == 0 || batches.max_line_bytes == 0 {
-        return fail(
-            "batches",
-            "max_file_bytes, max_requests_per_batch and max_line_bytes must be positive".into(),
-        );
+        return fail("batches", "max_file_bytes, max_requests_per_batch and max_line_bytes must be positive".into());
     }
     if batches.max_in_flight == 0 || batches.max_attempts == 0 {
         return fail("batches", "max_in_flight and max_attempts must be at least 1".into());
@@ -169,49 +166,28 @@ pub(super) fn validate(batches: &BatchesConfig, upstreams: &[UpstreamConfig]) ->
             );
         }
         if upstream.base_url != ECHO_BASE_URL {
-            let url = url::Url::parse(&upstream.base_url).map_err(|e| ConfigError {
-                field: "upstreams.base_url",
-                message: format!("{}: {e}", upstream.name),
-            })?;
+            let url = url::Url::parse(&upstream.base_url)
+                .map_err(|e| ConfigError { field: "upstreams.base_url", message: format!("{}: {e}", upstream.name) })?;
             if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-                return fail(
-                    "upstreams.base_url",
-                    format!("{}: must be http(s)://host or builtin:echo", upstream.name),
-                );
+                return fail("upstreams.base_url", format!("{}: must be http(s)://host or builtin:echo", upstream.name));
             }
         }
         if upstream.max_concurrency == 0 || upstream.timeout.is_zero() {
-            return fail(
-                "upstreams",
-                format!("{}: max_concurrency and timeout must be positive", upstream.name),
-            );
+            return fail("upstreams", format!("{}: max_concurrency and timeout must be positive", upstream.name));
         }
         if upstream.timeout >= batches.lease {
-            return fail(
-                "batches.lease",
-                format!("must exceed upstream {}'s timeout", upstream.name),
-            );
+            return fail("batches.lease", format!("must exceed upstream {}'s timeout", upstream.name));
         }
-        if upstream
-            .requests_per_second
-            .is_some_and(|rate| !rate.is_finite() || rate <= 0.0)
-        {
-            return fail(
-                "upstreams.requests_per_second",
-                format!("{}: must be positive", upstream.name),
-            );
+        if upstream.requests_per_second.is_some_and(|rate| !rate.is_finite() || rate <= 0.0) {
+            return fail("upstreams.requests_per_second", format!("{}: must be positive", upstream.name));
         }
         for (name, value) in &upstream.headers {
             if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                return fail(
-                    "upstreams.headers",
-                    format!("{}: {name:?} is not a header name", upstream.name),
-                );
+                return fail("upstreams.headers", format!("{}: {name:?} is not a header name", upstream.name));
             }
-            value.resolve().map_err(|message| ConfigError {
-                field: "upstreams.headers",
-                message: format!("{}: {message}", upstream.name),
-            })?;
+            value
+                .resolve()
+                .map_err(|message| ConfigError { field: "upstreams.headers", message: format!("{}: {message}", upstream.name) })?;
         }
     }
     Ok(())

@@ -10,8 +10,8 @@ mod durations;
 mod health;
 mod node;
 
-pub use batches::{BatchesConfig, ECHO_BASE_URL, HeaderValueSource, UpstreamConfig};
 pub use health::{HealthConfig, RetentionConfig};
+pub use batches::{BatchesConfig, ECHO_BASE_URL, HeaderValueSource, UpstreamConfig};
 pub use node::{NodeConfig, Role};
 
 use std::net::SocketAddr;

@@ -104,7 +104,8 @@ pub const MAX_COMPLETION_WINDOW: Duration = Duration::from_secs(24 * 3600);
 
 /// A `completion_window` such as `24h`: from one minute to 24 hours.
 pub fn parse_completion_window(text: &str) -> Result<Duration, Invalid> {
-    let window = humantime::parse_duration(text).map_err(|_| Invalid::new("must be a duration such as \"24h\""))?;
+    let window = humantime::parse_duration(text)
+        .map_err(|_| Invalid::new("must be a duration such as \"24h\""))?;
     if window < Duration::from_secs(60) || window > MAX_COMPLETION_WINDOW {
         return Err(Invalid::new("must be between 1m and 24h"));
     }
@@ -199,10 +200,7 @@ pub struct ErrorList<'a> {
 
 impl<'a> ErrorList<'a> {
     pub fn of(errors: &'a [BatchError]) -> Option<Self> {
-        (!errors.is_empty()).then_some(Self {
-            object: "list",
-            data: errors,
-        })
+        (!errors.is_empty()).then_some(Self { object: "list", data: errors })
     }
 }
 
@@ -276,11 +274,7 @@ pub fn parse_line(line: u64, text: &[u8], endpoint: &str, limits: LineLimits) ->
     if text.len() > limits.max_line_bytes {
         return Err(fail(
             "request_too_large",
-            format!(
-                "the line is {} bytes; the limit is {}",
-                text.len(),
-                limits.max_line_bytes
-            ),
+            format!("the line is {} bytes; the limit is {}", text.len(), limits.max_line_bytes),
             None,
         ));
     }
@@ -295,13 +289,7 @@ pub fn parse_line(line: u64, text: &[u8], endpoint: &str, limits: LineLimits) ->
                 Some("custom_id"),
             ));
         }
-        None => {
-            return Err(fail(
-                "missing_required_parameter",
-                "custom_id is required".into(),
-                Some("custom_id"),
-            ));
-        }
+        None => return Err(fail("missing_required_parameter", "custom_id is required".into(), Some("custom_id"))),
     };
     match input.method.as_deref() {
         Some("POST") => {}
@@ -312,13 +300,7 @@ pub fn parse_line(line: u64, text: &[u8], endpoint: &str, limits: LineLimits) ->
                 Some("method"),
             ));
         }
-        None => {
-            return Err(fail(
-                "missing_required_parameter",
-                "method is required".into(),
-                Some("method"),
-            ));
-        }
+        None => return Err(fail("missing_required_parameter", "method is required".into(), Some("method"))),
     }
     match input.url.as_deref() {
         Some(url) if url == endpoint => {}
@@ -330,20 +312,10 @@ pub fn parse_line(line: u64, text: &[u8], endpoint: &str, limits: LineLimits) ->
             ));
         }
         Some(url) => return Err(fail("invalid_url", format!("unknown url {url:?}"), Some("url"))),
-        None => {
-            return Err(fail(
-                "missing_required_parameter",
-                "url is required".into(),
-                Some("url"),
-            ));
-        }
+        None => return Err(fail("missing_required_parameter", "url is required".into(), Some("url"))),
     }
     let Some(body) = input.body.filter(|raw| raw.get().starts_with('{')) else {
-        return Err(fail(
-            "missing_required_parameter",
-            "body must be a JSON object".into(),
-            Some("body"),
-        ));
+        return Err(fail("missing_required_parameter", "body must be a JSON object".into(), Some("body")));
     };
     let model = match serde_json::from_str::<BodyModel>(body.get()).map(|b| b.model) {
         Ok(Some(serde_json::Value::String(model))) if !model.is_empty() => model,
@@ -366,17 +338,9 @@ pub fn parse_line(line: u64, text: &[u8], endpoint: &str, limits: LineLimits) ->
 #[derive(Debug, Clone)]
 pub enum RequestResult {
     /// The upstream answered 2xx with a JSON body: an output line.
-    Succeeded {
-        status_code: u16,
-        request_id: String,
-        body: Vec<u8>,
-    },
+    Succeeded { status_code: u16, request_id: String, body: Vec<u8> },
     /// A final non-2xx answer: an error line keeping the answer.
-    Refused {
-        status_code: u16,
-        request_id: String,
-        body: Vec<u8>,
-    },
+    Refused { status_code: u16, request_id: String, body: Vec<u8> },
     /// No usable answer (connection, timeout, garbage, tries exhausted).
     Errored { code: String, message: String },
 }
@@ -496,41 +460,13 @@ mod tests {
         assert_eq!(check(good), Ok("m".into()));
         let cases = [
             ("{", "invalid_json_line", None),
-            (
-                r#"{"method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}"#,
-                "missing_required_parameter",
-                Some("custom_id"),
-            ),
-            (
-                r#"{"custom_id":7,"method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}"#,
-                "invalid_custom_id",
-                Some("custom_id"),
-            ),
-            (
-                r#"{"custom_id":"a","method":"GET","url":"/v1/chat/completions","body":{"model":"m"}}"#,
-                "invalid_method",
-                Some("method"),
-            ),
-            (
-                r#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{"model":"m"}}"#,
-                "mismatched_endpoint",
-                Some("url"),
-            ),
-            (
-                r#"{"custom_id":"a","method":"POST","url":"/v2/x","body":{"model":"m"}}"#,
-                "invalid_url",
-                Some("url"),
-            ),
-            (
-                r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{}}"#,
-                "missing_required_parameter",
-                Some("body.model"),
-            ),
-            (
-                r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":[1]}"#,
-                "missing_required_parameter",
-                Some("body"),
-            ),
+            (r#"{"method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}"#, "missing_required_parameter", Some("custom_id")),
+            (r#"{"custom_id":7,"method":"POST","url":"/v1/chat/completions","body":{"model":"m"}}"#, "invalid_custom_id", Some("custom_id")),
+            (r#"{"custom_id":"a","method":"GET","url":"/v1/chat/completions","body":{"model":"m"}}"#, "invalid_method", Some("method")),
+            (r#"{"custom_id":"a","method":"POST","url":"/v1/embeddings","body":{"model":"m"}}"#, "mismatched_endpoint", Some("url")),
+            (r#"{"custom_id":"a","method":"POST","url":"/v2/x","body":{"model":"m"}}"#, "invalid_url", Some("url")),
+            (r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":{}}"#, "missing_required_parameter", Some("body.model")),
+            (r#"{"custom_id":"a","method":"POST","url":"/v1/chat/completions","body":[1]}"#, "missing_required_parameter", Some("body")),
         ];
         for (text, code, param) in cases {
             assert_eq!(check(text), Err((code.to_owned(), param.map(str::to_owned))), "{text}");

@@ -22,9 +22,7 @@ pub mod webhook;
 
 pub use delivery::{AttemptErrorKind, AttemptRecord, DeliveryState};
 pub use event::{EventPattern, EventType, SubscribedEvents};
-pub use id::{
-    ApiKeyId, BatchId, BatchRequestId, DeliveryId, EventId, FileId, ProjectId, ReplayId, SecretId, WebhookId,
-};
+pub use id::{ApiKeyId, BatchId, BatchRequestId, DeliveryId, EventId, FileId, ProjectId, ReplayId, SecretId, WebhookId};
 pub use time::Timestamp;
 pub use webhook::{EndpointUri, SigningKind, WebhookState};
 

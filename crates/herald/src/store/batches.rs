@@ -81,10 +81,7 @@ pub struct NewBatchRequest {
 pub enum AddOutcome {
     Added,
     /// The first line whose `custom_id` an earlier line already used.
-    Duplicate {
-        line: u64,
-        custom_id: String,
-    },
+    Duplicate { line: u64, custom_id: String },
     /// The validation lease was lost (another worker took the batch over).
     Stale,
 }
@@ -187,12 +184,7 @@ pub trait BatchStore: Send + Sync {
     /// Forgets an unfinished (or any) file and its chunks.
     async fn discard_file(&self, id: FileId) -> StoreResult<()>;
     /// Newest first; `after` is the last id of the previous page.
-    async fn list_files(
-        &self,
-        project: ProjectId,
-        after: Option<FileId>,
-        limit: u32,
-    ) -> StoreResult<ListPage<FileRecord>>;
+    async fn list_files(&self, project: ProjectId, after: Option<FileId>, limit: u32) -> StoreResult<ListPage<FileRecord>>;
     async fn get_file(&self, project: ProjectId, id: FileId) -> StoreResult<Option<FileRecord>>;
     /// Chunk `seq` (from 0) of a file, `None` past its end.
     async fn file_chunk(&self, id: FileId, seq: u32) -> StoreResult<Option<Bytes>>;
@@ -202,16 +194,10 @@ pub trait BatchStore: Send + Sync {
     /// file is not the project's.
     async fn create_batch(&self, batch: NewBatch) -> StoreResult<Batch>;
     async fn get_batch(&self, project: ProjectId, id: BatchId) -> StoreResult<Option<Batch>>;
-    async fn list_batches(
-        &self,
-        project: ProjectId,
-        after: Option<BatchId>,
-        limit: u32,
-    ) -> StoreResult<ListPage<Batch>>;
+    async fn list_batches(&self, project: ProjectId, after: Option<BatchId>, limit: u32) -> StoreResult<ListPage<Batch>>;
     /// `validating`/`in_progress` become `cancelling` (no new request is
     /// claimed from then on); the runner ends it once nothing is in flight.
-    async fn cancel_batch(&self, project: ProjectId, id: BatchId, now: Timestamp)
-    -> StoreResult<Option<CancelOutcome>>;
+    async fn cancel_batch(&self, project: ProjectId, id: BatchId, now: Timestamp) -> StoreResult<Option<CancelOutcome>>;
 
     /// Leases one `validating` (or `cancelling` before validation ended)
     /// batch whose validation is not leased, dropping the requests a

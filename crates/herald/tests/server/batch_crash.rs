@@ -44,10 +44,7 @@ fn start_server(data_dir: &Path, config: &Path, database_url: Option<&str>) -> S
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
     let base = loop {
-        let line = lines
-            .next()
-            .expect("herald printed its address")
-            .expect("readable stdout");
+        let line = lines.next().expect("herald printed its address").expect("readable stdout");
         if let Some(address) = line.strip_prefix("herald listening on ") {
             break address.trim().to_owned();
         }
@@ -57,11 +54,7 @@ fn start_server(data_dir: &Path, config: &Path, database_url: Option<&str>) -> S
 }
 
 async fn get(http: &reqwest::Client, base: &str, path: &str, key: &str) -> reqwest::Response {
-    http.get(format!("{base}{path}"))
-        .bearer_auth(key)
-        .send()
-        .await
-        .expect("request")
+    http.get(format!("{base}{path}")).bearer_auth(key).send().await.expect("request")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -89,14 +82,7 @@ async fn a_batch_killed_mid_way_resumes_without_repeating_committed_requests() {
     .unwrap();
     let http = reqwest::Client::new();
     let mut server = tokio::task::block_in_place(|| start_server(data_dir.path(), &config, database_url.as_deref()));
-    let project = call(
-        &http,
-        &server.base,
-        "/v1/projects",
-        ADMIN_KEY,
-        json!({ "name": "crash" }),
-    )
-    .await;
+    let project = call(&http, &server.base, "/v1/projects", ADMIN_KEY, json!({ "name": "crash" })).await;
     let key_path = format!("/v1/projects/{}/api_keys", project["id"].as_str().unwrap());
     let key = call(&http, &server.base, &key_path, ADMIN_KEY, json!({})).await["key"]
         .as_str()
@@ -147,20 +133,12 @@ async fn a_batch_killed_mid_way_resumes_without_repeating_committed_requests() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(done["status"], "completed", "{done}");
-    assert_eq!(
-        done["request_counts"],
-        json!({"total": REQUESTS, "completed": REQUESTS, "failed": 0})
-    );
+    assert_eq!(done["request_counts"], json!({"total": REQUESTS, "completed": REQUESTS, "failed": 0}));
     let output_path = format!("/v1/files/{}/content", done["output_file_id"].as_str().unwrap());
     let output = get(&http, &server.base, &output_path, &key).await.text().await.unwrap();
     let ids: Vec<String> = output
         .lines()
-        .map(|l| {
-            serde_json::from_str::<Value>(l).unwrap()["custom_id"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        })
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["custom_id"].as_str().unwrap().to_owned())
         .collect();
     let expected: Vec<String> = (0..REQUESTS).map(|i| format!("k{i:04}")).collect();
     assert_eq!(ids, expected, "every request once, in input order");

@@ -87,12 +87,7 @@ async fn run_batches(app: &TestApp) -> usize {
 
 async fn batch(app: &TestApp, project: &Project, id: &Value) -> Value {
     let (status, batch) = app
-        .call(
-            Method::GET,
-            &format!("/v1/batches/{}", id.as_str().unwrap()),
-            Some(&project.key),
-            None,
-        )
+        .call(Method::GET, &format!("/v1/batches/{}", id.as_str().unwrap()), Some(&project.key), None)
         .await;
     assert_eq!(status, StatusCode::OK, "{batch}");
     batch
@@ -102,20 +97,14 @@ async fn batch(app: &TestApp, project: &Project, id: &Value) -> Value {
 async fn file_lines(app: &TestApp, project: &Project, id: &Value) -> Vec<Value> {
     let response = app
         .http
-        .get(format!(
-            "{}/v1/files/{}/content",
-            app.base,
-            id.as_str().expect("a file id")
-        ))
+        .get(format!("{}/v1/files/{}/content", app.base, id.as_str().expect("a file id")))
         .bearer_auth(&project.key)
         .send()
         .await
         .expect("content");
     assert_eq!(response.status(), StatusCode::OK);
     let text = response.text().await.unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).expect("a JSON line"))
-        .collect()
+    text.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect()
 }
 
 fn upstream(name: &str, base_url: String, models: &[&str], concurrency: usize) -> UpstreamConfig {
@@ -154,34 +143,23 @@ async fn a_batch_runs_to_completion_in_input_order_and_announces_each_status() {
     let hooks = Receiver::start().await;
     let project = app.project("acme").await;
     app.webhook(&project, &hooks.url("/hook"), &["batch.*"]).await;
-    let lines: Vec<String> = (1..=7)
-        .map(|i| line(&format!("req-{i}"), "any-model", &format!("hello {i}")))
-        .collect();
+    let lines: Vec<String> = (1..=7).map(|i| line(&format!("req-{i}"), "any-model", &format!("hello {i}"))).collect();
     let created = create_batch(&app, &project, &jsonl(&lines), json!({"metadata": {"job": "nightly"}})).await;
     assert_eq!(created["object"], "batch");
     assert_eq!(created["metadata"], json!({"job": "nightly"}));
-    assert_eq!(
-        created["expires_at"].as_i64().unwrap() - created["created_at"].as_i64().unwrap(),
-        86_400
-    );
+    assert_eq!(created["expires_at"].as_i64().unwrap() - created["created_at"].as_i64().unwrap(), 86_400);
 
     assert!(run_batches(&app).await > 0);
     let done = batch(&app, &project, &created["id"]).await;
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(done["request_counts"], json!({"total": 7, "completed": 7, "failed": 0}));
-    assert!(
-        done["in_progress_at"].is_i64() && done["completed_at"].is_i64(),
-        "{done}"
-    );
+    assert!(done["in_progress_at"].is_i64() && done["completed_at"].is_i64(), "{done}");
     assert!(done["error_file_id"].is_null(), "{done}");
     let output = file_lines(&app, &project, &done["output_file_id"]).await;
     let ids: Vec<&str> = output.iter().map(|l| l["custom_id"].as_str().unwrap()).collect();
     assert_eq!(ids, (1..=7).map(|i| format!("req-{i}")).collect::<Vec<_>>());
     assert_eq!(output[2]["response"]["status_code"], 200);
-    assert_eq!(
-        output[2]["response"]["body"]["choices"][0]["message"]["content"],
-        "hello 3"
-    );
+    assert_eq!(output[2]["response"]["body"]["choices"][0]["message"]["content"], "hello 3");
     assert!(output[2]["error"].is_null());
     assert!(output[2]["id"].as_str().unwrap().starts_with("batch_req_"));
 
@@ -198,9 +176,7 @@ async fn a_batch_runs_to_completion_in_input_order_and_announces_each_status() {
     assert_eq!(completed["request_counts"]["completed"], 7);
     assert_eq!(completed["metadata"], json!({"job": "nightly"}));
 
-    let (status, list) = app
-        .call(Method::GET, "/v1/batches?limit=1", Some(&project.key), None)
-        .await;
+    let (status, list) = app.call(Method::GET, "/v1/batches?limit=1", Some(&project.key), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(list["object"], "list");
     assert_eq!(list["has_more"], false);
@@ -210,11 +186,7 @@ async fn a_batch_runs_to_completion_in_input_order_and_announces_each_status() {
     assert_eq!(files["data"].as_array().unwrap().len(), 2, "input and output: {files}");
     let other = app.project("other").await;
     let path = format!("/v1/batches/{}", created["id"].as_str().unwrap());
-    assert_eq!(
-        app.call(Method::GET, &path, Some(&other.key), None).await.0,
-        404,
-        "another project's batch"
-    );
+    assert_eq!(app.call(Method::GET, &path, Some(&other.key), None).await.0, 404, "another project's batch");
 }
 
 #[tokio::test]
@@ -247,13 +219,7 @@ async fn validation_errors_name_the_line_and_the_field() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|e| {
-            (
-                e["line"].as_i64().unwrap(),
-                e["code"].as_str().unwrap(),
-                e["param"].clone(),
-            )
-        })
+        .map(|e| (e["line"].as_i64().unwrap(), e["code"].as_str().unwrap(), e["param"].clone()))
         .collect();
     assert_eq!(
         errors,
@@ -272,13 +238,7 @@ async fn validation_errors_name_the_line_and_the_field() {
     assert_eq!(events[0].0, "batch.failed");
     assert_eq!(events[0].1["errors"]["data"][0]["line"], 2);
 
-    let duplicate = create_batch(
-        &app,
-        &project,
-        &jsonl(&[line("same", "known-1", "1"), line("same", "known-1", "2")]),
-        json!({}),
-    )
-    .await;
+    let duplicate = create_batch(&app, &project, &jsonl(&[line("same", "known-1", "1"), line("same", "known-1", "2")]), json!({})).await;
     run_batches(&app).await;
     let failed = batch(&app, &project, &duplicate["id"]).await;
     assert_eq!(failed["status"], "failed");
@@ -303,10 +263,7 @@ async fn upstream_failures_are_retried_then_recorded_in_the_error_file() {
     ]);
     receiver.always(ok);
     // A port nothing listens on: every connection is refused.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let (url, dead) = (format!("http://{}", receiver.addr), format!("http://{closed}"));
     let app = TestApp::spawn_with(|config| {
         config.batches.echo_upstream = false;
@@ -322,18 +279,11 @@ async fn upstream_failures_are_retried_then_recorded_in_the_error_file() {
     assert_eq!(receiver.count(), 5, "one try each, one request at a time");
     let running = batch(&app, &project, &created["id"]).await;
     assert_eq!(running["status"], "in_progress");
-    assert_eq!(
-        running["request_counts"],
-        json!({"total": 6, "completed": 1, "failed": 2})
-    );
+    assert_eq!(running["request_counts"], json!({"total": 6, "completed": 1, "failed": 2}));
 
     app.advance(Duration::from_secs(1));
     run_batches(&app).await;
-    assert_eq!(
-        receiver.count(),
-        6,
-        "the 500 was retried after 1 s; the 429 waits for its Retry-After"
-    );
+    assert_eq!(receiver.count(), 6, "the 500 was retried after 1 s; the 429 waits for its Retry-After");
     app.advance(Duration::from_secs(4));
     run_batches(&app).await;
     let done = batch(&app, &project, &created["id"]).await;
@@ -345,11 +295,7 @@ async fn upstream_failures_are_retried_then_recorded_in_the_error_file() {
     assert_eq!(keys[0], keys[6], "the retried request kept its Idempotency-Key");
     assert_eq!(keys[1], keys[5]);
     assert!(keys[0].starts_with(created["id"].as_str().unwrap()));
-    assert!(
-        received
-            .iter()
-            .all(|r| r.header("authorization") == "Bearer upstream-key")
-    );
+    assert!(received.iter().all(|r| r.header("authorization") == "Bearer upstream-key"));
     assert!(received.iter().all(|r| r.path == "/v1/chat/completions"));
 
     let output = file_lines(&app, &project, &done["output_file_id"]).await;
@@ -363,11 +309,7 @@ async fn upstream_failures_are_retried_then_recorded_in_the_error_file() {
         .collect();
     assert_eq!(
         summary,
-        [
-            ("r4", "invalid_upstream_response"),
-            ("r5", "upstream_error"),
-            ("r6", "upstream_unreachable")
-        ]
+        [("r4", "invalid_upstream_response"), ("r5", "upstream_error"), ("r6", "upstream_unreachable")]
     );
     assert_eq!(errors[1]["response"]["status_code"], 400);
     assert_eq!(errors[1]["response"]["body"]["error"]["message"], "bad model");
@@ -389,10 +331,7 @@ async fn one_at_a_time() -> (TestApp, Receiver) {
 
 /// Validates the batch and runs exactly one request.
 async fn validate_and_run_one(app: &TestApp) {
-    assert!(
-        app.running().batches.run_once().await.unwrap() >= 1,
-        "validated and one request run"
-    );
+    assert!(app.running().batches.run_once().await.unwrap() >= 1, "validated and one request run");
 }
 
 #[tokio::test]
@@ -414,20 +353,14 @@ async fn cancel_stops_new_requests_and_keeps_partial_results() {
     assert_eq!(receiver.count(), 1, "no request started after the cancel");
     let cancelled = batch(&app, &project, &created["id"]).await;
     assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
-    assert_eq!(
-        cancelled["request_counts"],
-        json!({"total": 4, "completed": 1, "failed": 0})
-    );
+    assert_eq!(cancelled["request_counts"], json!({"total": 4, "completed": 1, "failed": 0}));
     let output = file_lines(&app, &project, &cancelled["output_file_id"]).await;
     assert_eq!(output.len(), 1);
     assert_eq!(output[0]["custom_id"], "c1");
 
     let (status, error) = app.call(Method::POST, &path, Some(&project.key), None).await;
     assert_eq!(status, StatusCode::CONFLICT, "{error}");
-    assert!(
-        error["error"]["message"].as_str().unwrap().contains("cancelled"),
-        "{error}"
-    );
+    assert!(error["error"]["message"].as_str().unwrap().contains("cancelled"), "{error}");
     app.deliver_due().await;
     let types: Vec<String> = batch_events(&hooks).into_iter().map(|(t, _)| t).collect();
     assert_eq!(types, ["batch.in_progress", "batch.cancelled"]);
@@ -542,64 +475,31 @@ async fn files_round_trip_and_bad_batch_requests_name_the_field() {
         .await
         .unwrap();
     assert_eq!(response.bytes().await.unwrap().as_ref(), content.as_slice());
-    let (status, got) = app
-        .call(Method::GET, &format!("/v1/files/{id}"), Some(&project.key), None)
-        .await;
+    let (status, got) = app.call(Method::GET, &format!("/v1/files/{id}"), Some(&project.key), None).await;
     assert_eq!((status, &got["id"]), (StatusCode::OK, &file["id"]));
 
     let cases = [
-        (
-            json!({"input_file_id": "file_01ARZ3NDEKTSV4RRFFQ69G5FAV", "endpoint": "/v1/chat/completions"}),
-            "input_file_id",
-        ),
-        (
-            json!({"input_file_id": "nope", "endpoint": "/v1/chat/completions"}),
-            "input_file_id",
-        ),
+        (json!({"input_file_id": "file_01ARZ3NDEKTSV4RRFFQ69G5FAV", "endpoint": "/v1/chat/completions"}), "input_file_id"),
+        (json!({"input_file_id": "nope", "endpoint": "/v1/chat/completions"}), "input_file_id"),
         (json!({"input_file_id": id, "endpoint": "/v1/images"}), "endpoint"),
-        (
-            json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "48h"}),
-            "completion_window",
-        ),
-        (
-            json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "metadata": {"k": 1}}),
-            "metadata",
-        ),
-        (
-            json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "webhook_config": {"uris": ["https://x"]}}),
-            "webhook_config",
-        ),
+        (json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "completion_window": "48h"}), "completion_window"),
+        (json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "metadata": {"k": 1}}), "metadata"),
+        (json!({"input_file_id": id, "endpoint": "/v1/chat/completions", "webhook_config": {"uris": ["https://x"]}}), "webhook_config"),
     ];
     for (body, field) in cases {
-        let (status, error) = app
-            .call(Method::POST, "/v1/batches", Some(&project.key), Some(body.clone()))
-            .await;
+        let (status, error) = app.call(Method::POST, "/v1/batches", Some(&project.key), Some(body.clone())).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {error}");
         assert_eq!(error["error"]["field"], field, "{body}: {error}");
     }
     let other = app.project("other").await;
     let body = json!({"input_file_id": id, "endpoint": "/v1/chat/completions"});
-    let (status, _) = app
-        .call(Method::POST, "/v1/batches", Some(&other.key), Some(body))
-        .await;
+    let (status, _) = app.call(Method::POST, "/v1/batches", Some(&other.key), Some(body)).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "another project's file");
 
-    let (status, deleted) = app
-        .call(Method::DELETE, &format!("/v1/files/{id}"), Some(&project.key), None)
-        .await;
+    let (status, deleted) = app.call(Method::DELETE, &format!("/v1/files/{id}"), Some(&project.key), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(deleted, json!({"id": id, "object": "file", "deleted": true}));
-    assert_eq!(
-        app.call(
-            Method::GET,
-            &format!("/v1/files/{id}/content"),
-            Some(&project.key),
-            None
-        )
-        .await
-        .0,
-        404
-    );
+    assert_eq!(app.call(Method::GET, &format!("/v1/files/{id}/content"), Some(&project.key), None).await.0, 404);
     assert_eq!(app.query_count("SELECT COUNT(*) FROM file_chunks").await, 0);
 }
 
@@ -629,13 +529,7 @@ async fn progress_events_are_opt_in_and_throttled() {
     let events = batch_events(&hooks);
     let summary: Vec<(&str, i64, i64)> = events
         .iter()
-        .map(|(t, d)| {
-            (
-                t.as_str(),
-                d["sequence"].as_i64().unwrap(),
-                d["request_counts"]["completed"].as_i64().unwrap(),
-            )
-        })
+        .map(|(t, d)| (t.as_str(), d["sequence"].as_i64().unwrap(), d["request_counts"]["completed"].as_i64().unwrap()))
         .collect();
     assert_eq!(
         summary,

@@ -611,14 +611,8 @@ fn cases() -> Vec<Case> {
         )
         .expect(400, "invalid_argument", Some("filter")),
         // Files and batches.
-        case(
-            "files: not multipart",
-            Method::POST,
-            "/v1/files",
-            Project,
-            Body::Json(json!({"purpose": "batch"})),
-        )
-        .expect(415, "unsupported_media_type", None),
+        case("files: not multipart", Method::POST, "/v1/files", Project, Body::Json(json!({"purpose": "batch"})))
+            .expect(415, "unsupported_media_type", None),
         case(
             "files: no file field",
             Method::POST,
@@ -635,106 +629,31 @@ fn cases() -> Vec<Case> {
             multipart("--b\r\nContent-Disposition: form-data; name=\"colour\"\r\n\r\nred\r\n--b--\r\n"),
         )
         .expect(400, "invalid_argument", Some("colour")),
-        case(
-            "files: broken multipart",
-            Method::POST,
-            "/v1/files",
-            Project,
-            multipart("garbage"),
-        )
-        .expect(400, "malformed_request", None),
+        case("files: broken multipart", Method::POST, "/v1/files", Project, multipart("garbage"))
+            .expect(400, "malformed_request", None),
         case("files: admin key", Method::GET, "/v1/files", Admin, Body::None).expect(403, "permission_denied", None),
-        case(
-            "files: unknown id",
-            Method::GET,
-            "/v1/files/file_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            Project,
-            Body::None,
-        )
-        .expect(404, "not_found", None),
-        case(
-            "files: not an id",
-            Method::GET,
-            "/v1/files/nope/content",
-            Project,
-            Body::None,
-        )
-        .expect(404, "not_found", None),
-        case(
-            "files: delete unknown",
-            Method::DELETE,
-            "/v1/files/nope",
-            Project,
-            Body::None,
-        )
-        .expect(404, "not_found", None),
-        case(
-            "files: unknown parameter",
-            Method::GET,
-            "/v1/files?colour=red",
-            Project,
-            Body::None,
-        )
-        .expect(400, "invalid_argument", Some("colour")),
-        case(
-            "batches: not JSON",
-            Method::POST,
-            "/v1/batches",
-            Project,
-            Body::Raw {
-                content_type: "application/json",
-                bytes: b"{".to_vec(),
-            },
-        )
-        .expect(400, "invalid_json", None),
-        case(
-            "batches: unknown field",
-            Method::POST,
-            "/v1/batches",
-            Project,
-            Body::Json(json!({"input_file_id": "x", "endpoint": "/v1/embeddings", "colour": 1})),
-        )
-        .expect(400, "invalid_argument", Some("colour")),
-        case(
-            "batches: limit 0",
-            Method::GET,
-            "/v1/batches?limit=0",
-            Project,
-            Body::None,
-        )
-        .expect(400, "invalid_argument", Some("limit")),
-        case(
-            "batches: bad cursor",
-            Method::GET,
-            "/v1/batches?after=file_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            Project,
-            Body::None,
-        )
-        .expect(400, "invalid_argument", Some("after")),
-        case(
-            "batches: unknown id",
-            Method::GET,
-            "/v1/batches/batch_01ARZ3NDEKTSV4RRFFQ69G5FAV",
-            Project,
-            Body::None,
-        )
-        .expect(404, "not_found", None),
-        case(
-            "batches: cancel unknown",
-            Method::POST,
-            "/v1/batches/nope/cancel",
-            Project,
-            Body::None,
-        )
-        .expect(404, "not_found", None),
-        case(
-            "batches: delete",
-            Method::DELETE,
-            "/v1/batches/nope",
-            Project,
-            Body::None,
-        )
-        .expect(405, "method_not_allowed", None),
+        case("files: unknown id", Method::GET, "/v1/files/file_01ARZ3NDEKTSV4RRFFQ69G5FAV", Project, Body::None)
+            .expect(404, "not_found", None),
+        case("files: not an id", Method::GET, "/v1/files/nope/content", Project, Body::None)
+            .expect(404, "not_found", None),
+        case("files: delete unknown", Method::DELETE, "/v1/files/nope", Project, Body::None)
+            .expect(404, "not_found", None),
+        case("files: unknown parameter", Method::GET, "/v1/files?colour=red", Project, Body::None)
+            .expect(400, "invalid_argument", Some("colour")),
+        case("batches: not JSON", Method::POST, "/v1/batches", Project, Body::Raw { content_type: "application/json", bytes: b"{".to_vec() })
+            .expect(400, "invalid_json", None),
+        case("batches: unknown field", Method::POST, "/v1/batches", Project, Body::Json(json!({"input_file_id": "x", "endpoint": "/v1/embeddings", "colour": 1})))
+            .expect(400, "invalid_argument", Some("colour")),
+        case("batches: limit 0", Method::GET, "/v1/batches?limit=0", Project, Body::None)
+            .expect(400, "invalid_argument", Some("limit")),
+        case("batches: bad cursor", Method::GET, "/v1/batches?after=file_01ARZ3NDEKTSV4RRFFQ69G5FAV", Project, Body::None)
+            .expect(400, "invalid_argument", Some("after")),
+        case("batches: unknown id", Method::GET, "/v1/batches/batch_01ARZ3NDEKTSV4RRFFQ69G5FAV", Project, Body::None)
+            .expect(404, "not_found", None),
+        case("batches: cancel unknown", Method::POST, "/v1/batches/nope/cancel", Project, Body::None)
+            .expect(404, "not_found", None),
+        case("batches: delete", Method::DELETE, "/v1/batches/nope", Project, Body::None)
+            .expect(405, "method_not_allowed", None),
     ]
 }
 

@@ -83,26 +83,18 @@ async fn the_openai_sdk_runs_a_batch_and_unwraps_its_webhook() {
     let app = TestApp::start(config, data_dir, clock, true).await;
     let receiver = Receiver::start().await;
     let project = app.project("sdk").await;
-    let webhook = app
-        .webhook(&project, &receiver.url("/hook"), &["batch.completed"])
-        .await;
+    let webhook = app.webhook(&project, &receiver.url("/hook"), &["batch.completed"]).await;
     let secret = webhook["new_signing_secret"].as_str().unwrap().to_owned();
 
     let input = json!({"mode": "client", "base_url": app.base, "key": project.key});
-    let out = tokio::task::spawn_blocking(move || run_sdk(input))
-        .await
-        .expect("joined");
+    let out = tokio::task::spawn_blocking(move || run_sdk(input)).await.expect("joined");
     assert_eq!(out["status"], "completed", "{out}");
     assert_eq!(out["counts"], json!({"total": 3, "completed": 3, "failed": 0}));
     assert_eq!(out["metadata"], json!({"origin": "sdk"}));
     assert_eq!(out["output_custom_ids"], json!(["sdk-1", "sdk-2", "sdk-3"]));
     assert_eq!(out["output_contents"], json!(["say 1", "say 2", "say 3"]));
     assert_eq!(out["file_purpose"], "batch");
-    assert_eq!(
-        out["listed"],
-        json!([out["second_id"], out["batch_id"]]),
-        "newest first: {out}"
-    );
+    assert_eq!(out["listed"], json!([out["second_id"], out["batch_id"]]), "newest first: {out}");
     assert_eq!(out["cancel_answer"], "cancelling", "{out}");
     assert_eq!(out["cancel_status"], "cancelled", "{out}");
 
@@ -120,9 +112,7 @@ async fn the_openai_sdk_runs_a_batch_and_unwraps_its_webhook() {
         "headers": headers,
         "secret": secret,
     });
-    let unwrapped = tokio::task::spawn_blocking(move || run_sdk(input))
-        .await
-        .expect("joined");
+    let unwrapped = tokio::task::spawn_blocking(move || run_sdk(input)).await.expect("joined");
     assert_eq!(unwrapped["type"], "batch.completed", "{unwrapped}");
     assert_eq!(unwrapped["data_id"], out["batch_id"], "{unwrapped}");
     assert_eq!(unwrapped["class"], "BatchCompletedWebhookEvent", "{unwrapped}");

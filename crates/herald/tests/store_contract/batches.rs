@@ -6,19 +6,14 @@ use bytes::Bytes;
 use herald::domain::batch::BatchStatus;
 use herald::domain::{BatchId, FileId, ProjectId};
 use herald::store::batches::{
-    AddOutcome, CancelOutcome, Finish, NewBatch, NewBatchRequest, NewFile, RequestClaim, RequestCompletion, RequestJob,
-    RequestUpdate, Validated, ValidationLease,
+    AddOutcome, CancelOutcome, Finish, NewBatch, NewBatchRequest, NewFile, RequestClaim, RequestCompletion,
+    RequestJob, RequestUpdate, Validated, ValidationLease,
 };
 use herald::store::{DeliveryFilter, LeaseToken, PageRequest, Store};
 
 use crate::support::*;
 
-async fn file(
-    store: &std::sync::Arc<dyn Store>,
-    project: ProjectId,
-    chunks: &[&[u8]],
-    now: herald::domain::Timestamp,
-) -> FileId {
+async fn file(store: &std::sync::Arc<dyn Store>, project: ProjectId, chunks: &[&[u8]], now: herald::domain::Timestamp) -> FileId {
     let id = FileId::generate();
     let new = NewFile {
         id,
@@ -76,18 +71,13 @@ async fn validate(store: &std::sync::Arc<dyn Store>, now: herald::domain::Timest
         .unwrap()
         .expect("a batch to validate");
     assert_eq!(
-        store
-            .add_batch_requests(lease.batch.id, lease.token, requests(1..=count))
-            .await
-            .unwrap(),
+        store.add_batch_requests(lease.batch.id, lease.token, requests(1..=count)).await.unwrap(),
         AddOutcome::Added
     );
-    assert!(
-        store
-            .finish_validation(lease.batch.id, lease.token, Validated::Valid { total: count }, now)
-            .await
-            .unwrap()
-    );
+    assert!(store
+        .finish_validation(lease.batch.id, lease.token, Validated::Valid { total: count }, now)
+        .await
+        .unwrap());
     lease
 }
 

@@ -48,12 +48,7 @@ impl BatchStore for PostgresStore {
         transaction!(self, |tx| batches::discard_file(&tx, id).await?)
     }
 
-    async fn list_files(
-        &self,
-        project: ProjectId,
-        after: Option<FileId>,
-        limit: u32,
-    ) -> StoreResult<ListPage<FileRecord>> {
+    async fn list_files(&self, project: ProjectId, after: Option<FileId>, limit: u32) -> StoreResult<ListPage<FileRecord>> {
         batches::list_files(&self.client().await?, project, after, limit).await
     }
 
@@ -79,21 +74,11 @@ impl BatchStore for PostgresStore {
         batches::get_batch(&self.client().await?, project, id).await
     }
 
-    async fn list_batches(
-        &self,
-        project: ProjectId,
-        after: Option<BatchId>,
-        limit: u32,
-    ) -> StoreResult<ListPage<Batch>> {
+    async fn list_batches(&self, project: ProjectId, after: Option<BatchId>, limit: u32) -> StoreResult<ListPage<Batch>> {
         batches::list_batches(&self.client().await?, project, after, limit).await
     }
 
-    async fn cancel_batch(
-        &self,
-        project: ProjectId,
-        id: BatchId,
-        now: Timestamp,
-    ) -> StoreResult<Option<CancelOutcome>> {
+    async fn cancel_batch(&self, project: ProjectId, id: BatchId, now: Timestamp) -> StoreResult<Option<CancelOutcome>> {
         let outcome = transaction!(self, |tx| batches::cancel_batch(&tx, project, id, now).await?)?;
         self.batch_work.notify_one();
         Ok(outcome)
@@ -101,14 +86,7 @@ impl BatchStore for PostgresStore {
 
     async fn claim_validation(&self, now: Timestamp, lease_until: Timestamp) -> StoreResult<Option<ValidationLease>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        transaction!(self, |tx| batches::claim_validation(
-            &tx,
-            now,
-            lease_until,
-            token,
-            &self.node.id
-        )
-        .await?)
+        transaction!(self, |tx| batches::claim_validation(&tx, now, lease_until, token, &self.node.id).await?)
     }
 
     async fn add_batch_requests(
@@ -127,8 +105,7 @@ impl BatchStore for PostgresStore {
         result: Validated,
         now: Timestamp,
     ) -> StoreResult<bool> {
-        let fanned = transaction!(self, |tx| batches::finish_validation(&tx, batch, token, &result, now)
-            .await?)?;
+        let fanned = transaction!(self, |tx| batches::finish_validation(&tx, batch, token, &result, now).await?)?;
         self.batch_work.notify_one();
         match fanned {
             Some(fanned) => {
@@ -141,8 +118,7 @@ impl BatchStore for PostgresStore {
 
     async fn claim_requests(&self, claim: RequestClaim) -> StoreResult<Vec<RequestJob>> {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
-        transaction!(self, |tx| batches::claim_requests(&tx, &claim, token, &self.node.id)
-            .await?)
+        transaction!(self, |tx| batches::claim_requests(&tx, &claim, token, &self.node.id).await?)
     }
 
     async fn complete_requests(&self, completions: Vec<RequestCompletion>) -> StoreResult<Vec<bool>> {

@@ -136,11 +136,7 @@ pub(super) async fn list_files(
     Ok(ListPage { items, has_more })
 }
 
-pub(super) async fn get_file(
-    client: &impl GenericClient,
-    project: ProjectId,
-    id: FileId,
-) -> StoreResult<Option<FileRecord>> {
+pub(super) async fn get_file(client: &impl GenericClient, project: ProjectId, id: FileId) -> StoreResult<Option<FileRecord>> {
     let row = client
         .query_opt(
             &format!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND project_id = $2 AND ready"),
@@ -239,11 +235,7 @@ pub(super) async fn create_batch(client: &impl GenericClient, batch: &NewBatch) 
     load_batch(client, batch.id, false).await?.ok_or(StoreError::NotFound)
 }
 
-pub(super) async fn get_batch(
-    client: &impl GenericClient,
-    project: ProjectId,
-    id: BatchId,
-) -> StoreResult<Option<Batch>> {
+pub(super) async fn get_batch(client: &impl GenericClient, project: ProjectId, id: BatchId) -> StoreResult<Option<Batch>> {
     Ok(load_batch(client, id, false)
         .await?
         .filter(|batch| batch.project_id == project))
@@ -258,7 +250,9 @@ pub(super) async fn list_batches(
     let after = after.map_or_else(|| "~".to_owned(), |id| id.to_string());
     let rows = client
         .query(
-            &format!("SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"),
+            &format!(
+                "SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+            ),
             &[&project.to_string(), &after, &(i64::from(limit) + 1)],
         )
         .await
@@ -286,9 +280,7 @@ pub(super) async fn cancel_batch(
             )
             .await
             .map_err(store_error)?;
-            Ok(load_batch(tx, id, false)
-                .await?
-                .map(|b| CancelOutcome::Cancelling(Box::new(b))))
+            Ok(load_batch(tx, id, false).await?.map(|b| CancelOutcome::Cancelling(Box::new(b))))
         }
         BatchStatus::Cancelling => Ok(Some(CancelOutcome::Cancelling(Box::new(batch)))),
         status => Ok(Some(CancelOutcome::Finished(status))),
@@ -447,8 +439,7 @@ pub(super) async fn add_requests(
     if rows.len() == requests.len() {
         return Ok(AddOutcome::Added);
     }
-    let inserted: std::collections::HashSet<i64> =
-        rows.iter().map(|row| get::<i64>(row, 0)).collect::<StoreResult<_>>()?;
+    let inserted: std::collections::HashSet<i64> = rows.iter().map(|row| get::<i64>(row, 0)).collect::<StoreResult<_>>()?;
     let duplicate = requests
         .iter()
         .find(|r| !inserted.contains(&r.line.cast_signed()))
@@ -489,12 +480,9 @@ pub(super) async fn finish_validation(
         Validated::Invalid(errors) => {
             drop_requests().await?;
             let text = serde_json::to_string(errors).unwrap_or_else(|_| "[]".into());
-            tx.execute(
-                "UPDATE batches SET errors = $2 WHERE id = $1",
-                &[&id.to_string(), &text],
-            )
-            .await
-            .map_err(store_error)?;
+            tx.execute("UPDATE batches SET errors = $2 WHERE id = $1", &[&id.to_string(), &text])
+                .await
+                .map_err(store_error)?;
             change_status(tx, id, BatchStatus::Failed, now, "").await?
         }
     };
@@ -536,8 +524,7 @@ pub(super) async fn claim_requests(
     for row in &batches {
         let batch: String = get(row, 0)?;
         let endpoint: String = get(row, 1)?;
-        let batch_id =
-            BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
+        let batch_id = BatchId::parse(&batch).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {batch:?}")))?;
         let mut took = 0;
         for (upstream, left) in &mut room {
             let want = (*left)
@@ -678,10 +665,7 @@ pub(super) async fn complete_requests(
         .collect())
 }
 
-pub(super) async fn batches_to_finish(
-    client: &impl GenericClient,
-    now: Timestamp,
-) -> StoreResult<Vec<(BatchId, Finish)>> {
+pub(super) async fn batches_to_finish(client: &impl GenericClient, now: Timestamp) -> StoreResult<Vec<(BatchId, Finish)>> {
     let rows = client
         .query(
             "SELECT b.id, b.status, b.expires_at,
@@ -735,13 +719,7 @@ impl ChunkWriter {
         Ok(())
     }
 
-    async fn finish(
-        self,
-        tx: &Transaction<'_>,
-        batch: &Batch,
-        purpose: &str,
-        now: Timestamp,
-    ) -> StoreResult<Option<FileId>> {
+    async fn finish(self, tx: &Transaction<'_>, batch: &Batch, purpose: &str, now: Timestamp) -> StoreResult<Option<FileId>> {
         if self.bytes == 0 {
             return Ok(None);
         }

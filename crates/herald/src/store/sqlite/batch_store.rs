@@ -41,21 +41,14 @@ impl BatchStore for SqliteStore {
             .await
     }
 
-    async fn list_files(
-        &self,
-        project: ProjectId,
-        after: Option<FileId>,
-        limit: u32,
-    ) -> StoreResult<ListPage<FileRecord>> {
+    async fn list_files(&self, project: ProjectId, after: Option<FileId>, limit: u32) -> StoreResult<ListPage<FileRecord>> {
         self.readers
             .read(move |conn| batches::list_files(conn, project, after, limit))
             .await
     }
 
     async fn get_file(&self, project: ProjectId, id: FileId) -> StoreResult<Option<FileRecord>> {
-        self.readers
-            .read(move |conn| batches::get_file(conn, project, id))
-            .await
+        self.readers.read(move |conn| batches::get_file(conn, project, id)).await
     }
 
     async fn file_chunk(&self, id: FileId, seq: u32) -> StoreResult<Option<Bytes>> {
@@ -78,28 +71,16 @@ impl BatchStore for SqliteStore {
     }
 
     async fn get_batch(&self, project: ProjectId, id: BatchId) -> StoreResult<Option<Batch>> {
-        self.readers
-            .read(move |conn| batches::get_batch(conn, project, id))
-            .await
+        self.readers.read(move |conn| batches::get_batch(conn, project, id)).await
     }
 
-    async fn list_batches(
-        &self,
-        project: ProjectId,
-        after: Option<BatchId>,
-        limit: u32,
-    ) -> StoreResult<ListPage<Batch>> {
+    async fn list_batches(&self, project: ProjectId, after: Option<BatchId>, limit: u32) -> StoreResult<ListPage<Batch>> {
         self.readers
             .read(move |conn| batches::list_batches(conn, project, after, limit))
             .await
     }
 
-    async fn cancel_batch(
-        &self,
-        project: ProjectId,
-        id: BatchId,
-        now: Timestamp,
-    ) -> StoreResult<Option<CancelOutcome>> {
+    async fn cancel_batch(&self, project: ProjectId, id: BatchId, now: Timestamp) -> StoreResult<Option<CancelOutcome>> {
         let outcome = self
             .writer
             .write(Lane::Api, 1, move |conn| batches::cancel_batch(conn, project, id, now))
@@ -157,9 +138,7 @@ impl BatchStore for SqliteStore {
         let token = LeaseToken(rand::random::<i64>() & i64::MAX);
         let cost = claim.room.iter().map(|(_, room)| room).sum();
         self.writer
-            .write(Lane::Queue, cost, move |conn| {
-                batches::claim_requests(conn, &claim, token)
-            })
+            .write(Lane::Queue, cost, move |conn| batches::claim_requests(conn, &claim, token))
             .await
     }
 
@@ -173,9 +152,7 @@ impl BatchStore for SqliteStore {
     }
 
     async fn batches_to_finish(&self, now: Timestamp) -> StoreResult<Vec<(BatchId, Finish)>> {
-        self.readers
-            .read(move |conn| batches::batches_to_finish(conn, now))
-            .await
+        self.readers.read(move |conn| batches::batches_to_finish(conn, now)).await
     }
 
     async fn finish_batch(&self, id: BatchId, finish: Finish, now: Timestamp) -> StoreResult<Option<Batch>> {

@@ -225,11 +225,8 @@ pub(super) fn list_batches(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE project_id = ?1 AND id < ?2 ORDER BY id DESC LIMIT ?3"
         ))
         .and_then(|mut stmt| {
-            stmt.query_map(
-                params![project.to_string(), after, i64::from(limit) + 1],
-                batch_from_row,
-            )?
-            .collect()
+            stmt.query_map(params![project.to_string(), after, i64::from(limit) + 1], batch_from_row)?
+                .collect()
         })
         .map_err(store_error)?;
     let has_more = items.len() > limit as usize;
@@ -310,21 +307,14 @@ fn change_status(
 /// Progress events published per call at most.
 const PROGRESS_BATCHES: i64 = 100;
 
-pub(super) fn publish_progress(
-    conn: &Connection,
-    now: Timestamp,
-    interval: std::time::Duration,
-) -> StoreResult<(usize, bool)> {
+pub(super) fn publish_progress(conn: &Connection, now: Timestamp, interval: std::time::Duration) -> StoreResult<(usize, bool)> {
     let since = now.as_millis() - i64::try_from(interval.as_millis()).unwrap_or(i64::MAX);
     let ids: Vec<String> = conn
         .prepare_cached(
             "SELECT id FROM batches WHERE status = 'in_progress' AND completed + failed <> progress_done
                AND (progress_at IS NULL OR progress_at <= ?1) LIMIT ?2",
         )
-        .and_then(|mut stmt| {
-            stmt.query_map(params![since, PROGRESS_BATCHES], |row| row.get(0))?
-                .collect()
-        })
+        .and_then(|mut stmt| stmt.query_map(params![since, PROGRESS_BATCHES], |row| row.get(0))?.collect())
         .map_err(store_error)?;
     let mut delivered = false;
     for id in &ids {
@@ -621,8 +611,7 @@ pub(super) fn batches_to_finish(conn: &Connection, now: Timestamp) -> StoreResul
     let mut ready = Vec::new();
     for (id, status, expires_at, unfinished, in_flight) in rows {
         let id = BatchId::parse(&id).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {id:?}")))?;
-        let status = BatchStatus::parse(&status)
-            .ok_or_else(|| StoreError::Corrupt(format!("invalid batch status {status:?}")))?;
+        let status = BatchStatus::parse(&status).ok_or_else(|| StoreError::Corrupt(format!("invalid batch status {status:?}")))?;
         let finish = Finish::decide(status, expires_at <= now.as_millis(), unfinished, in_flight);
         ready.extend(finish.map(|finish| (id, finish)));
     }
@@ -660,13 +649,7 @@ impl ChunkWriter {
     }
 
     /// Stores the file if it has any line; returns its id.
-    fn finish(
-        mut self,
-        conn: &Connection,
-        batch: &Batch,
-        purpose: &str,
-        now: Timestamp,
-    ) -> StoreResult<Option<FileId>> {
+    fn finish(mut self, conn: &Connection, batch: &Batch, purpose: &str, now: Timestamp) -> StoreResult<Option<FileId>> {
         if self.bytes == 0 {
             return Ok(None);
         }
@@ -695,9 +678,7 @@ pub(super) fn finish_batch(
     finish: Finish,
     now: Timestamp,
 ) -> StoreResult<Option<(Batch, bool)>> {
-    let Some(batch) = load_batch(conn, id)? else {
-        return Ok(None);
-    };
+    let Some(batch) = load_batch(conn, id)? else { return Ok(None) };
     if batch.status.is_terminal() {
         return Ok(None);
     }
