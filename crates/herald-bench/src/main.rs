@@ -13,6 +13,9 @@
 //! - `latency`: publish at a fixed rate and measure publish→receive time;
 //! - `backlog`: 1,000,000 deliveries pending for an unreachable endpoint:
 //!   RSS, then the drain rate once the endpoint comes back;
+//! - `controls` (not in the default list): publish→deliver throughput of a
+//!   healthy webhook alone, then beside a 5-event/s rate-limited webhook and
+//!   a FIFO webhook that both hold a backlog (`controls.rs`);
 //! - `batches` (not in the default list; SQLite only): OpenAI-compatible
 //!   batches of `--batch-requests` requests against `builtin:echo`.
 //! - `operations` / `waits`: long-running operations driven over HTTP to a
@@ -28,6 +31,7 @@
 //! admin connection (`--database-url`) and dropped with `WITH (FORCE)`.
 
 mod batches;
+mod controls;
 mod load;
 mod operations;
 mod pg;

@@ -44,7 +44,7 @@ fn event_bytes() -> Bytes {
     Bytes::from(event(1).to_string())
 }
 
-fn batch_bytes(size: usize) -> Bytes {
+pub(crate) fn batch_bytes(size: usize) -> Bytes {
     let events: Vec<_> = (0..size).map(event).collect();
     Bytes::from(json!({ "events": events }).to_string())
 }
@@ -133,7 +133,7 @@ impl Deployment {
 }
 
 /// Starts Herald on `backend`, makes a project, a key and one webhook to `target`.
-async fn herald_with_webhook(
+pub(crate) async fn herald_with_webhook(
     args: &Args,
     pg: Option<&Admin>,
     backend: Backend,
@@ -318,6 +318,15 @@ async fn run_scenarios(args: &Args, pg: Option<&Admin>) -> anyhow::Result<()> {
                     Ok(())
                 }
                 "backlog" => backlog(&on, &client, &mut table).await,
+                "controls" => {
+                    async {
+                        for (metric, value, note) in crate::controls::run(args, pg, backend, &client).await? {
+                            table.add(&format!("{}{metric}", backend.prefix()), value, &note);
+                        }
+                        Ok(())
+                    }
+                    .await
+                }
                 "batches" if backend.is_postgres() => {
                     println!("  (batches runs on SQLite only)");
                     Ok(())

@@ -211,6 +211,7 @@ async fn tenant(
             uri: EndpointUri::parse("https://hooks.example.com/herald").map_err(|e| anyhow::anyhow!("{e}"))?,
             subscribed_events: SubscribedEvents::parse(&["batch.*"]).map_err(|e| anyhow::anyhow!("{e}"))?,
             signing: SigningKind::Hmac,
+            controls: Default::default(),
             secret: NewSecret::mint(SigningKind::Hmac).map_err(|e| anyhow::anyhow!("{e}"))?,
             now,
             max_per_project: 100,

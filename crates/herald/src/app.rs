@@ -158,6 +158,7 @@ pub async fn start_on(
         batches: config.batches.clone(),
         max_wait: crate::api::max_wait(config.http.request_timeout),
         server_keys: Arc::clone(&server_keys),
+        retry_window: config.delivery.max_age,
     };
     let listener = tokio::net::TcpListener::from_std(listener)?;
     let addr = listener.local_addr()?;

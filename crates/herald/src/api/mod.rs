@@ -6,6 +6,7 @@
 
 pub mod auth;
 mod batches;
+mod controls;
 mod deliveries;
 pub mod error;
 mod events;
@@ -59,6 +60,9 @@ pub struct AppState {
     pub max_wait: std::time::Duration,
     /// Herald's own signing keys (JWKS, per-job webhooks).
     pub server_keys: Arc<crate::server_keys::ServerKeys>,
+    /// The server's retry window (`delivery.max_age`): a webhook's own
+    /// `retry_schedule` must fit in it.
+    pub retry_window: std::time::Duration,
 }
 
 /// The routes a node with `role` serves: a worker-only node answers the

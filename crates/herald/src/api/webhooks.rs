@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Principal;
+use super::controls::{ControlsInput, ControlsView};
 use super::error::{ApiError, MAX_ECHO_CHARS, echo, truncate};
 use super::json::{JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request};
@@ -24,10 +25,16 @@ pub(super) struct CreateWebhook {
     subscribed_events: Vec<String>,
     name: Option<String>,
     signing: Option<String>,
+    rate_limit_per_second: Option<serde_json::Value>,
+    max_concurrency: Option<serde_json::Value>,
+    ordering: Option<serde_json::Value>,
+    retry_schedule: Option<serde_json::Value>,
 }
 
 /// A PATCH body: a field that is absent stays as it is; `null` is refused
-/// (no field can be cleared), so `Some(None)` below means "sent as null".
+/// (these fields cannot be cleared), so `Some(None)` below means "sent as
+/// null". The controls (`rate_limit_per_second`, …) can be cleared: a
+/// `null` arrives as `Some(Value::Null)`.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct UpdateWebhook {
@@ -39,6 +46,19 @@ pub(super) struct UpdateWebhook {
     subscribed_events: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     state: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present_value")]
+    rate_limit_per_second: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present_value")]
+    max_concurrency: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present_value")]
+    ordering: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present_value")]
+    retry_schedule: Option<serde_json::Value>,
+}
+
+/// A present field's value, `null` included (`Some(Value::Null)`).
+fn present_value<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(deserializer).map(Some)
 }
 
 /// Tells a field sent as `null` (`Some(None)`) from an absent one (`None`).
@@ -54,6 +74,20 @@ struct WebhookUpdate {
     uri: Option<String>,
     subscribed_events: Option<Vec<String>>,
     state: Option<String>,
+    controls: ControlsInput,
+}
+
+impl WebhookUpdate {
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.uri.is_none()
+            && self.subscribed_events.is_none()
+            && self.state.is_none()
+            && self.controls.rate_limit_per_second.is_none()
+            && self.controls.max_concurrency.is_none()
+            && self.controls.ordering.is_none()
+            && self.controls.retry_schedule.is_none()
+    }
 }
 
 impl UpdateWebhook {
@@ -73,6 +107,12 @@ impl UpdateWebhook {
             uri: value("uri", self.uri)?,
             subscribed_events: value("subscribed_events", self.subscribed_events)?,
             state: value("state", self.state)?,
+            controls: ControlsInput {
+                rate_limit_per_second: self.rate_limit_per_second,
+                max_concurrency: self.max_concurrency,
+                ordering: self.ordering,
+                retry_schedule: self.retry_schedule,
+            },
         })
     }
 }
@@ -102,6 +142,8 @@ pub(super) struct WebhookView {
     state_reason: Option<String>,
     signing: &'static str,
     signing_secrets: Vec<SecretView>,
+    #[serde(flatten)]
+    controls: ControlsView,
     create_time: Timestamp,
     update_time: Timestamp,
     /// The new HMAC secret: only in the response that created it.
@@ -121,6 +163,7 @@ impl WebhookView {
             state_reason: webhook.state_reason,
             signing: webhook.signing.as_str(),
             signing_secrets,
+            controls: ControlsView::new(&webhook.controls),
             create_time: webhook.create_time,
             update_time: webhook.update_time,
             new_signing_secret: None,
@@ -206,6 +249,15 @@ pub(super) async fn create(
         Some(text) => SigningKind::parse_user_choice(text)
             .ok_or_else(|| ApiError::invalid("signing", "must be \"hmac\" or \"ed25519\""))?,
     };
+    let controls = super::controls::for_create(
+        &ControlsInput {
+            rate_limit_per_second: value.rate_limit_per_second,
+            max_concurrency: value.max_concurrency,
+            ordering: value.ordering,
+            retry_schedule: value.retry_schedule,
+        },
+        state.retry_window,
+    )?;
     let secret = new_secret(signing)?;
     let shown = secret.material.reveal_once().map(|text| text.to_string());
     let new = NewWebhook {
@@ -215,6 +267,7 @@ pub(super) async fn create(
         uri,
         subscribed_events,
         signing,
+        controls,
         secret,
         now: state.clock.now(),
         max_per_project: state.limits.max_webhooks_per_project,
@@ -272,10 +325,10 @@ pub(super) async fn update(
 ) -> Result<Json<WebhookView>, ApiError> {
     let project = principal.require_project()?;
     let value = apply_update_mask(value.into_update()?, &query)?;
-    if value.name.is_none() && value.uri.is_none() && value.subscribed_events.is_none() && value.state.is_none() {
+    if value.is_empty() {
         return Err(ApiError::invalid(
             "update_mask",
-            "nothing to update: send at least one of name, uri, subscribed_events, state",
+            format!("nothing to update: send at least one of {}", UPDATABLE.join(", ")),
         ));
     }
     let patch = WebhookPatch {
@@ -295,6 +348,7 @@ pub(super) async fn update(
                 _ => Err(ApiError::invalid("state", "must be \"enabled\" or \"disabled\"")),
             })
             .transpose()?,
+        controls: super::controls::for_patch(&value.controls, state.retry_window)?,
     };
     let updated = state
         .store
@@ -303,6 +357,18 @@ pub(super) async fn update(
         .ok_or_else(|| ApiError::not_found("webhook", &id))?;
     Ok(Json(WebhookView::new(updated)))
 }
+
+/// The fields a PATCH may change.
+const UPDATABLE: [&str; 8] = [
+    "name",
+    "uri",
+    "subscribed_events",
+    "state",
+    "rate_limit_per_second",
+    "max_concurrency",
+    "ordering",
+    "retry_schedule",
+];
 
 /// With `?update_mask=a,b`, only the named fields change (each must be in
 /// the body); without it, every field present in the body changes.
@@ -336,12 +402,17 @@ fn apply_update_mask(mut value: WebhookUpdate, query: &RawQuery) -> Result<Webho
             "uri" => value.uri.is_some(),
             "subscribed_events" => value.subscribed_events.is_some(),
             "state" => value.state.is_some(),
+            "rate_limit_per_second" => value.controls.rate_limit_per_second.is_some(),
+            "max_concurrency" => value.controls.max_concurrency.is_some(),
+            "ordering" => value.controls.ordering.is_some(),
+            "retry_schedule" => value.controls.retry_schedule.is_some(),
             other => {
                 return Err(ApiError::invalid(
                     "update_mask",
                     format!(
-                        "{} is not an updatable field (expected name, uri, subscribed_events, state)",
-                        echo(other)
+                        "{} is not an updatable field (expected {})",
+                        echo(other),
+                        UPDATABLE.join(", ")
                     ),
                 ));
             }
@@ -365,6 +436,18 @@ fn apply_update_mask(mut value: WebhookUpdate, query: &RawQuery) -> Result<Webho
     }
     if !keep("state") {
         value.state = None;
+    }
+    if !keep("rate_limit_per_second") {
+        value.controls.rate_limit_per_second = None;
+    }
+    if !keep("max_concurrency") {
+        value.controls.max_concurrency = None;
+    }
+    if !keep("ordering") {
+        value.controls.ordering = None;
+    }
+    if !keep("retry_schedule") {
+        value.controls.retry_schedule = None;
     }
     Ok(value)
 }

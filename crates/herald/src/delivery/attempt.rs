@@ -146,7 +146,8 @@ pub(super) async fn attempt(context: &AttemptContext<'_>, job: &DeliveryJob, sig
         }
     };
     record_metrics(&record);
-    let decision = context.policy.decide(
+    let policy = context.policy.with_schedule(job.endpoint.retry_schedule.as_ref());
+    let decision = policy.decide(
         job.attempt_number,
         outcome,
         now,

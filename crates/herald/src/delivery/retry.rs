@@ -63,6 +63,21 @@ pub struct Decision {
 }
 
 impl RetryPolicy {
+    /// This policy with a webhook's own schedule in place of the server's
+    /// (jitter, window and `Retry-After` bounds stay the server's).
+    pub fn with_schedule(
+        &self,
+        schedule: Option<&crate::domain::controls::RetrySchedule>,
+    ) -> std::borrow::Cow<'_, Self> {
+        match schedule {
+            None => std::borrow::Cow::Borrowed(self),
+            Some(schedule) => std::borrow::Cow::Owned(Self {
+                schedule: schedule.delays().to_vec(),
+                ..self.clone()
+            }),
+        }
+    }
+
     pub fn max_attempts(&self) -> u32 {
         u32::try_from(self.schedule.len()).unwrap_or(u32::MAX).saturating_add(1)
     }
@@ -257,6 +272,20 @@ mod tests {
         };
         let decision = policy.decide(1, fail(500), T0, T0, 1.0);
         assert_eq!(decision.next, NextStep::RetryAt(T0.saturating_add(secs(24 * 3600))));
+    }
+
+    #[test]
+    fn a_webhook_schedule_replaces_the_servers() {
+        let own = crate::domain::controls::RetrySchedule::new(vec![secs(1), secs(2)], secs(24 * 3600)).expect("valid");
+        let server = RetryPolicy::default();
+        let policy = server.with_schedule(Some(&own));
+        assert_eq!(policy.max_attempts(), 3);
+        assert_eq!(
+            policy.decide(2, fail(500), T0, T0, 0.0).next,
+            NextStep::RetryAt(T0.saturating_add(secs(2)))
+        );
+        assert_eq!(policy.decide(3, fail(500), T0, T0, 0.0).next, NextStep::Failed);
+        assert_eq!(server.with_schedule(None).max_attempts(), 7);
     }
 
     #[test]

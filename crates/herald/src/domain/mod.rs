@@ -7,6 +7,7 @@
 //! persists them; the delivery engine acts on them.
 
 pub mod batch;
+pub mod controls;
 pub mod delivery;
 pub mod event;
 pub mod fanout;

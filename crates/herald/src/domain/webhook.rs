@@ -200,6 +200,8 @@ pub struct Webhook {
     pub state_reason: Option<String>,
     pub signing: SigningKind,
     pub signing_secrets: Vec<SigningSecretInfo>,
+    /// Rate limit, concurrency limit, ordering and retry schedule.
+    pub controls: super::controls::EndpointControls,
     pub create_time: Timestamp,
     pub update_time: Timestamp,
 }

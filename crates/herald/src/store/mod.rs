@@ -27,6 +27,7 @@
 
 pub mod batches;
 mod codec;
+pub mod controls;
 mod delivery_log;
 pub mod health;
 mod operations;

@@ -34,6 +34,7 @@ pub struct NewWebhook {
     pub uri: EndpointUri,
     pub subscribed_events: SubscribedEvents,
     pub signing: SigningKind,
+    pub controls: crate::domain::controls::EndpointControls,
     /// Its first signing secret, sealed by the store.
     pub secret: super::NewSecret,
     pub now: Timestamp,
@@ -49,6 +50,8 @@ pub struct WebhookPatch {
     pub uri: Option<EndpointUri>,
     pub subscribed_events: Option<SubscribedEvents>,
     pub state: Option<WebhookState>,
+    /// Per-endpoint controls to set or clear.
+    pub controls: super::controls::ControlsPatch,
 }
 
 impl WebhookPatch {
@@ -70,6 +73,7 @@ impl WebhookPatch {
             updated.state = state;
             updated.state_reason = None;
         }
+        updated.controls = self.controls.applied_to(&current.controls);
         updated
     }
 }
@@ -156,6 +160,8 @@ pub struct EndpointSnapshot {
     pub uri: EndpointUri,
     /// Every secret that signs now (more than one during a rotation overlap).
     pub secrets: Vec<super::StoredSecret>,
+    /// The webhook's own retry schedule, replacing the server's.
+    pub retry_schedule: Option<crate::domain::controls::RetrySchedule>,
 }
 
 #[derive(Debug, Clone)]

@@ -11,6 +11,7 @@ mod availability;
 mod batch_crash;
 mod batches;
 mod connections;
+mod controls;
 mod crash;
 mod deliveries;
 mod delivery;

@@ -42,6 +42,7 @@ macro_rules! contract_test {
 mod support;
 
 mod batches;
+mod controls;
 mod delivery_log;
 mod health;
 mod operations;

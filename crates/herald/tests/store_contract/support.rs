@@ -261,6 +261,7 @@ pub fn new_webhook(project: ProjectId, patterns: &[&str], kind: SigningKind, now
         uri: EndpointUri::parse("https://hooks.example.com/herald").unwrap(),
         subscribed_events: SubscribedEvents::parse(patterns).unwrap(),
         signing: kind,
+        controls: Default::default(),
         secret: secret(kind),
         now,
         max_per_project: 100,

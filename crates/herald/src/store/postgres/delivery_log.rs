@@ -154,6 +154,8 @@ async fn snapshot(
         webhook_id: webhook,
         uri,
         secrets,
+        // Manual attempts are never retried automatically.
+        retry_schedule: None,
     }))
 }
 

@@ -28,15 +28,46 @@ use super::connect::{pool_error, store_error};
 use crate::domain::WebhookId;
 use crate::store::StoreResult;
 
+/// The exact hint of the webhook row aliased `w` (per-endpoint controls
+/// included): its earliest unfinished delivery's due time (a FIFO
+/// webhook's: its head's, the oldest by event time, since nothing behind
+/// the head may go first), never earlier than the rate limiter admits the
+/// next send. `NULL` when nothing is unfinished.
+pub(super) const EXACT_HINT: &str = "CASE WHEN w.ordering = 'fifo' THEN
+        (SELECT GREATEST(d.next_attempt_at, (w.rate_next_us + 999) / 1000) FROM deliveries d
+         WHERE d.webhook_id = w.id AND d.next_attempt_at IS NOT NULL ORDER BY d.event_time, d.id LIMIT 1)
+    ELSE
+        (SELECT GREATEST(d.next_attempt_at, (w.rate_next_us + 999) / 1000) FROM deliveries d
+         WHERE d.webhook_id = w.id AND d.next_attempt_at IS NOT NULL ORDER BY d.next_attempt_at LIMIT 1)
+    END";
+
 /// Heartbeats between two repair sweeps.
 pub(super) const REPAIR_EVERY: u64 = 30;
 
-/// Makes each webhook's hint no later than its instant. Only rows whose
+/// Makes each webhook's hint no later than its instant (but never below
+/// what its rate limiter admits). Only rows whose
 /// hint must move are locked, in id order, so concurrent callers never
 /// deadlock; the comparison uses the locked (newest) row version.
 pub(super) async fn lower(
     client: &impl GenericClient,
     due: &HashMap<WebhookId, i64>,
+) -> Result<(), tokio_postgres::Error> {
+    lower_where(client, due, false).await
+}
+
+/// [`lower`], for FIFO webhooks only (after a completion freed the head:
+/// the next one may go now, although the hint still says the head's lease).
+pub(super) async fn lower_fifo(
+    client: &impl GenericClient,
+    due: &HashMap<WebhookId, i64>,
+) -> Result<(), tokio_postgres::Error> {
+    lower_where(client, due, true).await
+}
+
+async fn lower_where(
+    client: &impl GenericClient,
+    due: &HashMap<WebhookId, i64>,
+    fifo_only: bool,
 ) -> Result<(), tokio_postgres::Error> {
     if due.is_empty() {
         return Ok(());
@@ -48,34 +79,35 @@ pub(super) async fn lower(
         .prepare_cached(
             "WITH wanted AS (SELECT * FROM UNNEST($1::text[], $2::int8[]) AS u(id, at)),
                   locked AS (
-                    SELECT w.id, wanted.at, w.next_due_at AS current FROM webhooks w JOIN wanted ON wanted.id = w.id
-                    WHERE w.state = 'enabled' AND w.delete_time IS NULL
-                      AND (w.next_due_at IS NULL OR w.next_due_at > wanted.at)
+                    SELECT w.id, GREATEST(wanted.at, (w.rate_next_us + 999) / 1000) AS at, w.next_due_at AS current
+                    FROM webhooks w JOIN wanted ON wanted.id = w.id
+                    WHERE w.state = 'enabled' AND w.delete_time IS NULL AND (NOT $3 OR w.ordering = 'fifo')
+                      AND (w.next_due_at IS NULL OR w.next_due_at > GREATEST(wanted.at, (w.rate_next_us + 999) / 1000))
                     ORDER BY w.id FOR NO KEY UPDATE OF w)
-             UPDATE webhooks w SET next_due_at = LEAST(COALESCE(w.next_due_at, locked.at), locked.at)
+             UPDATE webhooks w SET next_due_at = GREATEST(LEAST(COALESCE(w.next_due_at, locked.at), locked.at),
+                                                          (w.rate_next_us + 999) / 1000)
              FROM locked WHERE w.id = locked.id AND (locked.current IS NULL OR locked.current > locked.at)",
         )
         .await?;
-    client.execute(&stmt, &[&ids, &ats]).await?;
+    client.execute(&stmt, &[&ids, &ats, &fifo_only]).await?;
     Ok(())
 }
 
-/// After a claim: lowers each webhook's hint to its earliest unfinished
-/// delivery as now visible.
+/// After a claim: lowers each webhook's hint to its exact value as now
+/// visible.
 pub(super) async fn recheck(client: &impl GenericClient, webhooks: &[String]) -> Result<(), tokio_postgres::Error> {
     if webhooks.is_empty() {
         return Ok(());
     }
     let stmt = client
-        .prepare_cached(
-            "SELECT webhook_id, MIN(next_attempt_at) FROM deliveries
-             WHERE webhook_id = ANY($1) AND next_attempt_at IS NOT NULL GROUP BY webhook_id",
-        )
+        .prepare_cached(&format!(
+            "SELECT w.id, {EXACT_HINT} FROM webhooks w WHERE w.id = ANY($1)"
+        ))
         .await?;
     let mut due = HashMap::new();
     for row in client.query(&stmt, &[&webhooks]).await? {
-        let (id, at): (&str, i64) = (row.try_get(0)?, row.try_get(1)?);
-        if let Some(id) = WebhookId::parse(id) {
+        let (id, at): (&str, Option<i64>) = (row.try_get(0)?, row.try_get(1)?);
+        if let (Some(id), Some(at)) = (WebhookId::parse(id), at) {
             due.insert(id, at);
         }
     }
@@ -94,6 +126,20 @@ pub(super) async fn lower_after_commit(pool: &Pool, due: &HashMap<WebhookId, i64
     };
     if let Err(error) = result {
         tracing::warn!(%error, "could not update scheduling hints; the next repair sweep will");
+    }
+}
+
+/// Runs `lower_fifo` on the hint pool after a completion's commit (same policy).
+pub(super) async fn lower_fifo_after_commit(pool: &Pool, due: &HashMap<WebhookId, i64>) {
+    if due.is_empty() {
+        return;
+    }
+    let result = match pool.get().await {
+        Ok(client) => lower_fifo(&client, due).await.map_err(store_error),
+        Err(error) => Err(pool_error(error)),
+    };
+    if let Err(error) = result {
+        tracing::warn!(%error, "could not update FIFO scheduling hints; the next repair sweep will");
     }
 }
 
@@ -167,17 +213,18 @@ pub(super) async fn recheck_after_commit(pool: &Pool, webhooks: &[String]) {
     }
 }
 
-/// Lowers every enabled webhook's hint that is later than its earliest
-/// unfinished delivery (one index probe per webhook).
+/// Lowers every enabled webhook's hint that is later than its exact value
+/// (one index probe per webhook).
 pub(super) async fn repair(pool: &Pool) -> StoreResult<u64> {
     let client = pool.get().await.map_err(pool_error)?;
     client
         .execute(
-            "UPDATE webhooks w SET next_due_at = d.earliest
-             FROM (SELECT w2.id, (SELECT MIN(next_attempt_at) FROM deliveries
-                                  WHERE webhook_id = w2.id AND next_attempt_at IS NOT NULL) AS earliest
-                   FROM webhooks w2 WHERE w2.state = 'enabled' AND w2.delete_time IS NULL) d
-             WHERE w.id = d.id AND d.earliest IS NOT NULL AND (w.next_due_at IS NULL OR w.next_due_at > d.earliest)",
+            &format!(
+                "UPDATE webhooks t SET next_due_at = d.earliest
+                 FROM (SELECT w.id, {EXACT_HINT} AS earliest
+                       FROM webhooks w WHERE w.state = 'enabled' AND w.delete_time IS NULL) d
+                 WHERE t.id = d.id AND d.earliest IS NOT NULL AND (t.next_due_at IS NULL OR t.next_due_at > d.earliest)"
+            ),
             &[],
         )
         .await

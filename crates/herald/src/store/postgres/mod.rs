@@ -407,14 +407,15 @@ impl DeliveryQueue for PostgresStore {
     }
 
     async fn complete(&self, completions: Vec<Completion>) -> StoreResult<Vec<CompletionResult>> {
-        let (results, due, fanned) = in_transaction!(self, |tx| {
+        let (results, lowered, fanned) = in_transaction!(self, |tx| {
             queue::asynchronous_commit(&tx).await?;
-            let (results, due) = queue::complete(&tx, &completions).await?;
+            let (results, lowered) = queue::complete(&tx, &completions).await?;
             stats::record(&tx, &completions).await?;
             let fanned = health::apply(&tx, &completions, &results).await?;
-            (results, due, fanned)
+            (results, lowered, fanned)
         })?;
-        hints::lower_after_commit(&self.hint_pool, &due).await;
+        hints::lower_after_commit(&self.hint_pool, &lowered.due).await;
+        hints::lower_fifo_after_commit(&self.hint_pool, &lowered.fifo_freed).await;
         for fanned in fanned {
             self.publisher.after_commit(fanned).await;
         }

@@ -20,6 +20,7 @@ use super::connect::store_error;
 use super::hints;
 use super::rows::{count, get, parsed, parsed_opt, timestamp};
 use super::secrets::signing_secrets;
+use crate::domain::controls::{ClaimState, Ordering};
 use crate::domain::secret::Keyring;
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId};
@@ -50,7 +51,8 @@ pub(super) async fn claim(
     // (see `hints`), so a hot webhook is not skipped for a publish.
     let stmt = client
         .prepare_cached(
-            "SELECT w.id, w.uri FROM webhooks w
+            "SELECT w.id, w.uri, w.rate_limit_per_second, w.max_concurrency, w.ordering, w.retry_schedule, w.rate_next_us
+             FROM webhooks w
              WHERE w.next_due_at <= $1 AND w.state = 'enabled' AND w.delete_time IS NULL AND NOT (w.id = ANY($2))
              ORDER BY w.next_due_at LIMIT $3
              FOR NO KEY UPDATE OF w SKIP LOCKED",
@@ -105,12 +107,41 @@ pub(super) async fn claim(
         .await
         .map_err(store_error)?;
 
+    // A FIFO webhook's head (oldest unfinished by event time, then id), if
+    // due. The head is found first and only then locked, SKIP LOCKED: if a
+    // completion is writing it, nothing is taken this time (taking the one
+    // behind it would break the order; waiting for it could deadlock with
+    // that completion, which locks the webhook row after the delivery).
+    let lease_head = client
+        .prepare_cached(
+            "WITH head AS (
+                SELECT id FROM deliveries
+                WHERE webhook_id = $1 AND next_attempt_at IS NOT NULL
+                ORDER BY event_time, id LIMIT 1),
+             locked AS (
+                SELECT d.id, d.state AS old_state, d.next_attempt_at FROM deliveries d JOIN head ON d.id = head.id
+                WHERE d.next_attempt_at IS NOT NULL
+                FOR UPDATE OF d SKIP LOCKED)
+             UPDATE deliveries d SET state = 'leased', lease_token = $3, lease_node = $4, next_attempt_at = $5,
+                    attempt_count = d.attempt_count + CASE WHEN locked.old_state = 'leased' THEN 1 ELSE 0 END,
+                    last_error = CASE WHEN locked.old_state = 'leased' THEN 'interrupted' ELSE d.last_error END
+             FROM locked WHERE d.id = locked.id AND locked.next_attempt_at <= $2
+             RETURNING d.id, d.event_id, d.event_time, d.attempt_count, locked.old_state = 'leased'",
+        )
+        .await
+        .map_err(store_error)?;
+    let set_rate = client
+        .prepare_cached("UPDATE webhooks SET rate_next_us = $2 WHERE id = $1")
+        .await
+        .map_err(store_error)?;
+
     let mut visited = Vec::new();
     // At their cap (locally or across nodes): not "due" for this node now;
     // a completion, or the idle poll, brings them back.
     let mut capped = saturated.clone();
     let mut leased_rows = Vec::new();
     let mut uris = HashMap::new();
+    let mut schedules = HashMap::new();
     for row in &endpoints {
         let remaining = request.limit.saturating_sub(leased_rows.len());
         if remaining == 0 {
@@ -118,34 +149,62 @@ pub(super) async fn claim(
         }
         let webhook: WebhookId = parsed(row, 0, "webhook id", WebhookId::parse)?;
         let uri = parsed(row, 1, "uri", |s| EndpointUri::parse(s).ok())?;
-        let held = u32::try_from(held.get(&webhook.to_string()).copied().unwrap_or(0)).unwrap_or(u32::MAX);
-        let free = room
-            .get(&webhook)
-            .copied()
-            .unwrap_or(request.default_room)
-            .min(request.max_leased_per_webhook.saturating_sub(held));
-        let take = usize::try_from(free).unwrap_or(0).min(remaining);
+        let controls = super::webhooks::controls_from_row(row, 2)?;
+        let state = ClaimState {
+            now: request.now,
+            room: room.get(&webhook).copied().unwrap_or(request.default_room),
+            max_leased: request.max_leased_per_webhook,
+            leased: u32::try_from(held.get(&webhook.to_string()).copied().unwrap_or(0)).unwrap_or(u32::MAX),
+            rate_next_us: get(row, 6)?,
+        };
+        let limit = controls.claim_limit(state);
+        let take = usize::try_from(limit.take).unwrap_or(0).min(remaining);
         visited.push(webhook.to_string());
-        if free == 0 {
+        if limit.capped {
             capped.push(webhook.to_string());
         }
         if take == 0 {
             continue;
         }
-        let rows = client
-            .query(
-                &lease,
-                &[
-                    &webhook.to_string(),
-                    &now,
-                    &i64::try_from(take).unwrap_or(i64::MAX),
-                    &token.0,
-                    &node,
-                    &request.lease_until.as_millis(),
-                ],
-            )
-            .await
-            .map_err(store_error)?;
+        let rows = if controls.ordering == Ordering::Fifo {
+            client
+                .query(
+                    &lease_head,
+                    &[
+                        &webhook.to_string(),
+                        &now,
+                        &token.0,
+                        &node,
+                        &request.lease_until.as_millis(),
+                    ],
+                )
+                .await
+        } else {
+            client
+                .query(
+                    &lease,
+                    &[
+                        &webhook.to_string(),
+                        &now,
+                        &i64::try_from(take).unwrap_or(i64::MAX),
+                        &token.0,
+                        &node,
+                        &request.lease_until.as_millis(),
+                    ],
+                )
+                .await
+        }
+        .map_err(store_error)?;
+        let taken = u32::try_from(rows.len()).unwrap_or(u32::MAX);
+        if let Some(next_us) = controls.rate_after_claim(&state, taken) {
+            client
+                .execute(&set_rate, &[&webhook.to_string(), &next_us])
+                .await
+                .map_err(store_error)?;
+        }
+        if !rows.is_empty() {
+            schedules.insert(webhook, controls.retry_schedule);
+        }
         if !rows.is_empty() {
             uris.insert(webhook, uri);
         }
@@ -177,12 +236,12 @@ pub(super) async fn claim(
     let mut raised = Vec::new();
     if !visited.is_empty() {
         let stmt = client
-            .prepare_cached(
-                "UPDATE webhooks w SET next_due_at =
-                    (SELECT MIN(next_attempt_at) FROM deliveries d WHERE d.webhook_id = w.id AND d.next_attempt_at IS NOT NULL)
-                 WHERE w.id = ANY($1)
-                 RETURNING w.id, w.next_due_at IS NULL OR w.next_due_at > $2",
-            )
+            .prepare_cached(&format!(
+                "UPDATE webhooks w SET next_due_at = {}
+                     WHERE w.id = ANY($1)
+                     RETURNING w.id, w.next_due_at IS NULL OR w.next_due_at > $2",
+                hints::EXACT_HINT
+            ))
             .await
             .map_err(store_error)?;
         for row in client.query(&stmt, &[&visited, &now]).await.map_err(store_error)? {
@@ -208,6 +267,7 @@ pub(super) async fn claim(
                 webhook_id: webhook,
                 uri,
                 secrets: secrets.get(&webhook).cloned().unwrap_or_default(),
+                retry_schedule: schedules.remove(&webhook).flatten(),
             }),
         );
     }
@@ -335,12 +395,20 @@ async fn insert_attempts(
     Ok(())
 }
 
+/// The hints a completion lowers after its commit: every webhook's, to its
+/// retries' due time, and FIFO webhooks', to now, when their head finished.
+#[derive(Default)]
+pub(super) struct LoweredHints {
+    pub(super) due: HashMap<WebhookId, i64>,
+    pub(super) fifo_freed: HashMap<WebhookId, i64>,
+}
+
 /// Returns the results and the hints to lower after the commit. The
 /// health consequences (a `410`'s disable included) are `health::apply`'s.
 pub(super) async fn complete(
     client: &impl GenericClient,
     completions: &[Completion],
-) -> StoreResult<(Vec<CompletionResult>, HashMap<WebhookId, i64>)> {
+) -> StoreResult<(Vec<CompletionResult>, LoweredHints)> {
     // The attempt happened whatever became of the lease: always log it.
     let (logged, records): (Vec<String>, Vec<AttemptRecord>) = completions
         .iter()
@@ -399,20 +467,21 @@ pub(super) async fn complete(
         .map(|row| get::<String>(row, 0))
         .collect::<StoreResult<_>>()?;
 
-    let mut due: HashMap<WebhookId, i64> = HashMap::new();
+    let mut hints = LoweredHints::default();
     let mut results = Vec::with_capacity(completions.len());
     for c in completions {
         if !applied.contains(&c.delivery_id.to_string()) {
             results.push(CompletionResult::Stale);
             continue;
         }
-        if let NextStep::RetryAt(at) = c.next {
-            let at = at.as_millis();
-            due.entry(c.webhook_id).and_modify(|d| *d = (*d).min(at)).or_insert(at);
-        }
+        let (map, at) = match c.next {
+            NextStep::RetryAt(at) => (&mut hints.due, at.as_millis()),
+            NextStep::Succeeded | NextStep::Failed => (&mut hints.fifo_freed, c.now.as_millis()),
+        };
+        map.entry(c.webhook_id).and_modify(|d| *d = (*d).min(at)).or_insert(at);
         results.push(CompletionResult::Applied);
     }
-    Ok((results, due))
+    Ok((results, hints))
 }
 
 /// Returns the hints to lower after the commit.

@@ -4,6 +4,7 @@ use deadpool_postgres::GenericClient;
 
 use super::connect::store_error;
 use super::rows::{get, parsed, timestamp, timestamp_opt};
+use crate::domain::controls::EndpointControls;
 use crate::domain::delivery::reason;
 use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
@@ -11,10 +12,12 @@ use crate::domain::secret::Keyring;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp, WebhookId, WebhookState};
 use crate::store::codec::{page_of, parse_patterns, patterns_json};
+use crate::store::controls::{from_columns, to_columns};
 use crate::store::{NewWebhook, Page, PageRequest, Progress, StoreError, StoreResult, WebhookPatch};
 
 const WEBHOOK_COLUMNS: &str =
-    "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
+    "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time,
+     rate_limit_per_second, max_concurrency, ordering, retry_schedule";
 
 /// Rows failed per transaction when a deleted webhook's deliveries are cleared.
 const FAIL_CHUNK: i64 = 10_000;
@@ -52,10 +55,13 @@ pub(super) async fn insert_webhook(
     )
     .map_err(StoreError::LimitExceeded)?;
     let patterns = patterns_json(&webhook.subscribed_events)?;
+    let (rate, max, ordering, schedule) = to_columns(&webhook.controls);
+    let (rate, max) = (int4(rate), int4(max));
     let stmt = client
         .prepare_cached(
-            "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time)
-             VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $7, $7)",
+            "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time,
+                                   rate_limit_per_second, max_concurrency, ordering, retry_schedule)
+             VALUES ($1, $2, $3, $4, $5, 'enabled', $6, $7, $7, $8, $9, $10, $11)",
         )
         .await
         .map_err(store_error)?;
@@ -70,6 +76,10 @@ pub(super) async fn insert_webhook(
                 &patterns,
                 &webhook.signing.as_str(),
                 &webhook.now.as_millis(),
+                &rate,
+                &max,
+                &ordering,
+                &schedule,
             ],
         )
         .await
@@ -91,8 +101,20 @@ fn webhook_from_row(row: &tokio_postgres::Row) -> StoreResult<Webhook> {
         state_reason: get(row, 6)?,
         signing: parsed(row, 7, "signing kind", SigningKind::parse)?,
         signing_secrets: Vec::new(),
+        controls: controls_from_row(row, 10)?,
         create_time: timestamp(row, 8)?,
         update_time: timestamp(row, 9)?,
+    })
+}
+
+/// The controls stored in the columns `rate_limit_per_second,
+/// max_concurrency, ordering, retry_schedule`, starting at `first`.
+pub(super) fn controls_from_row(row: &tokio_postgres::Row, first: usize) -> StoreResult<EndpointControls> {
+    let rate: Option<i32> = get(row, first)?;
+    let max: Option<i32> = get(row, first + 1)?;
+    let schedule: Option<String> = get(row, first + 3)?;
+    parsed(row, first + 2, "endpoint controls", |ordering| {
+        from_columns(rate.map(i64::from), max.map(i64::from), ordering, schedule.as_deref())
     })
 }
 
@@ -213,10 +235,15 @@ pub(super) async fn update_webhook(
         updated.state,
         &updated.state_reason,
     );
+    let (rate, max, ordering, schedule) = to_columns(&updated.controls);
+    let (rate, max) = (int4(rate), int4(max));
+    // A limiter whose rate changed or was cleared starts afresh.
+    let keep_limiter = updated.controls.rate_limit == current.controls.rate_limit;
     client
         .execute(
             "UPDATE webhooks SET name = $2, uri = $3, subscribed_events = $4, state = $5, state_reason = $6,
-                    update_time = $7
+                    update_time = $7, rate_limit_per_second = $8, max_concurrency = $9, ordering = $10,
+                    retry_schedule = $11, rate_next_us = CASE WHEN $12 THEN rate_next_us END
              WHERE id = $1",
             &[
                 &id.to_string(),
@@ -226,11 +253,17 @@ pub(super) async fn update_webhook(
                 &state.as_str(),
                 &reason,
                 &now.as_millis(),
+                &rate,
+                &max,
+                &ordering,
+                &schedule,
+                &keep_limiter,
             ],
         )
         .await
         .map_err(store_error)?;
-    if state != current.state {
+    // The hint depends on the state, the ordering and the limiter.
+    if state != current.state || updated.controls != current.controls {
         refresh_due_hint(client, id).await?;
     }
     load_webhook(client, project, id, now).await
@@ -241,10 +274,12 @@ pub(super) async fn update_webhook(
 pub(super) async fn refresh_due_hint(client: &impl GenericClient, webhook: WebhookId) -> StoreResult<()> {
     client
         .execute(
-            "UPDATE webhooks SET next_due_at = CASE WHEN state = 'enabled' AND delete_time IS NULL THEN
-                (SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook_id = $1 AND next_attempt_at IS NOT NULL)
-             END
-             WHERE id = $1",
+            &format!(
+                "UPDATE webhooks w SET next_due_at = CASE WHEN w.state = 'enabled' AND w.delete_time IS NULL THEN
+                    {} END
+                 WHERE w.id = $1",
+                super::hints::EXACT_HINT
+            ),
             &[&webhook.to_string()],
         )
         .await
@@ -333,4 +368,9 @@ pub(super) async fn enabled_subscribers(
             ))
         })
         .collect()
+}
+
+/// A validated control value as an `INTEGER` column (bounded far below `i32::MAX`).
+fn int4(value: Option<i64>) -> Option<i32> {
+    value.map(|v| i32::try_from(v).unwrap_or(i32::MAX))
 }

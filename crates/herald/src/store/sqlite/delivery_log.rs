@@ -158,6 +158,8 @@ pub(super) fn lease_for_redelivery(
         webhook_id: before.webhook_id,
         uri,
         secrets: signing_secrets(conn, keyring, before.webhook_id, request.now)?,
+        // Manual attempts are never retried automatically.
+        retry_schedule: None,
     });
     let job = DeliveryJob {
         delivery_id: before.id,
@@ -217,6 +219,7 @@ pub(super) fn create_ping(
         webhook_id: request.webhook_id,
         uri,
         secrets: signing_secrets(conn, keyring, request.webhook_id, request.now)?,
+        retry_schedule: None,
     });
     Ok(Some(DeliveryJob {
         delivery_id: request.delivery_id,

@@ -20,6 +20,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{count, parsed, parsed_opt, store_error, timestamp};
 use super::secrets::signing_secrets;
+use crate::domain::controls::{ClaimState, EndpointControls, Ordering};
 use crate::domain::secret::Keyring;
 use crate::domain::webhook::EndpointUri;
 use crate::domain::{AttemptErrorKind, AttemptRecord, DeliveryId, EventId, Timestamp, WebhookId};
@@ -48,9 +49,10 @@ pub(super) fn claim(
     };
     let now = request.now.as_millis();
 
-    let endpoints: Vec<(WebhookId, EndpointUri)> = conn
+    let endpoints: Vec<(WebhookId, EndpointUri, EndpointControls, Option<i64>)> = conn
         .prepare_cached(
-            "SELECT id, uri FROM webhooks
+            "SELECT id, uri, rate_limit_per_second, max_concurrency, ordering, retry_schedule, rate_next_us
+             FROM webhooks
              WHERE next_due_at <= ?1 AND state = 'enabled' AND delete_time IS NULL
                AND id NOT IN (SELECT value FROM json_each(?2))
              ORDER BY next_due_at LIMIT ?3",
@@ -60,6 +62,8 @@ pub(super) fn claim(
                 Ok((
                     parsed(row, 0, "webhook id", WebhookId::parse)?,
                     parsed(row, 1, "uri", |s| EndpointUri::parse(s).ok())?,
+                    super::webhooks::controls_from_row(row, 2)?,
+                    row.get(6)?,
                 ))
             })?
             .collect()
@@ -67,38 +71,48 @@ pub(super) fn claim(
         .map_err(store_error)?;
 
     let mut jobs = Vec::new();
-    for (webhook, uri) in endpoints {
+    for (webhook, uri, controls, rate_next_us) in endpoints {
         let remaining = request.limit.saturating_sub(jobs.len());
         if remaining == 0 {
             break;
         }
-        let leased = leased_count(conn, webhook, request.now)?;
-        let free = room
-            .get(&webhook)
-            .copied()
-            .unwrap_or(request.default_room)
-            .min(request.max_leased_per_webhook.saturating_sub(leased));
-        if free == 0 {
+        let state = ClaimState {
+            now: request.now,
+            room: room.get(&webhook).copied().unwrap_or(request.default_room),
+            max_leased: request.max_leased_per_webhook,
+            leased: leased_count(conn, webhook, request.now)?,
+            rate_next_us,
+        };
+        let limit = controls.claim_limit(state);
+        if limit.capped {
             // At its cap (locally or in the store): not due for this
             // claimer now, so not part of `next_due` either.
             room.insert(webhook, 0);
             continue;
         }
-        let take = usize::try_from(free).unwrap_or(0).min(remaining);
-        if take == 0 {
-            continue;
-        }
-        let due = due_deliveries(conn, webhook, request.now, take)?;
+        let take = usize::try_from(limit.take).unwrap_or(0).min(remaining);
+        let due = if take == 0 {
+            Vec::new()
+        } else if controls.ordering == Ordering::Fifo {
+            fifo_head(conn, webhook, request.now)?
+        } else {
+            due_deliveries(conn, webhook, request.now, take)?
+        };
         if !due.is_empty() {
+            let taken = u32::try_from(due.len()).unwrap_or(u32::MAX);
+            if let Some(next_us) = controls.rate_after_claim(&state, taken) {
+                conn.prepare_cached("UPDATE webhooks SET rate_next_us = ?2 WHERE id = ?1")
+                    .and_then(|mut stmt| stmt.execute(params![webhook.to_string(), next_us]))
+                    .map_err(store_error)?;
+            }
             let endpoint = Arc::new(EndpointSnapshot {
                 webhook_id: webhook,
                 uri,
                 secrets: signing_secrets(conn, keyring, webhook, request.now)?,
+                retry_schedule: controls.retry_schedule.clone(),
             });
-            room.insert(
-                webhook,
-                free.saturating_sub(u32::try_from(due.len()).unwrap_or(u32::MAX)),
-            );
+            let free = room.get(&webhook).copied().unwrap_or(request.default_room);
+            room.insert(webhook, free.saturating_sub(taken));
             for row in due {
                 jobs.push(lease(conn, row, &endpoint, request, token)?);
             }
@@ -152,6 +166,38 @@ fn due_deliveries(conn: &Connection, webhook: WebhookId, now: Timestamp, limit: 
         .collect()
     })
     .map_err(store_error)
+}
+
+/// A FIFO webhook's head (its oldest unfinished delivery by event time,
+/// then id) if it is due: nothing behind it may go first.
+fn fifo_head(conn: &Connection, webhook: WebhookId, now: Timestamp) -> StoreResult<Vec<DueRow>> {
+    let head = conn
+        .prepare_cached(
+            "SELECT id, event_id, event_time, state, attempt_count, next_attempt_at FROM deliveries
+             WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL
+             ORDER BY event_time, id LIMIT 1",
+        )
+        .and_then(|mut stmt| {
+            stmt.query_row([webhook.to_string()], |row| {
+                Ok((
+                    DueRow {
+                        id: parsed(row, 0, "delivery id", DeliveryId::parse)?,
+                        event_id: parsed(row, 1, "event id", EventId::parse)?,
+                        event_time: timestamp(row, 2)?,
+                        leased: row.get::<_, String>(3)? == "leased",
+                        attempt_count: count(row, 4)?,
+                    },
+                    timestamp(row, 5)?,
+                ))
+            })
+            .optional()
+        })
+        .map_err(store_error)?;
+    Ok(head
+        .filter(|(_, due)| *due <= now)
+        .map(|(row, _)| row)
+        .into_iter()
+        .collect())
 }
 
 /// Unexpired leases the webhook holds now, whoever holds them.
@@ -257,8 +303,11 @@ fn complete_deliveries(conn: &Connection, completions: &[Completion]) -> StoreRe
             results.push(CompletionResult::Stale);
             continue;
         }
-        if let NextStep::RetryAt(at) = completion.next {
-            lower_due_hint(conn, completion.webhook_id, at)?;
+        match completion.next {
+            NextStep::RetryAt(at) => lower_due_hint(conn, completion.webhook_id, at)?,
+            // A FIFO webhook's hint still names its head's lease: the next
+            // delivery may go now.
+            NextStep::Succeeded | NextStep::Failed => lower_fifo_hint(conn, completion.webhook_id, completion.now)?,
         }
         results.push(CompletionResult::Applied);
     }
@@ -318,9 +367,7 @@ pub(super) fn recover_all_leases(conn: &Connection, now: Timestamp) -> StoreResu
         }
     }
     conn.execute(
-        "UPDATE webhooks SET next_due_at = CASE WHEN state = 'enabled' AND delete_time IS NULL THEN
-            (SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook_id = webhooks.id AND next_attempt_at IS NOT NULL)
-         END",
+        &format!("UPDATE webhooks AS w SET next_due_at = CASE WHEN w.state = 'enabled' AND w.delete_time IS NULL THEN {EXACT_HINT} END"),
         [],
     )
     .map_err(store_error)?;
@@ -354,11 +401,37 @@ pub(super) fn stats(conn: &Connection, now: Timestamp) -> StoreResult<QueueStats
     })
 }
 
-/// Makes the webhook's hint no later than `at` (a delivery became due then).
+/// The exact hint of the webhook row aliased `w` (per-endpoint controls
+/// included): its earliest unfinished delivery's due time (a FIFO
+/// webhook's: its head's, the oldest by event time, since nothing behind
+/// the head may go first), never earlier than the rate limiter admits the
+/// next send. `NULL` when nothing is unfinished.
+const EXACT_HINT: &str = "CASE WHEN w.ordering = 'fifo' THEN
+        (SELECT MAX(d.next_attempt_at, COALESCE((w.rate_next_us + 999) / 1000, 0))
+         FROM deliveries d
+         WHERE d.webhook_id = w.id AND d.next_attempt_at IS NOT NULL ORDER BY d.event_time, d.id LIMIT 1)
+    ELSE
+        (SELECT MAX(d.next_attempt_at, COALESCE((w.rate_next_us + 999) / 1000, 0)) FROM deliveries d
+         WHERE d.webhook_id = w.id AND d.next_attempt_at IS NOT NULL ORDER BY d.next_attempt_at LIMIT 1)
+    END";
+
+/// Makes the webhook's hint no later than `at` (a delivery became due
+/// then), but never earlier than its rate limiter admits the next send.
 pub(super) fn lower_due_hint(conn: &Connection, webhook: WebhookId, at: Timestamp) -> StoreResult<()> {
     conn.prepare_cached(
-        "UPDATE webhooks SET next_due_at = MIN(COALESCE(next_due_at, ?2), ?2)
+        "UPDATE webhooks SET next_due_at = MAX(MIN(COALESCE(next_due_at, ?2), ?2), COALESCE((rate_next_us + 999) / 1000, 0))
          WHERE id = ?1 AND state = 'enabled' AND delete_time IS NULL",
+    )
+    .and_then(|mut stmt| stmt.execute(params![webhook.to_string(), at.as_millis()]))
+    .map_err(store_error)?;
+    Ok(())
+}
+
+/// [`lower_due_hint`] for a FIFO webhook only (a no-op for others).
+fn lower_fifo_hint(conn: &Connection, webhook: WebhookId, at: Timestamp) -> StoreResult<()> {
+    conn.prepare_cached(
+        "UPDATE webhooks SET next_due_at = MAX(MIN(COALESCE(next_due_at, ?2), ?2), COALESCE((rate_next_us + 999) / 1000, 0))
+         WHERE id = ?1 AND ordering = 'fifo' AND state = 'enabled' AND delete_time IS NULL",
     )
     .and_then(|mut stmt| stmt.execute(params![webhook.to_string(), at.as_millis()]))
     .map_err(store_error)?;
@@ -368,14 +441,13 @@ pub(super) fn lower_due_hint(conn: &Connection, webhook: WebhookId, at: Timestam
 /// Recomputes the webhook's hint exactly; `NULL` unless it is enabled and
 /// has unfinished deliveries.
 pub(super) fn refresh_due_hint(conn: &Connection, webhook: WebhookId) -> StoreResult<()> {
-    conn.prepare_cached(
-        "UPDATE webhooks SET next_due_at = CASE WHEN state = 'enabled' AND delete_time IS NULL THEN
-            (SELECT MIN(next_attempt_at) FROM deliveries WHERE webhook_id = ?1 AND next_attempt_at IS NOT NULL)
-         END
-         WHERE id = ?1",
-    )
-    .and_then(|mut stmt| stmt.execute([webhook.to_string()]))
-    .map_err(store_error)?;
+    let sql = format!(
+        "UPDATE webhooks AS w SET next_due_at = CASE WHEN w.state = 'enabled' AND w.delete_time IS NULL THEN {EXACT_HINT} END
+         WHERE w.id = ?1"
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut stmt| stmt.execute([webhook.to_string()]))
+        .map_err(store_error)?;
     Ok(())
 }
 

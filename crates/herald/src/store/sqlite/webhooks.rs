@@ -3,6 +3,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::rows::{parsed, store_error, timestamp, timestamp_opt};
+use crate::domain::controls::EndpointControls;
 use crate::domain::delivery::reason;
 use crate::domain::fanout::Subscriber;
 use crate::domain::project::Name;
@@ -10,10 +11,12 @@ use crate::domain::secret::Keyring;
 use crate::domain::webhook::{EndpointUri, SigningSecretInfo, Webhook};
 use crate::domain::{ProjectId, SecretId, SigningKind, Timestamp, WebhookId, WebhookState};
 use crate::store::codec::{page_of, parse_patterns, patterns_json};
+use crate::store::controls::{from_columns, to_columns};
 use crate::store::{NewWebhook, Page, PageRequest, Progress, StoreError, StoreResult, WebhookPatch};
 
 const WEBHOOK_COLUMNS: &str =
-    "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time";
+    "id, project_id, name, uri, subscribed_events, state, state_reason, signing, create_time, update_time,
+     rate_limit_per_second, max_concurrency, ordering, retry_schedule";
 
 pub(super) fn insert_webhook(conn: &Connection, keyring: &Keyring, webhook: &NewWebhook) -> StoreResult<Webhook> {
     let exists: Option<i64> = conn
@@ -38,9 +41,11 @@ pub(super) fn insert_webhook(conn: &Connection, keyring: &Keyring, webhook: &New
     )
     .map_err(StoreError::LimitExceeded)?;
     let patterns = patterns_json(&webhook.subscribed_events)?;
+    let (rate, max, ordering, schedule) = to_columns(&webhook.controls);
     conn.prepare_cached(
-        "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'enabled', ?6, ?7, ?7)",
+        "INSERT INTO webhooks (id, project_id, name, uri, subscribed_events, state, signing, create_time, update_time,
+                               rate_limit_per_second, max_concurrency, ordering, retry_schedule)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'enabled', ?6, ?7, ?7, ?8, ?9, ?10, ?11)",
     )
     .and_then(|mut stmt| {
         stmt.execute(params![
@@ -51,6 +56,10 @@ pub(super) fn insert_webhook(conn: &Connection, keyring: &Keyring, webhook: &New
             patterns,
             webhook.signing.as_str(),
             webhook.now.as_millis(),
+            rate,
+            max,
+            ordering,
+            schedule,
         ])
     })
     .map_err(store_error)?;
@@ -69,8 +78,20 @@ fn webhook_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
         state_reason: row.get(6)?,
         signing: parsed(row, 7, "signing kind", SigningKind::parse)?,
         signing_secrets: Vec::new(),
+        controls: controls_from_row(row, 10)?,
         create_time: timestamp(row, 8)?,
         update_time: timestamp(row, 9)?,
+    })
+}
+
+/// The controls stored in the columns `rate_limit_per_second,
+/// max_concurrency, ordering, retry_schedule`, starting at `first`.
+pub(super) fn controls_from_row(row: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<EndpointControls> {
+    let rate: Option<i64> = row.get(first)?;
+    let max: Option<i64> = row.get(first + 1)?;
+    let schedule: Option<String> = row.get(first + 3)?;
+    parsed(row, first + 2, "endpoint controls", |ordering| {
+        from_columns(rate, max, ordering, schedule.as_deref())
     })
 }
 
@@ -168,8 +189,13 @@ pub(super) fn update_webhook(
         updated.state,
         &updated.state_reason,
     );
+    let (rate, max, ordering, schedule) = to_columns(&updated.controls);
+    // A limiter whose rate changed or was cleared starts afresh.
+    let keep_limiter = updated.controls.rate_limit == current.controls.rate_limit;
     conn.prepare_cached(
-        "UPDATE webhooks SET name = ?2, uri = ?3, subscribed_events = ?4, state = ?5, state_reason = ?6, update_time = ?7
+        "UPDATE webhooks SET name = ?2, uri = ?3, subscribed_events = ?4, state = ?5, state_reason = ?6, update_time = ?7,
+                rate_limit_per_second = ?8, max_concurrency = ?9, ordering = ?10, retry_schedule = ?11,
+                rate_next_us = CASE WHEN ?12 THEN rate_next_us END
          WHERE id = ?1",
     )
     .and_then(|mut stmt| {
@@ -181,10 +207,16 @@ pub(super) fn update_webhook(
             state.as_str(),
             reason,
             now.as_millis(),
+            rate,
+            max,
+            ordering,
+            schedule,
+            keep_limiter,
         ])
     })
     .map_err(store_error)?;
-    if state != current.state {
+    // The hint depends on the state, the ordering and the limiter.
+    if state != current.state || updated.controls != current.controls {
         super::queue::refresh_due_hint(conn, id)?;
     }
     load_webhook(conn, project, id, now)
