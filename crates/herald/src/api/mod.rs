@@ -13,6 +13,7 @@ mod files;
 mod health;
 mod json;
 mod json_check;
+mod job_webhook_config;
 mod jwks;
 mod operation_wait;
 mod operations;

@@ -52,6 +52,8 @@ async fn batch(store: &std::sync::Arc<dyn Store>, project: ProjectId, now: heral
             completion_window: secs(3600),
             metadata: r#"{"k":"v"}"#.into(),
             now,
+            webhooks: None,
+            webhook_uris: Vec::new(),
         })
         .await
         .unwrap();
