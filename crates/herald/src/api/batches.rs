@@ -38,7 +38,7 @@ pub(super) struct CreateBatch {
     completion_window: Option<String>,
     metadata: Option<Box<RawValue>>,
     /// Herald's extension: per-batch webhooks (`api::job_webhook_config`).
-    webhook_config: Option<Box<RawValue>>,
+    webhook_config: Option<WebhookConfigBody>,
 }
 
 const MAX_METADATA_PAIRS: usize = 16;
@@ -73,17 +73,11 @@ fn metadata(raw: Option<&RawValue>) -> Result<String, ApiError> {
 /// attached by the store (`webhook_ids` empty here).
 fn batch_webhooks(
     state: &AppState,
-    raw: Option<&RawValue>,
+    body: Option<WebhookConfigBody>,
 ) -> Result<(Option<BatchWebhooks>, Vec<EndpointUri>), ApiError> {
-    let Some(raw) = raw.filter(|raw| raw.get() != "null") else {
+    let Some(body) = body else {
         return Ok((None, Vec::new()));
     };
-    let body: WebhookConfigBody = serde_json::from_str(raw.get()).map_err(|error| {
-        ApiError::invalid(
-            "webhook_config",
-            format!("expected {{uris, user_metadata?, mode?, signature_format?, jwt_algorithm?}}: {error}"),
-        )
-    })?;
     let config = webhook_config(state, body)?;
     let webhooks = BatchWebhooks {
         job: JobWebhooks {
@@ -165,7 +159,7 @@ pub(super) async fn create(
     JsonBody { value, .. }: JsonBody<CreateBatch>,
 ) -> Result<Json<BatchView>, ApiError> {
     let project = principal.require_project()?;
-    let (webhooks, webhook_uris) = batch_webhooks(&state, value.webhook_config.as_deref())?;
+    let (webhooks, webhook_uris) = batch_webhooks(&state, value.webhook_config)?;
     let endpoint = BatchEndpoint::parse(&value.endpoint).map_err(ApiError::invalid_field("endpoint"))?;
     let completion_window = match value.completion_window.as_deref() {
         None => MAX_COMPLETION_WINDOW,

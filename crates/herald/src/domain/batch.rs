@@ -155,7 +155,7 @@ impl BatchError {
 pub const MAX_VALIDATION_ERRORS: usize = 10;
 
 /// A batch as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub id: BatchId,
     pub project_id: super::ProjectId,
