@@ -17,7 +17,8 @@ use super::job_webhook_config::{WebhookConfigBody, webhook_config};
 use super::json::{JsonBody, OptionalJsonBody};
 use super::path::ApiPath;
 use crate::domain::batch::{
-    self, Batch, BatchEndpoint, BatchError, BatchWebhooks, MAX_COMPLETION_WINDOW, RequestCounts, format_completion_window,
+    self, Batch, BatchEndpoint, BatchError, BatchWebhooks, MAX_COMPLETION_WINDOW, RequestCounts,
+    format_completion_window,
 };
 use crate::domain::job_webhook::JobWebhooks;
 use crate::domain::{BatchId, EndpointUri, FileId, ProjectId, Timestamp};

@@ -71,4 +71,3 @@ pub(super) fn webhook_config(state: &AppState, body: WebhookConfigBody) -> Resul
     JobWebhookConfig::new(uris, body.user_metadata.map(serde_json::Value::Object), mode, format)
         .map_err(ApiError::invalid_field("webhook_config.uris"))
 }
-

@@ -37,7 +37,10 @@ async fn override_mode_sends_a_batchs_events_only_to_its_uris_signed_v1a() {
         json!({ "webhook_config": { "uris": [batch_hook.url("/hook")], "user_metadata": { "run": "nightly-7" } } }),
     )
     .await;
-    assert!(created.get("webhook_config").is_none(), "the batch object stays OpenAI's");
+    assert!(
+        created.get("webhook_config").is_none(),
+        "the batch object stays OpenAI's"
+    );
     assert!(run_batches(&app).await > 0);
     app.deliver_due().await;
 
@@ -71,7 +74,11 @@ async fn override_mode_sends_a_batchs_events_only_to_its_uris_signed_v1a() {
     assert_eq!(deliveries.len(), 2, "{log}");
     assert!(deliveries.iter().all(|d| d["state"] == "succeeded"), "{log}");
     let (_, hooks) = app.call(Method::GET, "/v1/webhooks", Some(&project.key), None).await;
-    assert_eq!(hooks["webhooks"].as_array().unwrap().len(), 1, "the batch's row is hidden");
+    assert_eq!(
+        hooks["webhooks"].as_array().unwrap().len(),
+        1,
+        "the batch's row is hidden"
+    );
 }
 
 #[tokio::test]
@@ -107,7 +114,10 @@ async fn additional_mode_also_reaches_the_project_and_jwts_verify_from_the_jwks(
 
     assert_eq!(types(&rs256_hook), ["batch.in_progress", "batch.completed"]);
     assert_eq!(types(&eddsa_hook), ["batch.in_progress", "batch.completed"]);
-    let project_seen: Vec<Value> = batch_events(&project_hook).into_iter().map(|(_, d)| d["id"].clone()).collect();
+    let project_seen: Vec<Value> = batch_events(&project_hook)
+        .into_iter()
+        .map(|(_, d)| d["id"].clone())
+        .collect();
     assert_eq!(
         project_seen,
         [additional["id"].clone(), additional["id"].clone()],

@@ -394,15 +394,37 @@ contract_test!(
 );
 
 /// A `webhook_config` to `hosts` (rows not attached yet) and its URIs.
-fn job_config(mode: JobWebhookMode, format: JobSignatureFormat, hosts: &[&str]) -> (Option<BatchWebhooks>, Vec<EndpointUri>) {
-    let uris = hosts.iter().map(|host| EndpointUri::parse(&format!("https://{host}/hook")).unwrap()).collect();
-    let job = JobWebhooks { mode, format, webhook_ids: Vec::new() };
-    (Some(BatchWebhooks { job, user_metadata: Some(serde_json::json!({"ticket": 42})) }), uris)
+fn job_config(
+    mode: JobWebhookMode,
+    format: JobSignatureFormat,
+    hosts: &[&str],
+) -> (Option<BatchWebhooks>, Vec<EndpointUri>) {
+    let uris = hosts
+        .iter()
+        .map(|host| EndpointUri::parse(&format!("https://{host}/hook")).unwrap())
+        .collect();
+    let job = JobWebhooks {
+        mode,
+        format,
+        webhook_ids: Vec::new(),
+    };
+    (
+        Some(BatchWebhooks {
+            job,
+            user_metadata: Some(serde_json::json!({"ticket": 42})),
+        }),
+        uris,
+    )
 }
 
 fn rows(batch: &herald::domain::batch::Batch) -> Vec<WebhookId> {
     let webhooks = batch.webhooks.as_ref().expect("webhooks");
-    webhooks.job.webhook_ids.iter().map(|id| WebhookId::parse(id).unwrap()).collect()
+    webhooks
+        .job
+        .webhook_ids
+        .iter()
+        .map(|id| WebhookId::parse(id).unwrap())
+        .collect()
 }
 
 contract_test!(

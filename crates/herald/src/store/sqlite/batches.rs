@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::{events, job_webhooks};
 use super::rows::{parsed, parsed_opt, store_error, timestamp, timestamp_opt};
-use crate::domain::batch::{self, Batch, BatchError, BatchWebhooks, BatchStatus, RequestCounts};
+use super::{events, job_webhooks};
+use crate::domain::batch::{self, Batch, BatchError, BatchStatus, BatchWebhooks, RequestCounts};
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
     AddOutcome, CancelOutcome, FINISH_ROWS, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest,
