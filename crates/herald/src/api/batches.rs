@@ -13,12 +13,15 @@ use super::AppState;
 use super::auth::Principal;
 use super::error::{ApiError, echo};
 use super::files::{ListView, list_params};
+use super::job_webhook_config::{WebhookConfigBody, webhook_config};
 use super::json::{JsonBody, OptionalJsonBody};
 use super::path::ApiPath;
 use crate::domain::batch::{
-    self, Batch, BatchEndpoint, BatchError, MAX_COMPLETION_WINDOW, RequestCounts, format_completion_window,
+    self, Batch, BatchEndpoint, BatchError, BatchWebhooks, MAX_COMPLETION_WINDOW, RequestCounts,
+    format_completion_window,
 };
-use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
+use crate::domain::job_webhook::JobWebhooks;
+use crate::domain::{BatchId, EndpointUri, FileId, ProjectId, Timestamp};
 use crate::store::batches::{CancelOutcome, NewBatch};
 
 pub(super) fn routes() -> Router<AppState> {
@@ -35,8 +38,8 @@ pub(super) struct CreateBatch {
     endpoint: String,
     completion_window: Option<String>,
     metadata: Option<Box<RawValue>>,
-    /// Herald's per-batch webhook targets: reserved, not supported yet.
-    webhook_config: Option<Box<RawValue>>,
+    /// Herald's extension: per-batch webhooks (`api::job_webhook_config`).
+    webhook_config: Option<WebhookConfigBody>,
 }
 
 const MAX_METADATA_PAIRS: usize = 16;
@@ -64,6 +67,28 @@ fn metadata(raw: Option<&RawValue>) -> Result<String, ApiError> {
         ));
     }
     Ok(serde_json::to_string(&map).unwrap_or_else(|_| "null".into()))
+}
+
+/// `webhook_config` (absent or `null`: the project's webhooks only): the
+/// same body, validation and SSRF policy as operations'; the rows are
+/// attached by the store (`webhook_ids` empty here).
+fn batch_webhooks(
+    state: &AppState,
+    body: Option<WebhookConfigBody>,
+) -> Result<(Option<BatchWebhooks>, Vec<EndpointUri>), ApiError> {
+    let Some(body) = body else {
+        return Ok((None, Vec::new()));
+    };
+    let config = webhook_config(state, body)?;
+    let webhooks = BatchWebhooks {
+        job: JobWebhooks {
+            mode: config.mode,
+            format: config.format,
+            webhook_ids: Vec::new(),
+        },
+        user_metadata: config.user_metadata,
+    };
+    Ok((Some(webhooks), config.uris))
 }
 
 /// OpenAI's `errors`: `{object: "list", data: [{code, message, param, line}]}`.
@@ -135,12 +160,7 @@ pub(super) async fn create(
     JsonBody { value, .. }: JsonBody<CreateBatch>,
 ) -> Result<Json<BatchView>, ApiError> {
     let project = principal.require_project()?;
-    if value.webhook_config.is_some() {
-        return Err(ApiError::invalid(
-            "webhook_config",
-            "per-batch webhooks are not supported yet: register a project webhook for batch.* events",
-        ));
-    }
+    let (webhooks, webhook_uris) = batch_webhooks(&state, value.webhook_config)?;
     let endpoint = BatchEndpoint::parse(&value.endpoint).map_err(ApiError::invalid_field("endpoint"))?;
     let completion_window = match value.completion_window.as_deref() {
         None => MAX_COMPLETION_WINDOW,
@@ -177,6 +197,8 @@ pub(super) async fn create(
             completion_window,
             metadata,
             now: state.clock.now(),
+            webhooks,
+            webhook_uris,
         })
         .await
         .map_err(|error| match error {

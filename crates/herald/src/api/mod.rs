@@ -12,6 +12,7 @@ pub mod error;
 mod events;
 mod files;
 mod health;
+mod job_webhook_config;
 mod json;
 mod json_check;
 mod jwks;

@@ -5,10 +5,11 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use super::event::{EventType, NewEvent};
+use super::job_webhook::JobWebhooks;
 use super::{BatchId, BatchRequestId, FileId, Invalid, Timestamp};
 
 /// A batch's status, exactly as OpenAI names them.
@@ -154,7 +155,7 @@ impl BatchError {
 pub const MAX_VALIDATION_ERRORS: usize = 10;
 
 /// A batch as stored.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub id: BatchId,
     pub project_id: super::ProjectId,
@@ -179,6 +180,37 @@ pub struct Batch {
     pub expired_at: Option<Timestamp>,
     pub cancelling_at: Option<Timestamp>,
     pub cancelled_at: Option<Timestamp>,
+    /// `webhook_config`: where the batch's events go besides (or instead
+    /// of) the project's webhooks; `None` for project webhooks only.
+    pub webhooks: Option<BatchWebhooks>,
+}
+
+/// A batch's per-job webhooks, as stored with it (the `webhook_config`
+/// column, this type's JSON): the rows and mode (see
+/// [`JobWebhooks::recipients`]) and the `user_metadata` every event of the
+/// batch carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchWebhooks {
+    pub job: JobWebhooks,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_metadata: Option<serde_json::Value>,
+}
+
+impl BatchWebhooks {
+    /// The stored text of `webhooks` (SQL `NULL` for none).
+    pub fn to_column(webhooks: Option<&Self>) -> Option<String> {
+        webhooks.map(|w| serde_json::to_string(w).unwrap_or_else(|_| unreachable!("plain JSON types serialize")))
+    }
+
+    /// Reads the stored text back (`None`: not this type, i.e. corrupt).
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_str(text).ok()
+    }
+
+    /// The job rows' recipients rule, for the publish seams.
+    pub fn job_of(batch: &Batch) -> Option<&JobWebhooks> {
+        batch.webhooks.as_ref().map(|w| &w.job)
+    }
 }
 
 /// `data` of a batch event: thin, ids and counts, never results.
@@ -195,6 +227,9 @@ struct BatchEventData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<ErrorList<'a>>,
     metadata: &'a RawValue,
+    /// `webhook_config.user_metadata`, when the batch has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_metadata: Option<&'a serde_json::Value>,
 }
 
 /// OpenAI's `errors` shape: `{object: "list", data: [...]}`.
@@ -233,6 +268,7 @@ fn event_of(batch: &Batch, event_type: &str, now: Timestamp) -> Option<NewEvent>
         error_file_id: batch.error_file_id,
         errors: ErrorList::of(&batch.errors),
         metadata,
+        user_metadata: batch.webhooks.as_ref().and_then(|w| w.user_metadata.as_ref()),
     };
     Some(NewEvent::from_data(event_type, now, &data))
 }

@@ -50,6 +50,11 @@ pub struct NewBatch {
     pub completion_window: std::time::Duration,
     pub metadata: String,
     pub now: Timestamp,
+    /// `webhook_config`, its `job.webhook_ids` empty: the store attaches
+    /// one hidden row per URI of `webhook_uris` in the create's
+    /// transaction and fills them in.
+    pub webhooks: Option<crate::domain::batch::BatchWebhooks>,
+    pub webhook_uris: Vec<crate::domain::EndpointUri>,
 }
 
 /// One page of a newest-first listing.

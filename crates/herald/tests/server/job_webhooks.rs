@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::support::{ADMIN_KEY, Project, Receiver, Reply, START, TestApp};
 
-async fn jwks(app: &TestApp) -> (JwkSet, String) {
+pub(crate) async fn jwks(app: &TestApp) -> (JwkSet, String) {
     let response = app
         .http
         .get(format!("{}/.well-known/jwks.json", app.base))

@@ -9,6 +9,7 @@ mod support;
 mod api;
 mod availability;
 mod batch_crash;
+mod batch_webhooks;
 mod batches;
 mod connections;
 mod controls;

@@ -3,8 +3,9 @@
 //! the status event committed with the status), cancel, and recovery.
 
 use bytes::Bytes;
-use herald::domain::batch::BatchStatus;
-use herald::domain::{BatchId, FileId, ProjectId};
+use herald::domain::batch::{BatchStatus, BatchWebhooks};
+use herald::domain::job_webhook::{JobSignatureFormat, JobWebhookMode, JobWebhooks};
+use herald::domain::{BatchId, EndpointUri, FileId, ProjectId, SigningKind, WebhookId};
 use herald::store::batches::{
     AddOutcome, CancelOutcome, Finish, FinishStep, NewBatch, NewBatchRequest, NewFile, RequestClaim, RequestCompletion,
     RequestJob, RequestUpdate, Validated, ValidationLease,
@@ -41,6 +42,16 @@ async fn file(
 }
 
 async fn batch(store: &std::sync::Arc<dyn Store>, project: ProjectId, now: herald::domain::Timestamp) -> BatchId {
+    batch_with(store, project, now, None, Vec::new()).await.id
+}
+
+async fn batch_with(
+    store: &std::sync::Arc<dyn Store>,
+    project: ProjectId,
+    now: herald::domain::Timestamp,
+    webhooks: Option<BatchWebhooks>,
+    webhook_uris: Vec<EndpointUri>,
+) -> herald::domain::batch::Batch {
     let input = file(store, project, &[b"{}\n"], now).await;
     let id = BatchId::generate();
     store
@@ -52,10 +63,11 @@ async fn batch(store: &std::sync::Arc<dyn Store>, project: ProjectId, now: heral
             completion_window: secs(3600),
             metadata: r#"{"k":"v"}"#.into(),
             now,
+            webhooks,
+            webhook_uris,
         })
         .await
-        .unwrap();
-    id
+        .unwrap()
 }
 
 fn requests(lines: std::ops::RangeInclusive<u64>) -> Vec<NewBatchRequest> {
@@ -378,5 +390,105 @@ contract_test!(
         let output = store.file_chunk(finished.output_file_id.unwrap(), 0).await.unwrap().unwrap();
         assert!(output.starts_with(b"{\"custom_id\":\"c1\"}\n{\"custom_id\":\"c2\"}\n"));
         assert!(store.get_file(project, finished.output_file_id.unwrap()).await.unwrap().is_some());
+    }
+);
+
+/// A `webhook_config` to `hosts` (rows not attached yet) and its URIs.
+fn job_config(
+    mode: JobWebhookMode,
+    format: JobSignatureFormat,
+    hosts: &[&str],
+) -> (Option<BatchWebhooks>, Vec<EndpointUri>) {
+    let uris = hosts
+        .iter()
+        .map(|host| EndpointUri::parse(&format!("https://{host}/hook")).unwrap())
+        .collect();
+    let job = JobWebhooks {
+        mode,
+        format,
+        webhook_ids: Vec::new(),
+    };
+    (
+        Some(BatchWebhooks {
+            job,
+            user_metadata: Some(serde_json::json!({"ticket": 42})),
+        }),
+        uris,
+    )
+}
+
+fn rows(batch: &herald::domain::batch::Batch) -> Vec<WebhookId> {
+    let webhooks = batch.webhooks.as_ref().expect("webhooks");
+    webhooks
+        .job
+        .webhook_ids
+        .iter()
+        .map(|id| WebhookId::parse(id).unwrap())
+        .collect()
+}
+
+contract_test!(
+    fn batch_webhooks_are_stored_attached_and_receive_the_status_events(h) {
+        let store = h.store();
+        let now = h.now();
+        let project = new_project(store, "acme", now).await;
+        let project_hook = webhook(store, project, &["batch.*"], now).await;
+        let (config, uris) = job_config(JobWebhookMode::Override, JobSignatureFormat::Standard, &["b0.example", "b1.example"]);
+        let overriding = batch_with(store, project, now, config, uris).await;
+        let override_rows = rows(&overriding);
+        assert_eq!(override_rows.len(), 2, "one hidden row per URI, attached at create");
+        assert_eq!(store.get_batch(project, overriding.id).await.unwrap().unwrap(), overriding, "stored with its rows");
+        let (config, uris) = job_config(JobWebhookMode::Additional, JobSignatureFormat::JwtRs256, &["b2.example"]);
+        let additional = batch_with(store, project, now, config, uris).await;
+        let additional_rows = rows(&additional);
+        // Same URI and format as an earlier job: the row is shared.
+        let (config, uris) = job_config(JobWebhookMode::Override, JobSignatureFormat::Standard, &["b0.example"]);
+        assert_eq!(rows(&batch_with(store, project, now, config, uris).await), [override_rows[0]]);
+        let listed = store.list_webhooks(project, PageRequest { size: 100, after: None }, now).await.unwrap();
+        assert_eq!(listed.items.iter().map(|w| w.id).collect::<Vec<_>>(), [project_hook], "hidden rows are not listed");
+
+        // Validating publishes batch.in_progress, in the same transaction, to the batch's recipients.
+        let mut validated = Vec::new();
+        for _ in 0..3 {
+            validated.push(validate(store, now, 1).await.batch.id);
+        }
+        assert!(validated.contains(&overriding.id) && validated.contains(&additional.id));
+        let deliveries = store
+            .list_deliveries(project, DeliveryFilter::default(), PageRequest { size: 100, after: None })
+            .await
+            .unwrap()
+            .items;
+        let mut by_batch: std::collections::HashMap<String, Vec<WebhookId>> = Default::default();
+        for delivery in &deliveries {
+            let event = get_event(store, project, delivery.event_id).await;
+            let envelope: serde_json::Value = serde_json::from_slice(&event.payload).unwrap();
+            assert_eq!(envelope["type"], "batch.in_progress");
+            assert_eq!(envelope["data"]["user_metadata"]["ticket"], 42, "{envelope}");
+            by_batch.entry(envelope["data"]["id"].as_str().unwrap().to_owned()).or_default().push(delivery.webhook_id);
+        }
+        let sorted = |mut ids: Vec<WebhookId>| {
+            ids.sort();
+            ids
+        };
+        assert_eq!(
+            sorted(by_batch.remove(&overriding.id.to_string()).unwrap()),
+            sorted(override_rows.clone()),
+            "override: only the batch's rows"
+        );
+        assert_eq!(
+            sorted(by_batch.remove(&additional.id.to_string()).unwrap()),
+            sorted(vec![additional_rows[0], project_hook]),
+            "additional: the batch's row and the project's"
+        );
+
+        // The delivery engine gets them with Herald's signing kind, no key material.
+        let jobs = claim_jobs(store, claim_all(now)).await;
+        let job_row = jobs.iter().find(|j| j.endpoint.webhook_id == additional_rows[0]).expect("claimed");
+        assert_eq!(job_row.endpoint.uri.as_str(), "https://b2.example/hook");
+        assert!(job_row
+            .endpoint
+            .secrets
+            .iter()
+            .all(|s| s.kind == SigningKind::Job(JobSignatureFormat::JwtRs256) && s.material.is_err()));
     }
 );

@@ -31,7 +31,8 @@ use crate::store::{DeleteOperationOutcome, OperationFilter, TransitionKey, Trans
 mod input;
 mod view;
 
-use input::{WebhookConfigBody, command, found, operation_id, parse_duration, wait_timeout, webhook_config};
+use super::job_webhook_config::{WebhookConfigBody, webhook_config};
+use input::{command, found, operation_id, parse_duration, wait_timeout};
 use view::{OperationList, OperationView};
 
 /// `expire_after` when the client gives none.

@@ -70,7 +70,8 @@ impl BatchStore for PostgresStore {
     }
 
     async fn create_batch(&self, batch: NewBatch) -> StoreResult<Batch> {
-        let created = batches::create_batch(&self.client().await?, &batch).await?;
+        // One transaction: the batch and its per-job webhook rows.
+        let created = transaction!(self, |tx| batches::create_batch(&tx, &batch).await?)?;
         self.batch_work.notify_one();
         Ok(created)
     }

@@ -8,9 +8,10 @@ use deadpool_postgres::{GenericClient, Transaction};
 use tokio_postgres::Row;
 
 use super::connect::store_error;
-use super::events::{Fanned, publish_within};
+use super::events::{Fanned, publish_within_to};
+use super::job_webhooks;
 use super::rows::{get, parsed, parsed_opt, timestamp, timestamp_opt};
-use crate::domain::batch::{self, Batch, BatchError, BatchStatus, RequestCounts};
+use crate::domain::batch::{self, Batch, BatchError, BatchStatus, BatchWebhooks, RequestCounts};
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
     AddOutcome, CancelOutcome, FINISH_ROWS, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest,
@@ -196,7 +197,7 @@ pub(super) async fn file_chunk(client: &impl GenericClient, id: FileId, seq: u32
 
 const BATCH_COLUMNS: &str = "id, project_id, input_file_id, endpoint, completion_window_ms, status, sequence, total, \
      completed, failed, errors, metadata, output_file_id, error_file_id, created_at, in_progress_at, expires_at, \
-     finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at";
+     finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at, webhook_config";
 
 fn batch_from_row(row: &Row) -> StoreResult<Batch> {
     let errors: Option<String> = get(row, 10)?;
@@ -229,6 +230,7 @@ fn batch_from_row(row: &Row) -> StoreResult<Batch> {
         expired_at: timestamp_opt(row, 20)?,
         cancelling_at: timestamp_opt(row, 21)?,
         cancelled_at: timestamp_opt(row, 22)?,
+        webhooks: parsed_opt(row, 23, "batch webhook_config", BatchWebhooks::parse)?,
     })
 }
 
@@ -246,11 +248,27 @@ async fn load_batch(client: &impl GenericClient, id: BatchId, lock: bool) -> Sto
 
 pub(super) async fn create_batch(client: &impl GenericClient, batch: &NewBatch) -> StoreResult<Batch> {
     let window = i64::try_from(batch.completion_window.as_millis()).unwrap_or(i64::MAX);
+    let mut webhooks = batch.webhooks.clone();
+    if let Some(webhooks) = &mut webhooks {
+        webhooks.job.webhook_ids = job_webhooks::attach(
+            client,
+            batch.project_id,
+            &batch.id.to_string(),
+            webhooks.job.format,
+            &batch.webhook_uris,
+            batch.now,
+        )
+        .await?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    }
+    let webhook_config = BatchWebhooks::to_column(webhooks.as_ref());
     let inserted = client
         .execute(
             "INSERT INTO batches (id, project_id, input_file_id, endpoint, completion_window_ms, status, metadata,
-                                  created_at, expires_at)
-             SELECT $1, $2, $3, $4, $5, 'validating', $6, $7, $8
+                                  created_at, expires_at, webhook_config)
+             SELECT $1, $2, $3, $4, $5, 'validating', $6, $7, $8, $9
              WHERE EXISTS (SELECT 1 FROM files WHERE id = $3 AND project_id = $2 AND ready)",
             &[
                 &batch.id.to_string(),
@@ -261,6 +279,7 @@ pub(super) async fn create_batch(client: &impl GenericClient, batch: &NewBatch) 
                 &batch.metadata,
                 &batch.now.as_millis(),
                 &batch.now.saturating_add(batch.completion_window).as_millis(),
+                &webhook_config,
             ],
         )
         .await
@@ -367,7 +386,7 @@ async fn change_status(
             now,
             max_deliveries: usize::MAX,
         };
-        fanned = publish_within(tx, &request).await?.1;
+        fanned = publish_within_to(tx, &request, BatchWebhooks::job_of(&batch)).await?.1;
     }
     Ok((batch, fanned))
 }
@@ -404,7 +423,7 @@ pub(super) async fn publish_progress(
                 now,
                 max_deliveries: usize::MAX,
             };
-            fanned.push(publish_within(tx, &request).await?.1);
+            fanned.push(publish_within_to(tx, &request, BatchWebhooks::job_of(&batch)).await?.1);
         }
     }
     Ok(fanned)

@@ -75,9 +75,10 @@ impl BatchStore for SqliteStore {
     }
 
     async fn create_batch(&self, batch: NewBatch) -> StoreResult<Batch> {
+        let weight = 1 + batch.webhook_uris.len();
         let created = self
             .writer
-            .write(Lane::Api, 1, move |conn| batches::create_batch(conn, &batch))
+            .write(Lane::Api, weight, move |conn| batches::create_batch(conn, &batch))
             .await?;
         self.batch_work.notify_one();
         Ok(created)

@@ -3,9 +3,9 @@
 use bytes::Bytes;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::events;
 use super::rows::{parsed, parsed_opt, store_error, timestamp, timestamp_opt};
-use crate::domain::batch::{self, Batch, BatchError, BatchStatus, RequestCounts};
+use super::{events, job_webhooks};
+use crate::domain::batch::{self, Batch, BatchError, BatchStatus, BatchWebhooks, RequestCounts};
 use crate::domain::{BatchId, FileId, ProjectId, Timestamp};
 use crate::store::batches::{
     AddOutcome, CancelOutcome, FINISH_ROWS, FileRecord, Finish, FinishStep, ListPage, NewBatch, NewBatchRequest,
@@ -163,7 +163,7 @@ pub(super) fn file_chunk(conn: &Connection, id: FileId, seq: u32) -> StoreResult
 
 const BATCH_COLUMNS: &str = "id, project_id, input_file_id, endpoint, completion_window_ms, status, sequence, total, \
      completed, failed, errors, metadata, output_file_id, error_file_id, created_at, in_progress_at, expires_at, \
-     finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at";
+     finalizing_at, completed_at, failed_at, expired_at, cancelling_at, cancelled_at, webhook_config";
 
 fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<Batch> {
     let errors: Option<String> = row.get(10)?;
@@ -196,6 +196,7 @@ fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<Batch> {
         expired_at: timestamp_opt(row, 20)?,
         cancelling_at: timestamp_opt(row, 21)?,
         cancelled_at: timestamp_opt(row, 22)?,
+        webhooks: parsed_opt(row, 23, "batch webhook_config", BatchWebhooks::parse)?,
     })
 }
 
@@ -217,10 +218,24 @@ pub(super) fn create_batch(conn: &Connection, batch: &NewBatch) -> StoreResult<B
         return Err(StoreError::NotFound);
     }
     let window = i64::try_from(batch.completion_window.as_millis()).unwrap_or(i64::MAX);
+    let mut webhooks = batch.webhooks.clone();
+    if let Some(webhooks) = &mut webhooks {
+        webhooks.job.webhook_ids = job_webhooks::attach(
+            conn,
+            batch.project_id,
+            &batch.id.to_string(),
+            webhooks.job.format,
+            &batch.webhook_uris,
+            batch.now,
+        )?
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    }
     conn.execute(
         "INSERT INTO batches (id, project_id, input_file_id, endpoint, completion_window_ms, status, metadata,
-                              created_at, expires_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, 'validating', ?6, ?7, ?8)",
+                              created_at, expires_at, webhook_config)
+         VALUES (?1, ?2, ?3, ?4, ?5, 'validating', ?6, ?7, ?8, ?9)",
         params![
             batch.id.to_string(),
             batch.project_id.to_string(),
@@ -229,7 +244,8 @@ pub(super) fn create_batch(conn: &Connection, batch: &NewBatch) -> StoreResult<B
             window,
             batch.metadata,
             batch.now.as_millis(),
-            batch.now.saturating_add(batch.completion_window).as_millis()
+            batch.now.saturating_add(batch.completion_window).as_millis(),
+            BatchWebhooks::to_column(webhooks.as_ref())
         ],
     )
     .map_err(store_error)?;
@@ -319,7 +335,7 @@ fn change_status(
     let batch = load_batch(conn, id)?.ok_or(StoreError::NotFound)?;
     let mut delivered = false;
     if let Some(event) = batch::status_event(&batch, now) {
-        let outcome = events::publish(
+        let outcome = events::publish_to(
             conn,
             &PublishRequest {
                 project_id: batch.project_id,
@@ -328,6 +344,7 @@ fn change_status(
                 now,
                 max_deliveries: usize::MAX,
             },
+            BatchWebhooks::job_of(&batch),
         )?;
         delivered = matches!(outcome, PublishOutcome::Published { deliveries } if deliveries > 0);
     }
@@ -360,7 +377,7 @@ pub(super) fn publish_progress(
         let id = BatchId::parse(id).ok_or_else(|| StoreError::Corrupt(format!("invalid batch id {id:?}")))?;
         let batch = load_batch(conn, id)?.ok_or(StoreError::NotFound)?;
         if let Some(event) = batch::progress_event(&batch, now) {
-            let outcome = events::publish(
+            let outcome = events::publish_to(
                 conn,
                 &PublishRequest {
                     project_id: batch.project_id,
@@ -369,6 +386,7 @@ pub(super) fn publish_progress(
                     now,
                     max_deliveries: usize::MAX,
                 },
+                BatchWebhooks::job_of(&batch),
             )?;
             delivered |= matches!(outcome, PublishOutcome::Published { deliveries } if deliveries > 0);
         }
