@@ -41,7 +41,7 @@ pub async fn master_key(args: &MasterKeyArgs) -> anyhow::Result<ExitCode> {
             let rotation = crate::store::rotate_master_key(&config.storage_config()).await?;
             let from = rotation.from.map_or_else(|| "none".to_owned(), |id| id.to_string());
             println!(
-                "master key in force: {} (was {from}); sealed {} signing secrets anew",
+                "master key in force: {} (was {from}); sealed {} signing secrets and keys anew",
                 rotation.to, rotation.resealed
             );
             Ok(ExitCode::SUCCESS)
