@@ -460,6 +460,8 @@ fn private_keys(keys: &[herald::store::StoredSigningKey]) -> Vec<(String, String
 #[tokio::test]
 async fn plain_signing_keys_from_an_older_herald_are_sealed_at_start() {
     let app = TestApp::spawn().await;
+    let project = app.project("acme").await;
+    app.webhook(&project, "https://example.com/hook", &["*"]).await;
     let before = private_keys(&signing_keys(&app).await);
     assert_eq!(before.len(), 2);
     // What a Herald before sealing stored: `plain:` and the key.
