@@ -50,7 +50,11 @@ pub(crate) fn open_plain(kid: &str, stored: &str) -> StoreResult<Zeroizing<Strin
     stored
         .strip_prefix(PLAIN)
         .map(|key| Zeroizing::new(key.to_owned()))
-        .ok_or_else(|| StoreError::Corrupt(format!("the signing key {kid} is stored in a form this Herald cannot open")))
+        .ok_or_else(|| {
+            StoreError::Corrupt(format!(
+                "the signing key {kid} is stored in a form this Herald cannot open"
+            ))
+        })
 }
 
 /// A row as read: its master key id and blob. A row still unsealed after

@@ -387,7 +387,13 @@ fn assert_pem_absent(contents: &[u8], pem: &str) {
     let base64 = lines.concat();
     let der = STANDARD.decode(&base64).expect("PEM base64");
     let tail = &der[der.len() - 64..];
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>().into_bytes();
+    let hex = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes()
+    };
     for (form, needle) in [
         ("PEM text", pem.as_bytes().to_vec()),
         ("base64", base64.clone().into_bytes()),
@@ -475,19 +481,23 @@ async fn plain_signing_keys_from_an_older_herald_are_sealed_at_start() {
         .collect();
     let app = app.restart_with_sql(&sql).await;
     assert_eq!(
-        app.query_count("SELECT COUNT(*) FROM signing_keys WHERE key_id IS NULL OR sealed IS NULL OR private_key <> ''")
-            .await,
+        app.query_count(
+            "SELECT COUNT(*) FROM signing_keys WHERE key_id IS NULL OR sealed IS NULL OR private_key <> ''"
+        )
+        .await,
         0,
         "every row sealed"
     );
-    assert_eq!(
-        private_keys(&signing_keys(&app).await),
-        before,
-        "the same keys, opened"
-    );
+    assert_eq!(private_keys(&signing_keys(&app).await), before, "the same keys, opened");
     let contents = database_contents(&app).await;
-    assert_absent(&contents, &before.iter().find(|(kid, _)| kid.contains("eddsa")).unwrap().1);
-    assert_pem_absent(&contents, &before.iter().find(|(kid, _)| kid.contains("rs256")).unwrap().1);
+    assert_absent(
+        &contents,
+        &before.iter().find(|(kid, _)| kid.contains("eddsa")).unwrap().1,
+    );
+    assert_pem_absent(
+        &contents,
+        &before.iter().find(|(kid, _)| kid.contains("rs256")).unwrap().1,
+    );
 }
 
 #[tokio::test]
@@ -531,11 +541,15 @@ async fn a_sealed_signing_key_moved_to_another_row_does_not_open() {
         .signing_keys(app.clock_now())
         .await
         .expect_err("a webhook secret's blob");
-    assert!(matches!(&error, StoreError::Corrupt(message) if message.contains(ed.as_str())), "{error:?}");
-    let (status, _) = app
-        .call(Method::GET, "/.well-known/jwks.json", None, None)
-        .await;
-    assert!(status.is_server_error(), "never served from a key that does not open: {status}");
+    assert!(
+        matches!(&error, StoreError::Corrupt(message) if message.contains(ed.as_str())),
+        "{error:?}"
+    );
+    let (status, _) = app.call(Method::GET, "/.well-known/jwks.json", None, None).await;
+    assert!(
+        status.is_server_error(),
+        "never served from a key that does not open: {status}"
+    );
 }
 
 /// Runs `herald serve` expecting it to fail; returns its stderr.

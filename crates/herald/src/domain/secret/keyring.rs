@@ -160,7 +160,12 @@ impl Keyring {
     }
 
     /// Seals `plaintext` for `binding` under the held key `key_id`.
-    pub fn seal_bytes(&self, key_id: &MasterKeyId, plaintext: &[u8], binding: Binding<'_>) -> Result<SealedSecret, Invalid> {
+    pub fn seal_bytes(
+        &self,
+        key_id: &MasterKeyId,
+        plaintext: &[u8],
+        binding: Binding<'_>,
+    ) -> Result<SealedSecret, Invalid> {
         let key = self
             .key(key_id)
             .ok_or_else(|| Invalid::new(UnsealError::UnknownKey(key_id.clone()).to_string()))?;
@@ -287,7 +292,9 @@ mod tests {
             .seal_bytes(key.id(), b"whsk_private", Binding::SigningKey { kid: &kid })
             .expect("sealed");
         assert_eq!(
-            ring.open_bytes(&as_key, Binding::SigningKey { kid: &kid }).expect("opens").as_slice(),
+            ring.open_bytes(&as_key, Binding::SigningKey { kid: &kid })
+                .expect("opens")
+                .as_slice(),
             b"whsk_private"
         );
         assert_eq!(
@@ -295,7 +302,10 @@ mod tests {
             Err(OpenFailure::Tampered),
             "another kid"
         );
-        assert!(matches!(ring.open(&as_key, here), Err(UnsealError::Tampered(_))), "not a webhook secret");
+        assert!(
+            matches!(ring.open(&as_key, here), Err(UnsealError::Tampered(_))),
+            "not a webhook secret"
+        );
         let material = SecretMaterial::mint(SigningKind::Hmac).expect("minted");
         let as_secret = ring.seal(key.id(), &material, here).expect("sealed");
         assert_eq!(

@@ -150,7 +150,10 @@ impl PostgresStore {
                 tracing::info!(%key, "signing secrets are sealed under this master key");
             }
             if sealed > 0 {
-                tracing::info!(sealed, "sealed plaintext signing secrets and keys left by an older Herald");
+                tracing::info!(
+                    sealed,
+                    "sealed plaintext signing secrets and keys left by an older Herald"
+                );
             }
         }
         let mut node = Node::new(options.node_name.clone());

@@ -75,7 +75,12 @@ async fn write_sealed(
         .execute(
             "UPDATE signing_keys SET private_key = '', key_id = $2, sealed = $3
              WHERE kid = $1 AND ($4::TEXT IS NULL OR key_id = $4)",
-            &[&kid, &sealed.key_id.as_str(), &sealed.blob, &expected.map(MasterKeyId::as_str)],
+            &[
+                &kid,
+                &sealed.key_id.as_str(),
+                &sealed.blob,
+                &expected.map(MasterKeyId::as_str),
+            ],
         )
         .await
         .map_err(store_error)?;
@@ -91,7 +96,10 @@ pub(super) async fn seal_plain(
     in_force: &MasterKeyId,
 ) -> StoreResult<u64> {
     let rows = client
-        .query("SELECT kid, private_key FROM signing_keys WHERE key_id IS NULL FOR UPDATE", &[])
+        .query(
+            "SELECT kid, private_key FROM signing_keys WHERE key_id IS NULL FOR UPDATE",
+            &[],
+        )
         .await
         .map_err(store_error)?;
     let mut count = 0;
@@ -124,7 +132,14 @@ pub(super) async fn reseal_piece(client: &impl GenericClient, keyring: &Keyring)
         let kid: String = get(row, 0)?;
         let key_id = parsed(row, 1, "master key id", MasterKeyId::parse)?;
         let blob: Vec<u8> = get(row, 2)?;
-        let private_key = open(keyring, &kid, &SealedSecret { key_id: key_id.clone(), blob })?;
+        let private_key = open(
+            keyring,
+            &kid,
+            &SealedSecret {
+                key_id: key_id.clone(),
+                blob,
+            },
+        )?;
         let sealed = seal(keyring, &target, &kid, &private_key)?;
         if write_sealed(client, &kid, &sealed, Some(&key_id)).await? {
             count += 1;

@@ -182,7 +182,10 @@ fn open_secrets(conn: &mut Connection, options: &SqliteOptions) -> StoreResult<K
     };
     let sealed = secrets::prepare(conn, &keyring)?;
     if sealed > 0 {
-        tracing::info!(sealed, "sealed plaintext signing secrets and keys left by an older Herald");
+        tracing::info!(
+            sealed,
+            "sealed plaintext signing secrets and keys left by an older Herald"
+        );
     }
     let in_force = secrets::key_in_force(conn)?
         .ok_or_else(|| StoreError::Corrupt("no master key is recorded as in force".into()))?;

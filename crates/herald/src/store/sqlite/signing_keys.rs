@@ -16,7 +16,14 @@ use crate::store::{KeyAlgorithm, Progress, RESEAL_CHUNK, SigningKeyStore, StoreE
 
 /// A `signing_keys` row as listed: kid, algorithm, sealing key, sealed
 /// bytes, create and retire times.
-type KeyRow = (String, String, Option<MasterKeyId>, Option<Vec<u8>>, Timestamp, Option<Timestamp>);
+type KeyRow = (
+    String,
+    String,
+    Option<MasterKeyId>,
+    Option<Vec<u8>>,
+    Timestamp,
+    Option<Timestamp>,
+);
 
 fn list(conn: &Connection, keyring: &Keyring, now: Timestamp) -> StoreResult<Vec<StoredSigningKey>> {
     let rows: Vec<KeyRow> = conn
@@ -99,14 +106,24 @@ pub(super) fn keys_in_use(conn: &Connection) -> StoreResult<Vec<MasterKeyId>> {
 
 /// Replaces a row's private key with `sealed`; with `expected`, only if
 /// the row is still sealed under that key.
-fn write_sealed(conn: &Connection, kid: &str, sealed: &SealedSecret, expected: Option<&MasterKeyId>) -> StoreResult<bool> {
+fn write_sealed(
+    conn: &Connection,
+    kid: &str,
+    sealed: &SealedSecret,
+    expected: Option<&MasterKeyId>,
+) -> StoreResult<bool> {
     let changed = conn
         .prepare_cached(
             "UPDATE signing_keys SET private_key = '', key_id = ?2, sealed = ?3
              WHERE kid = ?1 AND (?4 IS NULL OR key_id = ?4)",
         )
         .and_then(|mut stmt| {
-            stmt.execute(params![kid, sealed.key_id.as_str(), sealed.blob, expected.map(MasterKeyId::as_str)])
+            stmt.execute(params![
+                kid,
+                sealed.key_id.as_str(),
+                sealed.blob,
+                expected.map(MasterKeyId::as_str)
+            ])
         })
         .map_err(store_error)?;
     Ok(changed > 0)
@@ -136,17 +153,33 @@ pub(super) fn seal_plain(conn: &Connection, keyring: &Keyring, in_force: &Master
 pub(super) fn reseal_piece(conn: &Connection, keyring: &Keyring) -> StoreResult<Progress> {
     let target = keyring.primary().id().clone();
     let rows: Vec<(String, MasterKeyId, Vec<u8>)> = conn
-        .prepare_cached("SELECT kid, key_id, sealed FROM signing_keys WHERE key_id IS NOT NULL AND key_id <> ?1 LIMIT ?2")
+        .prepare_cached(
+            "SELECT kid, key_id, sealed FROM signing_keys WHERE key_id IS NOT NULL AND key_id <> ?1 LIMIT ?2",
+        )
         .and_then(|mut stmt| {
-            stmt.query_map(params![target.as_str(), i64::try_from(RESEAL_CHUNK).unwrap_or(0)], |row| {
-                Ok((row.get(0)?, parsed(row, 1, "master key id", MasterKeyId::parse)?, row.get(2)?))
-            })?
+            stmt.query_map(
+                params![target.as_str(), i64::try_from(RESEAL_CHUNK).unwrap_or(0)],
+                |row| {
+                    Ok((
+                        row.get(0)?,
+                        parsed(row, 1, "master key id", MasterKeyId::parse)?,
+                        row.get(2)?,
+                    ))
+                },
+            )?
             .collect()
         })
         .map_err(store_error)?;
     let mut count = 0u64;
     for (kid, key_id, blob) in &rows {
-        let private_key = open(keyring, kid, &SealedSecret { key_id: key_id.clone(), blob: blob.clone() })?;
+        let private_key = open(
+            keyring,
+            kid,
+            &SealedSecret {
+                key_id: key_id.clone(),
+                blob: blob.clone(),
+            },
+        )?;
         let sealed = seal(keyring, &target, kid, &private_key)?;
         if write_sealed(conn, kid, &sealed, Some(key_id))? {
             count += 1;
@@ -182,7 +215,9 @@ impl SigningKeyStore for SqliteStore {
     ) -> StoreResult<()> {
         let keyring = std::sync::Arc::clone(&self.keyring);
         self.writer
-            .write(Lane::Api, 1, move |conn| rotate(conn, &keyring, &new_keys, retire_previous_at))
+            .write(Lane::Api, 1, move |conn| {
+                rotate(conn, &keyring, &new_keys, retire_previous_at)
+            })
             .await
     }
 }
