@@ -1,5 +1,6 @@
 //! `herald master-key generate|rotate`: the master key that seals signing
-//! secrets (and Herald's own signing keys) at rest (see README, "Secrets at rest", for the operator's steps).
+//! secrets (and Herald's own signing keys) at rest (see README, "Secrets
+//! at rest", for the operator's steps).
 
 use std::process::ExitCode;
 
