@@ -1,5 +1,6 @@
 //! `herald master-key generate|rotate`: the master key that seals signing
-//! secrets at rest (see README, "Secrets at rest", for the operator's steps).
+//! secrets (and Herald's own signing keys) at rest (see README, "Secrets
+//! at rest", for the operator's steps).
 
 use std::process::ExitCode;
 
@@ -20,7 +21,7 @@ enum MasterKeyCommand {
     /// Print a new random master key (base64 of 32 bytes) and its id.
     Generate,
     /// Make HERALD_MASTER_KEY the key in force and seal every signing
-    /// secret under it anew (keys it replaces go in
+    /// secret, and Herald's own signing keys, under it anew (keys it replaces go in
     /// HERALD_PREVIOUS_MASTER_KEYS). PostgreSQL: run it beside the running
     /// nodes, once each holds both keys. SQLite: stop Herald first; without
     /// HERALD_MASTER_KEY a new key replaces `<data-dir>/master.key`.
@@ -41,7 +42,7 @@ pub async fn master_key(args: &MasterKeyArgs) -> anyhow::Result<ExitCode> {
             let rotation = crate::store::rotate_master_key(&config.storage_config()).await?;
             let from = rotation.from.map_or_else(|| "none".to_owned(), |id| id.to_string());
             println!(
-                "master key in force: {} (was {from}); sealed {} signing secrets anew",
+                "master key in force: {} (was {from}); sealed {} signing secrets and keys anew",
                 rotation.to, rotation.resealed
             );
             Ok(ExitCode::SUCCESS)

@@ -76,7 +76,7 @@ pub struct MasterKeyRotation {
     pub from: Option<MasterKeyId>,
     /// The key in force now: the keyring's primary.
     pub to: MasterKeyId,
-    /// Secrets sealed anew.
+    /// Rows sealed anew: webhook secrets and Herald's own signing keys.
     pub resealed: u64,
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use herald::store::ClaimRequest;
+use herald::store::{ClaimRequest, KeyAlgorithm, StoreError};
 use herald_signature::{HmacKey, SigningKey, TrustedKey, Verifier};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -335,14 +335,78 @@ async fn the_database_alone_reveals_no_secret() {
     }
     let secrets = every_live_secret(&app, &project).await;
     assert_eq!(secrets.len(), 4, "two webhooks, two live secrets each");
-    for secret in &secrets {
-        assert_absent(&database_contents(&app).await, secret);
+    // Herald's own private keys, made and used by per-job webhooks in
+    // both signature formats (v1a: Ed25519; jwt: RS256).
+    let job_hook = Receiver::start().await;
+    job_hook.always(Reply::status(200));
+    for format in ["standard", "jwt"] {
+        let config = json!({ "uris": [job_hook.url("/job")], "signature_format": format });
+        let body = json!({ "kind": "export", "webhook_config": config });
+        let (status, op) = app
+            .call(Method::POST, "/v1/operations", Some(&project.key), Some(body))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{op}");
+        let path = format!("/v1/operations/{}:start", op["id"].as_str().unwrap());
+        let (status, answer) = app
+            .call(Method::POST, &path, Some(&project.key), Some(json!({ "worker": "w1" })))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
     }
+    app.deliver_due().await;
+    assert_eq!(job_hook.count(), 2, "one signed delivery per format");
+    let keys = app
+        .running()
+        .store
+        .signing_keys(app.clock_now())
+        .await
+        .expect("the keys open");
+    assert_eq!(keys.len(), 2, "one Ed25519 and one RSA key");
+    let check = |contents: &[u8]| {
+        for secret in &secrets {
+            assert_absent(contents, secret);
+        }
+        for key in &keys {
+            match key.algorithm {
+                KeyAlgorithm::EdDsa => assert_absent(contents, &key.private_key),
+                KeyAlgorithm::Rs256 => assert_pem_absent(contents, &key.private_key),
+            }
+        }
+    };
+    check(&database_contents(&app).await);
     // Also after a clean stop (SQLite checkpoints its WAL into the file).
     let app = app.restart_with(|_| {}).await;
-    let contents = database_contents(&app).await;
-    for secret in &secrets {
-        assert_absent(&contents, secret);
+    check(&database_contents(&app).await);
+}
+
+/// Fails if any form of the PKCS#8 PEM `pem` is in `contents`: the PEM
+/// text, its base64 (whole, or its first line), the DER bytes, their hex,
+/// or the DER's last 64 bytes (private CRT values) raw or in hex.
+fn assert_pem_absent(contents: &[u8], pem: &str) {
+    let lines: Vec<&str> = pem.lines().filter(|line| !line.starts_with("-----")).collect();
+    assert!(!lines.is_empty(), "a PEM body");
+    let base64 = lines.concat();
+    let der = STANDARD.decode(&base64).expect("PEM base64");
+    let tail = &der[der.len() - 64..];
+    let hex = |bytes: &[u8]| {
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into_bytes()
+    };
+    for (form, needle) in [
+        ("PEM text", pem.as_bytes().to_vec()),
+        ("base64", base64.clone().into_bytes()),
+        ("first base64 line", lines[0].as_bytes().to_vec()),
+        ("DER", der.clone()),
+        ("DER hex", hex(&der)),
+        ("private tail", tail.to_vec()),
+        ("private tail hex", hex(tail)),
+    ] {
+        assert!(
+            !contents.windows(needle.len()).any(|window| window == needle.as_slice()),
+            "the RSA private key's {form} is in the database"
+        );
     }
 }
 
@@ -375,6 +439,117 @@ async fn plaintext_secrets_from_an_older_herald_are_sealed_at_start() {
     Verifier::new(vec![TrustedKey::Hmac(HmacKey::parse(&legacy).unwrap())])
         .verify_at(&request.headers, &request.body, now)
         .expect("the migrated secret still signs");
+}
+
+/// Herald's signing keys, made on first use (the JWKS), as the store opens them.
+async fn signing_keys(app: &TestApp) -> Vec<herald::store::StoredSigningKey> {
+    let response = app
+        .http
+        .get(format!("{}/.well-known/jwks.json", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    app.running()
+        .store
+        .signing_keys(app.clock_now())
+        .await
+        .expect("the keys open")
+}
+
+fn private_keys(keys: &[herald::store::StoredSigningKey]) -> Vec<(String, String)> {
+    keys.iter()
+        .map(|key| (key.kid.clone(), key.private_key.to_string()))
+        .collect()
+}
+
+#[tokio::test]
+async fn plain_signing_keys_from_an_older_herald_are_sealed_at_start() {
+    let app = TestApp::spawn().await;
+    let project = app.project("acme").await;
+    app.webhook(&project, "https://example.com/hook", &["*"]).await;
+    let before = private_keys(&signing_keys(&app).await);
+    assert_eq!(before.len(), 2);
+    // What a Herald before sealing stored: `plain:` and the key.
+    let sql: String = before
+        .iter()
+        .map(|(kid, key)| {
+            format!(
+                "UPDATE signing_keys SET private_key = 'plain:{key}', key_id = NULL, sealed = NULL WHERE kid = '{kid}';"
+            )
+        })
+        .collect();
+    let app = app.restart_with_sql(&sql).await;
+    assert_eq!(
+        app.query_count(
+            "SELECT COUNT(*) FROM signing_keys WHERE key_id IS NULL OR sealed IS NULL OR private_key <> ''"
+        )
+        .await,
+        0,
+        "every row sealed"
+    );
+    assert_eq!(private_keys(&signing_keys(&app).await), before, "the same keys, opened");
+    let contents = database_contents(&app).await;
+    assert_absent(
+        &contents,
+        &before.iter().find(|(kid, _)| kid.contains("eddsa")).unwrap().1,
+    );
+    assert_pem_absent(
+        &contents,
+        &before.iter().find(|(kid, _)| kid.contains("rs256")).unwrap().1,
+    );
+}
+
+#[tokio::test]
+async fn a_sealed_signing_key_moved_to_another_row_does_not_open() {
+    let app = TestApp::spawn().await;
+    let project = app.project("acme").await;
+    app.webhook(&project, "https://example.com/hook", &["*"]).await;
+    let keys = private_keys(&signing_keys(&app).await);
+    let (ed, rs) = (&keys[0].0, &keys[1].0);
+    // Two keys' blobs swapped: each is bound to its own kid.
+    let swap = format!(
+        "CREATE TABLE swap AS SELECT kid, sealed FROM signing_keys; \
+         UPDATE signing_keys SET sealed = (SELECT sealed FROM swap \
+           WHERE swap.kid = CASE signing_keys.kid WHEN '{ed}' THEN '{rs}' ELSE '{ed}' END) \
+         WHERE kid IN ('{ed}', '{rs}'); DROP TABLE swap;"
+    );
+    let app = app.restart_with_sql(&swap).await;
+    let error = app
+        .running()
+        .store
+        .signing_keys(app.clock_now())
+        .await
+        .expect_err("a moved blob");
+    assert!(
+        matches!(&error, StoreError::Corrupt(message) if message.contains("moved")),
+        "{error:?}"
+    );
+    // Swapped back, they open again; then a webhook secret's blob in a
+    // signing key's row: bound to another label, refused too.
+    let app = app.restart_with_sql(&swap).await;
+    assert_eq!(private_keys(&signing_keys(&app).await), keys);
+    let app = app
+        .restart_with_sql(&format!(
+            "UPDATE signing_keys SET sealed = (SELECT sealed FROM webhook_secrets LIMIT 1), \
+             key_id = (SELECT key_id FROM webhook_secrets LIMIT 1) WHERE kid = '{ed}';"
+        ))
+        .await;
+    let error = app
+        .running()
+        .store
+        .signing_keys(app.clock_now())
+        .await
+        .expect_err("a webhook secret's blob");
+    assert!(
+        matches!(&error, StoreError::Corrupt(message) if message.contains(ed.as_str())),
+        "{error:?}"
+    );
+    let (status, _) = app.call(Method::GET, "/.well-known/jwks.json", None, None).await;
+    assert!(
+        status.is_server_error(),
+        "never served from a key that does not open: {status}"
+    );
 }
 
 /// Runs `herald serve` expecting it to fail; returns its stderr.
@@ -480,7 +655,7 @@ async fn master_key_rotate_replaces_the_generated_key_file() {
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("sealed 1 signing secrets anew"), "{stdout}");
+    assert!(stdout.contains("sealed 1 signing secrets and keys anew"), "{stdout}");
     let after = std::fs::read_to_string(dir.path().join("master.key")).unwrap();
     assert_ne!(before, after, "a new key");
     assert!(!dir.path().join("master.key.next").exists());

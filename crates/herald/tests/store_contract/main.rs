@@ -49,5 +49,6 @@ mod operations;
 mod projects;
 mod publish;
 mod queue;
+mod sealed_keys;
 mod secrets;
 mod webhooks;

@@ -2,9 +2,11 @@
 //! bound to the row that holds them.
 //!
 //! Sealed form: one version byte (1), a random 24-byte nonce, then the
-//! ciphertext and its 16-byte tag. The associated data names the webhook
-//! and the secret, so a sealed secret copied into another row fails to
-//! open rather than sign another webhook's deliveries.
+//! ciphertext and its 16-byte tag. The associated data ([`Binding`]) names
+//! what the blob is and the row that holds it: a webhook secret (webhook and
+//! secret ids) or one of Herald's own private signing keys (its kid), each
+//! under a distinct label, so a sealed blob copied into another row, or
+//! from one table into the other, fails to open rather than sign.
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
@@ -61,10 +63,34 @@ pub enum UnsealError {
     NoMaterial,
 }
 
-impl SecretBinding {
+/// What a sealed blob is bound to: the AEAD's associated data. Each
+/// variant has its own label, so no blob of one kind opens as the other.
+#[derive(Debug, Clone, Copy)]
+pub enum Binding<'a> {
+    /// A webhook's signing secret (`webhook_secrets`).
+    WebhookSecret(SecretBinding),
+    /// One of Herald's own private signing keys (`signing_keys`), by kid.
+    SigningKey { kid: &'a str },
+}
+
+impl Binding<'_> {
     fn associated_data(&self) -> Vec<u8> {
-        format!("herald/webhook-secret/v1\0{}\0{}", self.webhook, self.secret).into_bytes()
+        match self {
+            Self::WebhookSecret(b) => format!("herald/webhook-secret/v1\0{}\0{}", b.webhook, b.secret).into_bytes(),
+            Self::SigningKey { kid } => format!("herald/signing-key/v1\0{kid}").into_bytes(),
+        }
     }
+}
+
+/// Why sealed bytes do not open (the caller names the row).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenFailure {
+    /// The row names a master key this node does not hold.
+    UnknownKey(MasterKeyId),
+    /// Wrong key, tampering, or a blob moved from another row.
+    Tampered,
+    /// Not a blob this version writes.
+    Malformed(&'static str),
 }
 
 impl Keyring {
@@ -112,23 +138,50 @@ impl Keyring {
         material: &SecretMaterial,
         binding: SecretBinding,
     ) -> Result<SealedSecret, Invalid> {
+        let plaintext = material.expose_secret();
+        self.seal_bytes(key_id, plaintext.as_bytes(), Binding::WebhookSecret(binding))
+    }
+
+    /// Opens a sealed secret read from the row `binding`.
+    pub fn open(&self, sealed: &SealedSecret, binding: SecretBinding) -> Result<SecretMaterial, UnsealError> {
+        let malformed = |problem: &str| UnsealError::Malformed {
+            secret: binding.secret,
+            problem: problem.to_owned(),
+        };
+        let plaintext = self
+            .open_bytes(sealed, Binding::WebhookSecret(binding))
+            .map_err(|failure| match failure {
+                OpenFailure::UnknownKey(id) => UnsealError::UnknownKey(id),
+                OpenFailure::Tampered => UnsealError::Tampered(binding.secret),
+                OpenFailure::Malformed(problem) => malformed(problem),
+            })?;
+        let text = std::str::from_utf8(&plaintext).map_err(|_| malformed("not text"))?;
+        SecretMaterial::parse(text).map_err(|e| malformed(&e.message))
+    }
+
+    /// Seals `plaintext` for `binding` under the held key `key_id`.
+    pub fn seal_bytes(
+        &self,
+        key_id: &MasterKeyId,
+        plaintext: &[u8],
+        binding: Binding<'_>,
+    ) -> Result<SealedSecret, Invalid> {
         let key = self
             .key(key_id)
             .ok_or_else(|| Invalid::new(UnsealError::UnknownKey(key_id.clone()).to_string()))?;
         let mut nonce = [0u8; NONCE_BYTES];
         getrandom::fill(&mut nonce)
             .map_err(|e| Invalid::new(format!("the operating system's random source failed: {e}")))?;
-        let plaintext = material.expose_secret();
         let aad = binding.associated_data();
         let ciphertext = cipher(key)
             .encrypt(
                 &XNonce::from(nonce),
                 Payload {
-                    msg: plaintext.as_bytes(),
+                    msg: plaintext,
                     aad: &aad,
                 },
             )
-            .map_err(|_| Invalid::new("sealing a signing secret failed"))?;
+            .map_err(|_| Invalid::new("sealing a secret failed"))?;
         let mut blob = Vec::with_capacity(1 + NONCE_BYTES + ciphertext.len());
         blob.push(VERSION);
         blob.extend_from_slice(&nonce);
@@ -139,38 +192,31 @@ impl Keyring {
         })
     }
 
-    /// Opens a sealed secret read from the row `binding`.
-    pub fn open(&self, sealed: &SealedSecret, binding: SecretBinding) -> Result<SecretMaterial, UnsealError> {
+    /// Opens sealed bytes read from the row `binding`.
+    pub fn open_bytes(&self, sealed: &SealedSecret, binding: Binding<'_>) -> Result<Zeroizing<Vec<u8>>, OpenFailure> {
         let key = self
             .key(&sealed.key_id)
-            .ok_or_else(|| UnsealError::UnknownKey(sealed.key_id.clone()))?;
-        let malformed = |problem: &str| UnsealError::Malformed {
-            secret: binding.secret,
-            problem: problem.to_owned(),
-        };
-        let (&version, rest) = sealed.blob.split_first().ok_or_else(|| malformed("empty"))?;
+            .ok_or_else(|| OpenFailure::UnknownKey(sealed.key_id.clone()))?;
+        let (&version, rest) = sealed.blob.split_first().ok_or(OpenFailure::Malformed("empty"))?;
         if version != VERSION {
-            return Err(malformed("unknown format version"));
+            return Err(OpenFailure::Malformed("unknown format version"));
         }
         if rest.len() < NONCE_BYTES {
-            return Err(malformed("too short"));
+            return Err(OpenFailure::Malformed("too short"));
         }
         let (nonce, ciphertext) = rest.split_at(NONCE_BYTES);
-        let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| malformed("too short"))?;
+        let nonce: [u8; NONCE_BYTES] = nonce.try_into().map_err(|_| OpenFailure::Malformed("too short"))?;
         let aad = binding.associated_data();
-        let plaintext = Zeroizing::new(
-            cipher(key)
-                .decrypt(
-                    &XNonce::from(nonce),
-                    Payload {
-                        msg: ciphertext,
-                        aad: &aad,
-                    },
-                )
-                .map_err(|_| UnsealError::Tampered(binding.secret))?,
-        );
-        let text = std::str::from_utf8(&plaintext).map_err(|_| malformed("not text"))?;
-        SecretMaterial::parse(text).map_err(|e| malformed(&e.message))
+        cipher(key)
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map(Zeroizing::new)
+            .map_err(|_| OpenFailure::Tampered)
     }
 }
 
@@ -234,5 +280,38 @@ mod tests {
         // Same material, two seals: different nonces.
         let again = ring.seal(old.id(), &material, here).expect("sealed");
         assert_ne!(again.blob, sealed.blob);
+    }
+
+    #[test]
+    fn a_webhook_secret_blob_and_a_signing_key_blob_never_open_as_each_other() {
+        let key = MasterKey::generate().expect("key");
+        let ring = Keyring::new(key.clone(), vec![]);
+        let here = binding();
+        let kid = format!("{}", here.secret);
+        let as_key = ring
+            .seal_bytes(key.id(), b"whsk_private", Binding::SigningKey { kid: &kid })
+            .expect("sealed");
+        assert_eq!(
+            ring.open_bytes(&as_key, Binding::SigningKey { kid: &kid })
+                .expect("opens")
+                .as_slice(),
+            b"whsk_private"
+        );
+        assert_eq!(
+            ring.open_bytes(&as_key, Binding::SigningKey { kid: "another" }),
+            Err(OpenFailure::Tampered),
+            "another kid"
+        );
+        assert!(
+            matches!(ring.open(&as_key, here), Err(UnsealError::Tampered(_))),
+            "not a webhook secret"
+        );
+        let material = SecretMaterial::mint(SigningKind::Hmac).expect("minted");
+        let as_secret = ring.seal(key.id(), &material, here).expect("sealed");
+        assert_eq!(
+            ring.open_bytes(&as_secret, Binding::SigningKey { kid: &kid }),
+            Err(OpenFailure::Tampered),
+            "not a signing key"
+        );
     }
 }

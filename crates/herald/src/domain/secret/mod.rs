@@ -20,7 +20,7 @@ mod master_key;
 mod material;
 mod rotation;
 
-pub use keyring::{Keyring, SealedSecret, SecretBinding, UnsealError};
+pub use keyring::{Binding, Keyring, OpenFailure, SealedSecret, SecretBinding, UnsealError};
 pub use master_key::{MasterKey, MasterKeyId};
 pub use material::SecretMaterial;
 pub use rotation::{REVOCATION_OVERLAP, RevocationBehavior};

@@ -150,7 +150,10 @@ impl PostgresStore {
                 tracing::info!(%key, "signing secrets are sealed under this master key");
             }
             if sealed > 0 {
-                tracing::info!(sealed, "sealed plaintext signing secrets left by an older Herald");
+                tracing::info!(
+                    sealed,
+                    "sealed plaintext signing secrets and keys left by an older Herald"
+                );
             }
         }
         let mut node = Node::new(options.node_name.clone());
@@ -270,6 +273,17 @@ pub(crate) async fn rotate_master_key(options: &PostgresOptions) -> StoreResult<
     loop {
         let tx = client.transaction().await.map_err(store_error)?;
         let progress = secrets::reseal_piece(&tx, &keyring).await?;
+        tx.commit().await.map_err(store_error)?;
+        resealed += progress.count();
+        if progress.is_done() {
+            break;
+        }
+    }
+    // The key in force is the new one now: every signing key inserted
+    // from here on is sealed under it, so these pieces finish.
+    loop {
+        let tx = client.transaction().await.map_err(store_error)?;
+        let progress = signing_keys::reseal_piece(&tx, &keyring).await?;
         tx.commit().await.map_err(store_error)?;
         resealed += progress.count();
         if progress.is_done() {

@@ -41,8 +41,10 @@ pub(super) async fn key_in_force(client: &impl GenericClient, lock: bool) -> Sto
     .transpose()
 }
 
+/// Every master key a row is sealed under: webhook secrets' and Herald's
+/// own signing keys'.
 async fn keys_in_use(client: &impl GenericClient) -> StoreResult<Vec<MasterKeyId>> {
-    client
+    let mut keys = client
         .query(
             "SELECT DISTINCT key_id FROM webhook_secrets WHERE key_id IS NOT NULL",
             &[],
@@ -51,13 +53,20 @@ async fn keys_in_use(client: &impl GenericClient) -> StoreResult<Vec<MasterKeyId
         .map_err(store_error)?
         .iter()
         .map(|row| parsed(row, 0, "master key id", MasterKeyId::parse))
-        .collect()
+        .collect::<StoreResult<Vec<_>>>()?;
+    for key in super::signing_keys::keys_in_use(client).await? {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
 
 /// At open, in the caller's transaction: checks the keyring against the
 /// database (a wrong or missing key fails here, with one line), records
 /// the key in force on a new database, and seals plaintext rows left by a
-/// version before sealing. Returns how many rows it sealed.
+/// version before sealing (webhook secrets, and Herald's own `plain:`
+/// signing keys). Returns how many rows it sealed.
 pub(super) async fn prepare(client: &impl GenericClient, keyring: &Keyring) -> StoreResult<u64> {
     let in_use = keys_in_use(client).await?;
     let in_force = check_master_keys(keyring, key_in_force(client, false).await?.as_ref(), &in_use)?;
@@ -94,6 +103,7 @@ pub(super) async fn prepare(client: &impl GenericClient, keyring: &Keyring) -> S
         write_sealed(client, binding.secret, &sealed, None).await?;
         sealed_count += 1;
     }
+    sealed_count += super::signing_keys::seal_plain(client, keyring, &in_force).await?;
     Ok(sealed_count)
 }
 

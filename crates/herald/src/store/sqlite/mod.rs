@@ -182,7 +182,10 @@ fn open_secrets(conn: &mut Connection, options: &SqliteOptions) -> StoreResult<K
     };
     let sealed = secrets::prepare(conn, &keyring)?;
     if sealed > 0 {
-        tracing::info!(sealed, "sealed plaintext signing secrets left by an older Herald");
+        tracing::info!(
+            sealed,
+            "sealed plaintext signing secrets and keys left by an older Herald"
+        );
     }
     let in_force = secrets::key_in_force(conn)?
         .ok_or_else(|| StoreError::Corrupt("no master key is recorded as in force".into()))?;
@@ -232,6 +235,13 @@ pub(crate) fn rotate_master_key(options: &SqliteOptions) -> StoreResult<crate::s
     let mut resealed = 0;
     loop {
         let progress = secrets::reseal_piece(&tx, &keyring)?;
+        resealed += progress.count();
+        if progress.is_done() {
+            break;
+        }
+    }
+    loop {
+        let progress = signing_keys::reseal_piece(&tx, &keyring)?;
         resealed += progress.count();
         if progress.is_done() {
             break;

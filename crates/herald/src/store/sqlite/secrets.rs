@@ -37,19 +37,29 @@ fn record_key_in_force(conn: &Connection, id: &MasterKeyId) -> StoreResult<()> {
     .map_err(store_error)
 }
 
+/// Every master key a row is sealed under: webhook secrets' and Herald's
+/// own signing keys'.
 fn keys_in_use(conn: &Connection) -> StoreResult<Vec<MasterKeyId>> {
-    conn.prepare_cached("SELECT DISTINCT key_id FROM webhook_secrets WHERE key_id IS NOT NULL")
+    let mut keys: Vec<MasterKeyId> = conn
+        .prepare_cached("SELECT DISTINCT key_id FROM webhook_secrets WHERE key_id IS NOT NULL")
         .and_then(|mut stmt| {
             stmt.query_map([], |row| parsed(row, 0, "master key id", MasterKeyId::parse))?
                 .collect()
         })
-        .map_err(store_error)
+        .map_err(store_error)?;
+    for key in super::signing_keys::keys_in_use(conn)? {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    Ok(keys)
 }
 
 /// At open, in one transaction: checks the keyring against the database
 /// (a wrong or missing key fails here, with one line), records the key in
 /// force on a new database, and seals plaintext rows left by a version
-/// before sealing. Returns how many rows it sealed. With `secure_delete`
+/// before sealing (webhook secrets, and Herald's own `plain:` signing
+/// keys). Returns how many rows it sealed. With `secure_delete`
 /// on, the plaintext's old bytes are overwritten in the file; the caller
 /// then truncates the WAL, which held them too.
 pub(super) fn prepare(conn: &mut Connection, keyring: &Keyring) -> StoreResult<u64> {
@@ -74,7 +84,7 @@ pub(super) fn prepare(conn: &mut Connection, keyring: &Keyring) -> StoreResult<u
             .collect()
         })
         .map_err(store_error)?;
-    let sealed_count = legacy.len();
+    let mut sealed_count = legacy.len();
     for (binding, text) in legacy {
         let text = zeroize::Zeroizing::new(text);
         let material = SecretMaterial::parse(&text).map_err(|e| {
@@ -86,6 +96,8 @@ pub(super) fn prepare(conn: &mut Connection, keyring: &Keyring) -> StoreResult<u
         let sealed = seal(keyring, &in_force, &material, binding)?;
         write_sealed(&tx, binding.secret, &sealed, None)?;
     }
+    let keys = super::signing_keys::seal_plain(&tx, keyring, &in_force)?;
+    sealed_count += usize::try_from(keys).unwrap_or(usize::MAX);
     tx.commit().map_err(store_error)?;
     conn.execute_batch("PRAGMA secure_delete = OFF").map_err(store_error)?;
     if sealed_count > 0 {
