@@ -9,6 +9,7 @@
 pub mod batch;
 pub mod delivery;
 pub mod event;
+pub mod event_type;
 pub mod fanout;
 pub mod health;
 pub mod id;

@@ -28,6 +28,7 @@
 pub mod batches;
 mod codec;
 mod delivery_log;
+mod event_types;
 pub mod health;
 mod operations;
 pub mod postgres;
@@ -49,6 +50,7 @@ use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use batches::BatchStore;
 pub use delivery_log::*;
+pub use event_types::*;
 pub use operations::*;
 pub use replays::*;
 pub use retention::*;
@@ -159,6 +161,7 @@ pub trait Store:
     + RetentionStore
     + OperationStore
     + SigningKeyStore
+    + EventTypeStore
     + Send
     + Sync
     + 'static

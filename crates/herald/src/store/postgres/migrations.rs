@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_endpoint_health.sql"),
     include_str!("migrations/0005_batches.sql"),
     include_str!("migrations/0006_operations.sql"),
+    include_str!("migrations/0008_event_types.sql"),
 ];
 
 /// The advisory lock key: "herald" in ASCII, so other applications

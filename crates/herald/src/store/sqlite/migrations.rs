@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_endpoint_health.sql"),
     include_str!("migrations/0006_batches.sql"),
     include_str!("migrations/0007_operations.sql"),
+    include_str!("migrations/0009_event_types.sql"),
 ];
 
 /// Applies pending migrations; returns the schema version now in force.
