@@ -13,6 +13,7 @@
 //! bounded by [`MAX_ENTRIES`]; when full it is emptied, never grown.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -45,6 +46,9 @@ pub struct EventTypeGate {
     clock: SharedClock,
     types: Mutex<HashMap<(ProjectId, String), Cached<Known>>>,
     strict: Mutex<HashMap<ProjectId, Cached<bool>>>,
+    /// Bumped by every forget: a lookup that read the store before a
+    /// forget does not cache what it read (it may predate the change).
+    generation: AtomicU64,
 }
 
 impl EventTypeGate {
@@ -53,6 +57,7 @@ impl EventTypeGate {
             clock,
             types: Mutex::new(HashMap::new()),
             strict: Mutex::new(HashMap::new()),
+            generation: AtomicU64::new(0),
         }
     }
 
@@ -139,13 +144,17 @@ impl EventTypeGate {
 
     /// Forgets what this node knew of a type (after it changed here).
     pub fn forget_type(&self, project: ProjectId, event_type: &EventType) {
-        if let Ok(mut types) = self.types.lock() {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut types) = self.types.lock()
+            && generation == self.generation.load(Ordering::SeqCst)
+        {
             types.remove(&(project, event_type.as_str().to_owned()));
         }
     }
 
     /// Forgets a project's strict flag (after it changed here).
     pub fn forget_strict(&self, project: ProjectId) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         if let Ok(mut strict) = self.strict.lock() {
             strict.remove(&project);
         }
@@ -164,6 +173,7 @@ impl EventTypeGate {
             return Ok(known);
         }
         let loaded_at = self.clock.now();
+        let generation = self.generation.load(Ordering::SeqCst);
         let record = store.get_event_type(project, event_type.clone()).await?;
         let known = match record.filter(|r| r.archive_time.is_none()) {
             None => Known::Unknown,
@@ -178,7 +188,9 @@ impl EventTypeGate {
                 })?))),
             },
         };
-        if let Ok(mut types) = self.types.lock() {
+        if let Ok(mut types) = self.types.lock()
+            && generation == self.generation.load(Ordering::SeqCst)
+        {
             if types.len() >= MAX_ENTRIES {
                 types.clear();
             }
@@ -198,8 +210,11 @@ impl EventTypeGate {
             return Ok(strict);
         }
         let loaded_at = self.clock.now();
+        let generation = self.generation.load(Ordering::SeqCst);
         let strict = store.strict_event_types(project).await?;
-        if let Ok(mut cache) = self.strict.lock() {
+        if let Ok(mut cache) = self.strict.lock()
+            && generation == self.generation.load(Ordering::SeqCst)
+        {
             if cache.len() >= MAX_ENTRIES {
                 cache.clear();
             }

@@ -15,6 +15,7 @@ mod crash;
 mod deliveries;
 mod delivery;
 mod disk_full;
+mod event_types;
 mod genai;
 mod health;
 mod hostile;

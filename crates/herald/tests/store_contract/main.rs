@@ -43,6 +43,7 @@ mod support;
 
 mod batches;
 mod delivery_log;
+mod event_types;
 mod health;
 mod operations;
 mod projects;
