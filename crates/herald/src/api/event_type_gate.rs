@@ -145,9 +145,7 @@ impl EventTypeGate {
     /// Forgets what this node knew of a type (after it changed here).
     pub fn forget_type(&self, project: ProjectId, event_type: &EventType) {
         self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut types) = self.types.lock()
-            && generation == self.generation.load(Ordering::SeqCst)
-        {
+        if let Ok(mut types) = self.types.lock() {
             types.remove(&(project, event_type.as_str().to_owned()));
         }
     }
