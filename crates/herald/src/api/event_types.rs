@@ -254,7 +254,10 @@ fn apply_update_mask(mut value: UpdateEventType, query: &RawQuery) -> Result<Upd
             other => {
                 return Err(ApiError::invalid(
                     "update_mask",
-                    format!("{} is not an updatable field (expected description, schema)", echo(other)),
+                    format!(
+                        "{} is not an updatable field (expected description, schema)",
+                        echo(other)
+                    ),
                 ));
             }
         };

@@ -72,9 +72,7 @@ pub fn router(state: AppState, role: crate::config::Role) -> Router {
         &state.limits,
         std::sync::Arc::clone(&state.clock),
     ));
-    let event_type_gate = std::sync::Arc::new(event_type_gate::EventTypeGate::new(std::sync::Arc::clone(
-        &state.clock,
-    )));
+    let event_type_gate = std::sync::Arc::new(event_type_gate::EventTypeGate::new(std::sync::Arc::clone(&state.clock)));
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -113,11 +113,7 @@ impl EventSchema {
                 rule: one_line(&error.to_string()),
             })
             .collect();
-        if violations.is_empty() {
-            Ok(())
-        } else {
-            Err(violations)
-        }
+        if violations.is_empty() { Ok(()) } else { Err(violations) }
     }
 }
 

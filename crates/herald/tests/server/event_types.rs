@@ -77,7 +77,12 @@ async fn event_types_are_created_listed_patched_and_archived() {
     assert_eq!(created["archived"], false);
     create_type(&app, &project, json!({"name": "order.shipped"})).await;
     let (status, body) = app
-        .call(Method::POST, "/v1/event_types", Some(&project.key), Some(json!({"name": "order.created"})))
+        .call(
+            Method::POST,
+            "/v1/event_types",
+            Some(&project.key),
+            Some(json!({"name": "order.created"})),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
 
@@ -117,7 +122,10 @@ async fn event_types_are_created_listed_patched_and_archived() {
         )
         .await;
     assert_eq!(status, StatusCode::OK, "{patched}");
-    assert_eq!((patched["description"].clone(), patched["schema"].clone()), (json!("Placed"), price_schema("number")));
+    assert_eq!(
+        (patched["description"].clone(), patched["schema"].clone()),
+        (json!("Placed"), price_schema("number"))
+    );
     let (_, patched) = app
         .call(
             Method::PATCH,
@@ -130,18 +138,38 @@ async fn event_types_are_created_listed_patched_and_archived() {
     assert_eq!(patched["description"], "Placed");
 
     let (status, body) = app
-        .call(Method::DELETE, "/v1/event_types/order.shipped", Some(&project.key), None)
+        .call(
+            Method::DELETE,
+            "/v1/event_types/order.shipped",
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!((status, body), (StatusCode::OK, json!({})));
     let (status, _) = app
-        .call(Method::DELETE, "/v1/event_types/order.shipped", Some(&project.key), None)
+        .call(
+            Method::DELETE,
+            "/v1/event_types/order.shipped",
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "archived once");
     let (_, listed) = app.call(Method::GET, "/v1/event_types", Some(&project.key), None).await;
-    let names: Vec<&Value> = listed["event_types"].as_array().unwrap().iter().map(|t| &t["name"]).collect();
+    let names: Vec<&Value> = listed["event_types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| &t["name"])
+        .collect();
     assert_eq!(names, [&json!("order.created")], "archived types are hidden");
     let (_, listed) = app
-        .call(Method::GET, "/v1/event_types?show_archived=true", Some(&project.key), None)
+        .call(
+            Method::GET,
+            "/v1/event_types?show_archived=true",
+            Some(&project.key),
+            None,
+        )
         .await;
     assert_eq!(listed["event_types"].as_array().unwrap().len(), 2);
     assert_eq!(listed["event_types"][1]["archived"], true);
@@ -155,14 +183,22 @@ async fn event_types_are_created_listed_patched_and_archived() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND, "an archived type is not patched");
     let again = create_type(&app, &project, json!({"name": "order.shipped", "description": "back"})).await;
-    assert_eq!((again["archived"].clone(), again["description"].clone()), (json!(false), json!("back")));
+    assert_eq!(
+        (again["archived"].clone(), again["description"].clone()),
+        (json!(false), json!("back"))
+    );
 }
 
 #[tokio::test]
 async fn data_breaking_a_schema_is_refused_naming_the_path() {
     let app = TestApp::spawn().await;
     let project = app.project("acme").await;
-    create_type(&app, &project, json!({"name": "order.created", "schema": price_schema("number")})).await;
+    create_type(
+        &app,
+        &project,
+        json!({"name": "order.created", "schema": price_schema("number")}),
+    )
+    .await;
     let message = refused(
         publish(
             &app,
@@ -182,7 +218,11 @@ async fn data_breaking_a_schema_is_refused_naming_the_path() {
     let (status, body) = publish(&app, &project, "order.created", json!({"items": [{"price": 3}]})).await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let (status, body) = publish(&app, &project, "order.untyped", json!({"anything": true})).await;
-    assert_eq!(status, StatusCode::ACCEPTED, "an unregistered type is not checked outside strict mode: {body}");
+    assert_eq!(
+        status,
+        StatusCode::ACCEPTED,
+        "an unregistered type is not checked outside strict mode: {body}"
+    );
 
     // A batch names the event's index; nothing of a refused batch is published.
     let batch = json!({"events": [
@@ -244,17 +284,28 @@ async fn strict_mode_refuses_unknown_types_at_publish_and_subscribe() {
     set_strict(&app, &project, true).await;
     let message = refused(publish(&app, &project, "order.unknown", json!({})).await, "type");
     assert!(message.contains("strict"), "{message}");
-    assert_eq!(publish(&app, &project, "order.created", json!({})).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        publish(&app, &project, "order.created", json!({})).await.0,
+        StatusCode::ACCEPTED
+    );
     assert_eq!(
         publish(&app, &relaxed, "order.unknown", json!({})).await.0,
         StatusCode::ACCEPTED,
         "strict mode is per project"
     );
-    app.call(Method::DELETE, "/v1/event_types/order.retired", Some(&project.key), None)
-        .await;
+    app.call(
+        Method::DELETE,
+        "/v1/event_types/order.retired",
+        Some(&project.key),
+        None,
+    )
+    .await;
     refused(publish(&app, &project, "order.retired", json!({})).await, "type");
     // Herald's own types are always known.
-    assert_eq!(publish(&app, &project, "batch.completed", json!({})).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        publish(&app, &project, "batch.completed", json!({})).await.0,
+        StatusCode::ACCEPTED
+    );
     let batch = json!({"events": [
         {"type": "order.created", "data": {}},
         {"type": "order.nope", "data": {}},
@@ -278,7 +329,15 @@ async fn strict_mode_refuses_unknown_types_at_publish_and_subscribe() {
         .webhook(
             &project,
             "http://127.0.0.1:9/hook",
-            &["order.created", "order.*", "*", "batch.completed", "operation.*", "webhook.ping", "delivery.failed"],
+            &[
+                "order.created",
+                "order.*",
+                "*",
+                "batch.completed",
+                "operation.*",
+                "webhook.ping",
+                "delivery.failed",
+            ],
         )
         .await;
     let answer = app
@@ -292,16 +351,27 @@ async fn strict_mode_refuses_unknown_types_at_publish_and_subscribe() {
     refused(answer, "subscribed_events[0]");
 
     set_strict(&app, &project, false).await;
-    assert_eq!(publish(&app, &project, "order.unknown", json!({})).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        publish(&app, &project, "order.unknown", json!({})).await.0,
+        StatusCode::ACCEPTED
+    );
 }
 
 #[tokio::test]
 async fn schema_changes_apply_at_once_here_and_within_the_ttl_elsewhere() {
     let app = TestApp::spawn().await;
     let project = app.project("acme").await;
-    create_type(&app, &project, json!({"name": "order.created", "schema": price_schema("number")})).await;
+    create_type(
+        &app,
+        &project,
+        json!({"name": "order.created", "schema": price_schema("number")}),
+    )
+    .await;
     let text = json!({"items": [{"price": "ten"}]});
-    refused(publish(&app, &project, "order.created", text.clone()).await, "data.items[0].price");
+    refused(
+        publish(&app, &project, "order.created", text.clone()).await,
+        "data.items[0].price",
+    );
 
     // A PATCH through this node is seen by the next publish.
     let (status, _) = app
@@ -313,7 +383,10 @@ async fn schema_changes_apply_at_once_here_and_within_the_ttl_elsewhere() {
         )
         .await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(publish(&app, &project, "order.created", text.clone()).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        publish(&app, &project, "order.created", text.clone()).await.0,
+        StatusCode::ACCEPTED
+    );
 
     // A change this node did not make (another node's, written straight
     // to the store here) is seen once the cached entry is older than the TTL.
@@ -339,11 +412,22 @@ async fn schema_changes_apply_at_once_here_and_within_the_ttl_elsewhere() {
         "within the TTL the cached schema still answers"
     );
     app.advance(Duration::from_secs(6));
-    refused(publish(&app, &project, "order.created", text).await, "data.items[0].price");
+    refused(
+        publish(&app, &project, "order.created", text).await,
+        "data.items[0].price",
+    );
 
     // Archiving in strict mode refuses the type at once.
     set_strict(&app, &project, true).await;
-    app.call(Method::DELETE, "/v1/event_types/order.created", Some(&project.key), None)
-        .await;
-    refused(publish(&app, &project, "order.created", json!({"items": []})).await, "type");
+    app.call(
+        Method::DELETE,
+        "/v1/event_types/order.created",
+        Some(&project.key),
+        None,
+    )
+    .await;
+    refused(
+        publish(&app, &project, "order.created", json!({"items": []})).await,
+        "type",
+    );
 }

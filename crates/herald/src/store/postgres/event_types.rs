@@ -129,7 +129,10 @@ impl crate::store::EventTypeStore for super::PostgresStore {
     ) -> StoreResult<Option<EventTypeRecord>> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
-        let Some(current) = select(&tx, project, &name, true).await?.filter(|r| r.archive_time.is_none()) else {
+        let Some(current) = select(&tx, project, &name, true)
+            .await?
+            .filter(|r| r.archive_time.is_none())
+        else {
             return Ok(None);
         };
         let updated = patch.applied_to(current, now);
@@ -188,6 +191,8 @@ impl crate::store::EventTypeStore for super::PostgresStore {
             )
             .await
             .map_err(store_error)?;
-        row.map(|row| get::<bool>(&row, 0)).transpose().map(|s| s.unwrap_or(false))
+        row.map(|row| get::<bool>(&row, 0))
+            .transpose()
+            .map(|s| s.unwrap_or(false))
     }
 }

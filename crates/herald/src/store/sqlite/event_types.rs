@@ -38,7 +38,10 @@ fn get(conn: &Connection, project: ProjectId, name: &EventType) -> StoreResult<O
 fn create(conn: &Connection, new: &NewEventType) -> StoreResult<CreatedEventType> {
     let project: Option<i64> = conn
         .prepare_cached("SELECT 1 FROM projects WHERE id = ?1")
-        .and_then(|mut stmt| stmt.query_row([new.project_id.to_string()], |row| row.get(0)).optional())
+        .and_then(|mut stmt| {
+            stmt.query_row([new.project_id.to_string()], |row| row.get(0))
+                .optional()
+        })
         .map_err(store_error)?;
     if project.is_none() {
         return Ok(CreatedEventType::ProjectNotFound);
@@ -71,7 +74,12 @@ fn create(conn: &Connection, new: &NewEventType) -> StoreResult<CreatedEventType
         .ok_or_else(|| crate::store::StoreError::Corrupt("an event type just created is missing".into()))
 }
 
-fn list(conn: &Connection, project: ProjectId, page: &PageRequest, show_archived: bool) -> StoreResult<Page<EventTypeRecord>> {
+fn list(
+    conn: &Connection,
+    project: ProjectId,
+    page: &PageRequest,
+    show_archived: bool,
+) -> StoreResult<Page<EventTypeRecord>> {
     let items: Vec<EventTypeRecord> = conn
         .prepare_cached(&format!(
             "SELECT {COLUMNS} FROM event_types
@@ -183,19 +191,25 @@ impl crate::store::EventTypeStore for super::SqliteStore {
         now: Timestamp,
     ) -> StoreResult<Option<EventTypeRecord>> {
         self.writer
-            .write(super::writer::Lane::Api, 1, move |conn| update(conn, project, &name, &patch, now))
+            .write(super::writer::Lane::Api, 1, move |conn| {
+                update(conn, project, &name, &patch, now)
+            })
             .await
     }
 
     async fn archive_event_type(&self, project: ProjectId, name: EventType, now: Timestamp) -> StoreResult<bool> {
         self.writer
-            .write(super::writer::Lane::Api, 1, move |conn| archive(conn, project, &name, now))
+            .write(super::writer::Lane::Api, 1, move |conn| {
+                archive(conn, project, &name, now)
+            })
             .await
     }
 
     async fn set_strict_event_types(&self, project: ProjectId, strict: bool) -> StoreResult<bool> {
         self.writer
-            .write(super::writer::Lane::Api, 1, move |conn| set_strict(conn, project, strict))
+            .write(super::writer::Lane::Api, 1, move |conn| {
+                set_strict(conn, project, strict)
+            })
             .await
     }
 

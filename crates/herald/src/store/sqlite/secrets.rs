@@ -172,6 +172,10 @@ pub(super) fn insert_secret(
     .map_err(store_error)
 }
 
+/// A secret row as read: id, kind, the master key that sealed it, the
+/// sealed bytes (none for rows that hold no material).
+type SecretRow = (SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>);
+
 /// The secrets that sign for `webhook` at `now`, opened.
 pub(super) fn signing_secrets(
     conn: &Connection,
@@ -179,7 +183,7 @@ pub(super) fn signing_secrets(
     webhook: WebhookId,
     now: Timestamp,
 ) -> StoreResult<Vec<StoredSecret>> {
-    let rows: Vec<(SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>)> = conn
+    let rows: Vec<SecretRow> = conn
         .prepare_cached(
             "SELECT id, kind, key_id, sealed FROM webhook_secrets
              WHERE webhook_id = ?1 AND (expire_time IS NULL OR expire_time > ?2) ORDER BY id",
