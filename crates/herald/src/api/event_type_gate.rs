@@ -7,7 +7,7 @@
 //!
 //! Staleness policy: this node drops an entry as soon as it changes it
 //! (create, patch, archive, strict switch). Changes made through another
-//! node (PostgreSQL) are seen once the entry is older than [`TTL`]
+//! node (a shared database) are seen once the entry is older than [`TTL`]
 //! (measured with the injected clock): at most that long, a node may
 //! validate against the previous schema or strict setting. The cache is
 //! bounded by [`MAX_ENTRIES`]; when full it is emptied, never grown.
