@@ -90,7 +90,7 @@ async fn list(
         .query(
             &format!(
                 "SELECT {COLUMNS} FROM event_types
-                 WHERE project_id = $1 AND ($2::text IS NULL OR name > $2) AND ($3 OR archive_time IS NULL)
+                 WHERE project_id = $1 AND ($2::text IS NULL OR name COLLATE \"C\" > $2) AND ($3 OR archive_time IS NULL)
                  ORDER BY name COLLATE \"C\" LIMIT $4"
             ),
             &[&project.to_string(), &page.after, &show_archived, &i64::from(page.size)],
