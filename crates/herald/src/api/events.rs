@@ -18,6 +18,7 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::auth::Principal;
 use super::error::ApiError;
+use super::event_type_gate::EventTypeGate;
 use super::json::JsonBody;
 use super::json_check;
 use super::path::ApiPath;
@@ -53,6 +54,7 @@ struct Accepted<'a> {
 pub(super) async fn publish(
     State(state): State<AppState>,
     Extension(limiter): Extension<Arc<PublishLimiter>>,
+    Extension(gate): Extension<Arc<EventTypeGate>>,
     principal: Principal,
     headers: HeaderMap,
     JsonBody { value, raw }: JsonBody<PublishEvent>,
@@ -60,6 +62,8 @@ pub(super) async fn publish(
     let project = principal.require_project()?;
     within_rate(&limiter, project, 1)?;
     let event = new_event(&state, &value, "")?;
+    gate.check_publish(state.store.as_ref(), project, &event.event_type, value.data.get(), "")
+        .await?;
     let response = serde_json::to_vec(&accepted(&event)).map_err(|e| ApiError::Internal(e.to_string()))?;
     commit(&state, project, vec![event], &headers, &raw, response).await
 }
@@ -67,6 +71,7 @@ pub(super) async fn publish(
 pub(super) async fn batch_create(
     State(state): State<AppState>,
     Extension(limiter): Extension<Arc<PublishLimiter>>,
+    Extension(gate): Extension<Arc<EventTypeGate>>,
     principal: Principal,
     headers: HeaderMap,
     JsonBody { value, raw }: JsonBody<BatchCreate>,
@@ -83,6 +88,16 @@ pub(super) async fn batch_create(
         .enumerate()
         .map(|(index, event)| new_event(&state, event, &format!("events[{index}].")))
         .collect::<Result<Vec<_>, _>>()?;
+    for (index, (event, sent)) in events.iter().zip(&value.events).enumerate() {
+        gate.check_publish(
+            state.store.as_ref(),
+            project,
+            &event.event_type,
+            sent.data.get(),
+            &format!("events[{index}]."),
+        )
+        .await?;
+    }
     #[derive(Serialize)]
     struct BatchAccepted<'a> {
         events: Vec<Accepted<'a>>,

@@ -9,6 +9,8 @@ mod batches;
 mod controls;
 mod deliveries;
 pub mod error;
+mod event_type_gate;
+mod event_types;
 mod events;
 mod files;
 mod health;
@@ -75,6 +77,7 @@ pub fn router(state: AppState, role: crate::config::Role) -> Router {
         &state.limits,
         std::sync::Arc::clone(&state.clock),
     ));
+    let event_type_gate = std::sync::Arc::new(event_type_gate::EventTypeGate::new(std::sync::Arc::clone(&state.clock)));
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -89,13 +92,17 @@ pub fn router(state: AppState, role: crate::config::Role) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(publish_limiter))
+        .layer(axum::Extension(event_type_gate))
         .with_state(state)
 }
 
 fn api_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/projects", post(projects::create).get(projects::list))
-        .route("/v1/projects/{project_id}", get(projects::get))
+        .route(
+            "/v1/projects/{project_id}",
+            get(projects::get).patch(event_types::patch_project),
+        )
         .route(
             "/v1/projects/{project_id}/api_keys",
             post(projects::create_key).get(projects::list_keys),
@@ -130,6 +137,13 @@ fn api_routes() -> Router<AppState> {
         .route("/.well-known/jwks.json", get(jwks::jwks))
         .route("/v1/signing_keys", get(jwks::list_keys))
         .route("/v1/signing_keys:rotate", post(jwks::rotate))
+        .route("/v1/event_types", post(event_types::create).get(event_types::list))
+        .route(
+            "/v1/event_types/{name}",
+            get(event_types::get)
+                .patch(event_types::update)
+                .delete(event_types::delete),
+        )
         .route("/v1/events", post(events::publish))
         .route("/v1/events:batchCreate", post(events::batch_create))
         .route("/v1/events/{event_id}", get(events::get))

@@ -1,15 +1,18 @@
 //! `/v1/webhooks`: a project's endpoint subscriptions.
 
-use axum::Json;
+use std::sync::Arc;
+
 use axum::extract::{FromRequest, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::Principal;
 use super::controls::{ControlsInput, ControlsView};
 use super::error::{ApiError, MAX_ECHO_CHARS, echo, truncate};
+use super::event_type_gate::EventTypeGate;
 use super::json::{JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request};
 use super::path::ApiPath;
@@ -224,12 +227,15 @@ pub(super) fn new_secret(kind: SigningKind) -> Result<NewSecret, ApiError> {
 
 pub(super) async fn create(
     State(state): State<AppState>,
+    Extension(gate): Extension<Arc<EventTypeGate>>,
     principal: Principal,
     JsonBody { value, .. }: JsonBody<CreateWebhook>,
 ) -> Result<(StatusCode, Json<WebhookView>), ApiError> {
     let project = principal.require_project()?;
     let uri = endpoint_uri(&state, &value.uri)?;
     let subscribed_events = subscribed_events(&value.subscribed_events)?;
+    gate.check_subscription(state.store.as_ref(), project, &value.subscribed_events)
+        .await?;
     let name = match value.name.as_deref() {
         Some(name) => Name::parse(name).map_err(ApiError::invalid_field("name"))?,
         // Default: the host, cut to a valid name's length.
@@ -318,6 +324,7 @@ pub(super) async fn get(
 
 pub(super) async fn update(
     State(state): State<AppState>,
+    Extension(gate): Extension<Arc<EventTypeGate>>,
     principal: Principal,
     ApiPath(id): ApiPath<String>,
     query: RawQuery,
@@ -330,6 +337,9 @@ pub(super) async fn update(
             "update_mask",
             format!("nothing to update: send at least one of {}", UPDATABLE.join(", ")),
         ));
+    }
+    if let Some(items) = &value.subscribed_events {
+        gate.check_subscription(state.store.as_ref(), project, items).await?;
     }
     let patch = WebhookPatch {
         name: value

@@ -10,6 +10,7 @@ pub mod batch;
 pub mod controls;
 pub mod delivery;
 pub mod event;
+pub mod event_type;
 pub mod fanout;
 pub mod health;
 pub mod id;

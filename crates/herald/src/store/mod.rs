@@ -29,6 +29,7 @@ pub mod batches;
 mod codec;
 pub mod controls;
 mod delivery_log;
+mod event_types;
 pub mod health;
 mod operations;
 pub mod postgres;
@@ -50,6 +51,7 @@ use crate::domain::{ApiKeyId, EventId, ProjectId, Timestamp, WebhookId};
 
 pub use batches::BatchStore;
 pub use delivery_log::*;
+pub use event_types::*;
 pub use operations::*;
 pub use replays::*;
 pub use retention::*;
@@ -160,6 +162,7 @@ pub trait Store:
     + RetentionStore
     + OperationStore
     + SigningKeyStore
+    + EventTypeStore
     + Send
     + Sync
     + 'static

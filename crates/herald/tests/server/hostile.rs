@@ -806,6 +806,167 @@ fn cases() -> Vec<Case> {
             Body::None,
         )
         .expect(405, "method_not_allowed", None),
+        // Event types.
+        case(
+            "event types: bad name",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "no spaces allowed"})),
+        )
+        .expect(400, "invalid_argument", Some("name")),
+        case(
+            "event types: Herald's own name",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "webhook.ping"})),
+        )
+        .expect(400, "invalid_argument", Some("name")),
+        case(
+            "event types: schema not an object",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "order.created", "schema": 5})),
+        )
+        .expect(400, "invalid_argument", Some("schema")),
+        case(
+            "event types: invalid schema",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "order.created", "schema": {"type": "strnig"}})),
+        )
+        .expect(400, "invalid_argument", Some("schema")),
+        case(
+            "event types: huge schema",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "order.created", "schema": {"description": "d".repeat(70_000)}})),
+        )
+        .expect(400, "invalid_argument", Some("schema")),
+        case(
+            "event types: long description",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "order.created", "description": "d".repeat(1001)})),
+        )
+        .expect(400, "invalid_argument", Some("description")),
+        case(
+            "event types: control characters in the description",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "order.created", "description": "a\u{1b}[31mb"})),
+        )
+        .expect(400, "invalid_argument", Some("description")),
+        case(
+            "event types: unknown field",
+            Method::POST,
+            "/v1/event_types",
+            Project,
+            Body::Json(json!({"name": "order.created", "version": 2})),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "event types: admin key",
+            Method::GET,
+            "/v1/event_types",
+            Admin,
+            Body::None,
+        )
+        .expect(403, "permission_denied", None),
+        case(
+            "event types: bad show_archived",
+            Method::GET,
+            "/v1/event_types?show_archived=maybe",
+            Project,
+            Body::None,
+        )
+        .expect(400, "invalid_argument", Some("show_archived")),
+        case(
+            "event types: unknown one",
+            Method::GET,
+            "/v1/event_types/order.nope",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "event types: impossible name in the path",
+            Method::GET,
+            "/v1/event_types/%20",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "event types: empty patch",
+            Method::PATCH,
+            "/v1/event_types/order.nope",
+            Project,
+            Body::Json(json!({})),
+        )
+        .expect(400, "invalid_argument", Some("update_mask")),
+        case(
+            "event types: bad update_mask",
+            Method::PATCH,
+            "/v1/event_types/order.nope?update_mask=name",
+            Project,
+            Body::Json(json!({"description": "x"})),
+        )
+        .expect(400, "invalid_argument", Some("update_mask")),
+        case(
+            "event types: masked field missing",
+            Method::PATCH,
+            "/v1/event_types/order.nope?update_mask=schema",
+            Project,
+            Body::Json(json!({"description": "x"})),
+        )
+        .expect(400, "invalid_argument", Some("schema")),
+        case(
+            "event types: patch unknown",
+            Method::PATCH,
+            "/v1/event_types/order.nope",
+            Project,
+            Body::Json(json!({"description": "x"})),
+        )
+        .expect(404, "not_found", None),
+        case(
+            "event types: delete unknown",
+            Method::DELETE,
+            "/v1/event_types/order.nope",
+            Project,
+            Body::None,
+        )
+        .expect(404, "not_found", None),
+        case(
+            "strict mode: project key",
+            Method::PATCH,
+            "/v1/projects/{project}",
+            Project,
+            Body::Json(json!({"strict_event_types": true})),
+        )
+        .expect(403, "permission_denied", None),
+        case(
+            "strict mode: not a boolean",
+            Method::PATCH,
+            "/v1/projects/{project}",
+            Admin,
+            Body::Json(json!({"strict_event_types": "yes"})),
+        )
+        .expect(400, "invalid_argument", None),
+        case(
+            "strict mode: unknown project",
+            Method::PATCH,
+            "/v1/projects/prj_01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            Admin,
+            Body::Json(json!({"strict_event_types": true})),
+        )
+        .expect(404, "not_found", None),
     ]
 }
 

@@ -17,6 +17,7 @@ mod crash;
 mod deliveries;
 mod delivery;
 mod disk_full;
+mod event_types;
 mod genai;
 mod health;
 mod hostile;

@@ -44,6 +44,7 @@ mod support;
 mod batches;
 mod controls;
 mod delivery_log;
+mod event_types;
 mod health;
 mod operations;
 mod projects;

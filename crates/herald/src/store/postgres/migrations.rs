@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_batches.sql"),
     include_str!("migrations/0006_operations.sql"),
     include_str!("migrations/0007_endpoint_controls.sql"),
+    include_str!("migrations/0008_event_types.sql"),
     include_str!("migrations/0009_sealed_signing_keys.sql"),
 ];
 

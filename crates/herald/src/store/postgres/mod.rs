@@ -14,6 +14,7 @@ mod batch_store;
 mod batches;
 mod connect;
 mod delivery_log;
+mod event_types;
 mod events;
 mod health;
 mod hints;

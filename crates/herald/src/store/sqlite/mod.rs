@@ -18,6 +18,7 @@
 mod batch_store;
 mod batches;
 mod delivery_log;
+mod event_types;
 mod events;
 mod health;
 mod job_webhooks;

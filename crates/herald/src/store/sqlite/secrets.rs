@@ -184,6 +184,10 @@ pub(super) fn insert_secret(
     .map_err(store_error)
 }
 
+/// A secret row as read: id, kind, the master key that sealed it, the
+/// sealed bytes (none for rows that hold no material).
+type SecretRow = (SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>);
+
 /// The secrets that sign for `webhook` at `now`, opened.
 /// A `webhook_secrets` row as the claim reads it: id, kind, sealing key, sealed bytes.
 type SecretRow = (SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>);
