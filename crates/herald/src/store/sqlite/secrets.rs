@@ -189,9 +189,6 @@ pub(super) fn insert_secret(
 type SecretRow = (SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>);
 
 /// The secrets that sign for `webhook` at `now`, opened.
-/// A `webhook_secrets` row as the claim reads it: id, kind, sealing key, sealed bytes.
-type SecretRow = (SecretId, SigningKind, Option<MasterKeyId>, Option<Vec<u8>>);
-
 pub(super) fn signing_secrets(
     conn: &Connection,
     keyring: &Keyring,
