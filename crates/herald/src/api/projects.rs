@@ -25,6 +25,10 @@ pub(super) struct ProjectView {
     id: ProjectId,
     name: String,
     create_time: Timestamp,
+    /// Strict event types (see `api::event_types`): shown by the get of
+    /// one project, left out of lists (one more read per project).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    strict_event_types: Option<bool>,
 }
 
 impl From<Project> for ProjectView {
@@ -33,6 +37,7 @@ impl From<Project> for ProjectView {
             id: project.id,
             name: project.name.as_str().to_owned(),
             create_time: project.create_time,
+            strict_event_types: None,
         }
     }
 }
@@ -89,7 +94,10 @@ pub(super) async fn get(
         .get_project(project_id(&id)?)
         .await?
         .ok_or_else(|| ApiError::not_found("project", &id))?;
-    Ok(Json(project.into()))
+    let strict = state.store.strict_event_types(project.id).await?;
+    let mut view = ProjectView::from(project);
+    view.strict_event_types = Some(strict);
+    Ok(Json(view))
 }
 
 #[derive(Deserialize, Default)]

@@ -50,6 +50,17 @@ async fn set_strict(app: &TestApp, project: &Project, strict: bool) {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["strict_event_types"], strict);
+    // The project's own resource shows the switch as it now is.
+    let (status, body) = app
+        .call(
+            Method::GET,
+            &format!("/v1/projects/{}", project.id),
+            Some(ADMIN_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["strict_event_types"], strict, "{body}");
 }
 
 /// Asserts a 400 naming `field`; returns the message.
