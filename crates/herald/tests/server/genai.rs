@@ -5,7 +5,7 @@
 //! missing `python3` or PyPI fails the test with the reason.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
@@ -49,24 +49,7 @@ pub(crate) fn python() -> PathBuf {
 }
 
 fn run_sdk(input: Value) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server/genai_webhooks.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python starts");
-    if let Some(mut stdin) = child.stdin.take() {
-        std::io::Write::write_all(&mut stdin, input.to_string().as_bytes()).expect("input written");
-    }
-    let output = child.wait_with_output().expect("python finishes");
-    assert!(
-        output.status.success(),
-        "the SDK script failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+    crate::support::python::run_json_script(&python(), "genai_webhooks.py", &input)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -355,25 +355,7 @@ fn python() -> std::path::PathBuf {
 }
 
 fn run_python(input: Value) -> Value {
-    use std::process::{Command, Stdio};
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/server/job_webhooks_interop.py");
-    let mut child = Command::new(python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python starts");
-    if let Some(mut stdin) = child.stdin.take() {
-        std::io::Write::write_all(&mut stdin, input.to_string().as_bytes()).expect("input written");
-    }
-    let output = child.wait_with_output().expect("python finishes");
-    assert!(
-        output.status.success(),
-        "the interop script failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("the script prints JSON")
+    crate::support::python::run_json_script(&python(), "job_webhooks_interop.py", &input)
 }
 
 /// PyJWT and `cryptography` verify what Herald sent, from the JWKS alone.

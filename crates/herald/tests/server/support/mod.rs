@@ -2,6 +2,7 @@
 //! manual clock, no jitter and a dispatcher that tests step by hand.
 
 pub mod backend;
+pub mod python;
 pub mod receiver;
 pub mod tls;
 
