@@ -28,6 +28,7 @@ mod replays;
 mod secrets;
 pub mod server;
 mod stats;
+mod update_mask;
 mod webhooks;
 
 use std::sync::Arc;

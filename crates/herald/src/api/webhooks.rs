@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::auth::Principal;
 use super::controls::{ControlsInput, ControlsView};
-use super::error::{ApiError, MAX_ECHO_CHARS, echo, truncate};
+use super::error::{ApiError, echo};
 use super::event_type_gate::EventTypeGate;
 use super::json::{JsonBody, OptionalJsonBody};
 use super::pagination::{next_page_token, page_request};
@@ -383,29 +383,10 @@ const UPDATABLE: [&str; 8] = [
 /// With `?update_mask=a,b`, only the named fields change (each must be in
 /// the body); without it, every field present in the body changes.
 fn apply_update_mask(mut value: WebhookUpdate, query: &RawQuery) -> Result<WebhookUpdate, ApiError> {
-    let Some(raw) = query.0.as_deref() else {
+    let Some(fields) = super::update_mask::fields(query, "name,uri")? else {
         return Ok(value);
     };
-    let mut mask = None;
-    for (name, text) in url::form_urlencoded::parse(raw.as_bytes()) {
-        match name.as_ref() {
-            "update_mask" => mask = Some(text.into_owned()),
-            other => {
-                return Err(ApiError::invalid(
-                    truncate(other, MAX_ECHO_CHARS),
-                    "unknown query parameter (expected update_mask)",
-                ));
-            }
-        }
-    }
-    let Some(mask) = mask else { return Ok(value) };
-    let fields: Vec<&str> = mask.split(',').map(str::trim).filter(|f| !f.is_empty()).collect();
-    if fields.is_empty() {
-        return Err(ApiError::invalid(
-            "update_mask",
-            "names no field: list the fields to change, e.g. update_mask=name,uri",
-        ));
-    }
+    let fields: Vec<&str> = fields.iter().map(String::as_str).collect();
     for field in &fields {
         let present = match *field {
             "name" => value.name.is_some(),
